@@ -1,0 +1,47 @@
+/*
+ * abi_layout.c — a host program, built and run by build.rs, that prints the
+ * layout of weir_abi.h as Rust: every struct's size and field offsets and every
+ * constant's value. ebpf/src/abi.rs tests compare its own definitions with this
+ * table, so the C and Rust sides of the ABI cannot drift.
+ */
+#include <stddef.h>
+#include <stdio.h>
+
+#include "weir_abi.h"
+
+#define SIZE(s) printf("    (\"%s\", %zu),\n", #s, sizeof(struct s))
+#define FIELD(s, f) printf("    (\"%s.%s\", %zu),\n", #s, #f, offsetof(struct s, f))
+#define CONST(c) printf("    (\"%s\", %llu),\n", #c, (unsigned long long)(c))
+
+int main(void) {
+  printf("/// (name, size or offset) of every ABI struct and field, as C lays them out.\n");
+  printf("pub const C_LAYOUT: &[(&str, usize)] = &[\n");
+  SIZE(vip_key); FIELD(vip_key, addr); FIELD(vip_key, port); FIELD(vip_key, proto);
+  SIZE(vip_meta); FIELD(vip_meta, flags); FIELD(vip_meta, vip_num);
+  SIZE(real_def); FIELD(real_def, addr); FIELD(real_def, flags);
+  SIZE(flow_key); FIELD(flow_key, src); FIELD(flow_key, dst); FIELD(flow_key, sport);
+  FIELD(flow_key, dport); FIELD(flow_key, proto);
+  SIZE(conn_entry); FIELD(conn_entry, real_index); FIELD(conn_entry, atime_ns);
+  SIZE(lb_ctl); FIELD(lb_ctl, default_mac);
+  SIZE(lb_counter); FIELD(lb_counter, v1); FIELD(lb_counter, v2);
+  printf("];\n\n");
+  printf("/// (name, value) of every ABI constant, as C defines them.\n");
+  printf("pub const C_CONSTANTS: &[(&str, u64)] = &[\n");
+  CONST(VIP_F_NO_SPORT); CONST(VIP_F_NO_LRU); CONST(VIP_F_QUIC_VIP); CONST(VIP_F_DPORT_HASH);
+  CONST(VIP_F_SRC_ROUTING); CONST(VIP_F_LOCAL_VIP); CONST(VIP_F_GLOBAL_LRU);
+  CONST(VIP_F_HASH_SRC_DST_PORT); CONST(VIP_F_UDP_STABLE_ROUTING);
+  CONST(VIP_F_UDP_FLOW_MIGRATION); CONST(VIP_F_SUPPORTED);
+  CONST(REAL_F_IPV6); CONST(REAL_F_LOCAL_REAL);
+  CONST(WEIR_DEFAULT_RING_SIZE); CONST(WEIR_DEFAULT_MAX_VIPS); CONST(WEIR_DEFAULT_MAX_REALS);
+  CONST(WEIR_DEFAULT_CONNS); CONST(WEIR_DEFAULT_MTU); CONST(WEIR_UDP_CONN_TIMEOUT_NS);
+  CONST(WEIR_MAX_CONN_RATE); CONST(WEIR_REAL_NONE);
+  CONST(WEIR_STAT_LRU); CONST(WEIR_STAT_LRU_MISS); CONST(WEIR_STAT_LRU_FALLBACK);
+  CONST(WEIR_STAT_CH_DROP); CONST(WEIR_STAT_ENCAP_FAIL); CONST(WEIR_STAT_ICMP_TOOBIG);
+  CONST(WEIR_STAT_ICMP_FWD); CONST(WEIR_STAT_NOT_BALANCED); CONST(WEIR_STAT_NEW_CONN_RATE);
+  CONST(WEIR_STAT_XDP_TOTAL); CONST(WEIR_STAT_XDP_TX); CONST(WEIR_STAT_XDP_DROP);
+  CONST(WEIR_STAT_XDP_PASS); CONST(WEIR_STAT_MAX);
+  CONST(WEIR_DECAP_STAT_V4); CONST(WEIR_DECAP_STAT_V6); CONST(WEIR_DECAP_STAT_PASS);
+  CONST(WEIR_DECAP_STAT_MAX);
+  printf("];\n");
+  return 0;
+}

@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
+/*
+ * weir_abi.h — the one ABI between the BPF programs and userspace.
+ *
+ * Every struct stored in a map, every flag bit, every counter index and every
+ * map name lives here, and nowhere else on the C side. The Rust mirror is
+ * ebpf/src/abi.rs; its tests pin sizes and offsets to the _Static_asserts below,
+ * so the two cannot drift silently. Structs have explicit padding: no hidden
+ * holes, so a zeroed Rust value is a valid map key.
+ *
+ * Addresses and ports are in network byte order. An IPv4 address occupies
+ * addr[0]; addr[1..3] are zero.
+ */
+#ifndef WEIR_ABI_H
+#define WEIR_ABI_H
+
+#include <linux/types.h>
+
+/* ---- VIP flags (Katran's numeric values, carried in vip_meta.flags) ---- */
+#define VIP_F_NO_SPORT (1U << 0)           /* hash ignores the client's source port */
+#define VIP_F_NO_LRU (1U << 1)             /* never read or write the connection table */
+#define VIP_F_QUIC_VIP (1U << 2)           /* reserved: refused by the control plane */
+#define VIP_F_DPORT_HASH (1U << 3)         /* hash on the destination port only */
+#define VIP_F_SRC_ROUTING (1U << 4)        /* reserved: refused by the control plane */
+#define VIP_F_LOCAL_VIP (1U << 5)          /* a LOCAL_REAL of this VIP gets XDP_PASS */
+#define VIP_F_GLOBAL_LRU (1U << 6)         /* reserved: refused by the control plane */
+#define VIP_F_HASH_SRC_DST_PORT (1U << 7)  /* port-less VIP keeps the dst port in the hash */
+#define VIP_F_UDP_STABLE_ROUTING (1U << 8) /* reserved: refused by the control plane */
+#define VIP_F_UDP_FLOW_MIGRATION (1U << 9) /* reserved: refused by the control plane */
+
+/* The flags the datapath honours; every other bit is refused before it reaches a map. */
+#define VIP_F_SUPPORTED                                                        \
+  (VIP_F_NO_SPORT | VIP_F_NO_LRU | VIP_F_DPORT_HASH | VIP_F_LOCAL_VIP |        \
+   VIP_F_HASH_SRC_DST_PORT)
+
+/* ---- Real flags (carried in real_def.flags) ---- */
+#define REAL_F_IPV6 (1U << 0)       /* the real's address is IPv6; set from the address */
+#define REAL_F_LOCAL_REAL (1U << 1) /* the real is this host: XDP_PASS for LOCAL_VIPs */
+
+/* ---- Map names (pinned by name under the agent's bpffs directory) ---- */
+/* Kernel object names hold at most 15 characters. */
+#define WEIR_MAP_VIPS weir_vips
+#define WEIR_MAP_REALS weir_reals
+#define WEIR_MAP_CH_RINGS weir_ch_rings
+#define WEIR_MAP_CONNS weir_conns
+#define WEIR_MAP_CTL weir_ctl
+#define WEIR_MAP_VIP_STATS weir_vip_stats
+#define WEIR_MAP_REAL_STATS weir_real_stats
+#define WEIR_MAP_STATS weir_stats
+#define WEIR_MAP_DECAP_STATS weir_decaps
+
+/* ---- Defaults and limits ---- */
+#define WEIR_DEFAULT_RING_SIZE 65537U  /* Maglev ring slots per VIP (a prime) */
+#define WEIR_DEFAULT_MAX_VIPS 512U
+#define WEIR_DEFAULT_MAX_REALS 4096U
+#define WEIR_DEFAULT_CONNS 8000000U    /* connection-table entries */
+#define WEIR_DEFAULT_MTU 1500U         /* L3 MTU of the egress link */
+#define WEIR_UDP_CONN_TIMEOUT_NS (30ULL * 1000 * 1000 * 1000) /* Katran's LRU_UDP_TIMEOUT */
+#define WEIR_MAX_CONN_RATE 125000ULL   /* new connections per second per CPU before "flood" */
+#define WEIR_ONE_SEC_NS (1000ULL * 1000 * 1000)
+#define WEIR_ENCAP_TTL 64              /* TTL / hop limit of the outer header */
+#define WEIR_REAL_NONE 0U              /* real index 0 is never allocated: an empty ring slot */
+
+/* ---- Map keys and values ---- */
+
+/* weir_vips key: a VIP is (address, port, protocol); port 0 = every port. */
+struct vip_key {
+  __be32 addr[4];
+  __be16 port;
+  __u8 proto;
+  __u8 pad;
+};
+_Static_assert(sizeof(struct vip_key) == 20, "vip_key layout");
+
+/* weir_vips value. vip_num indexes the VIP's ring and its counters. */
+struct vip_meta {
+  __u32 flags;
+  __u32 vip_num;
+};
+_Static_assert(sizeof(struct vip_meta) == 8, "vip_meta layout");
+
+/* weir_reals value, indexed by real index (1..max_reals; 0 = none). */
+struct real_def {
+  __be32 addr[4];
+  __u8 flags;
+  __u8 pad[3];
+};
+_Static_assert(sizeof(struct real_def) == 20, "real_def layout");
+
+/* weir_conns key: the 5-tuple of a flow, as hashed (after the VIP's flags). */
+struct flow_key {
+  __be32 src[4];
+  __be32 dst[4];
+  __be16 sport;
+  __be16 dport;
+  __u8 proto;
+  __u8 pad[3];
+};
+_Static_assert(sizeof(struct flow_key) == 40, "flow_key layout");
+
+/* weir_conns value: where the flow goes and, for UDP, when it was last seen. */
+struct conn_entry {
+  __u32 real_index;
+  __u32 pad;
+  __u64 atime_ns;
+};
+_Static_assert(sizeof(struct conn_entry) == 16, "conn_entry layout");
+
+/* weir_ctl value (one entry): settings userspace may change at run time. */
+struct lb_ctl {
+  __u8 default_mac[6]; /* Ethernet destination of encapsulated packets */
+  __u8 pad[2];
+};
+_Static_assert(sizeof(struct lb_ctl) == 8, "lb_ctl layout");
+
+/* Value of every counter map: two numbers whose meaning depends on the index. */
+struct lb_counter {
+  __u64 v1;
+  __u64 v2;
+};
+_Static_assert(sizeof(struct lb_counter) == 16, "lb_counter layout");
+
+/*
+ * Indices of weir_stats (per-CPU). Each names what its v1 and v2 count; the
+ * meanings follow Katran's counters so the katran-server /stats endpoints can be
+ * served faithfully.
+ */
+enum weir_stat {
+  WEIR_STAT_LRU = 0,       /* v1: packets to VIPs; v2: connection-table misses */
+  WEIR_STAT_LRU_MISS,      /* v1: TCP SYN misses; v2: TCP non-SYN misses */
+  WEIR_STAT_LRU_FALLBACK,  /* v1/v2: always 0 — weir's table is never missing (Katran: fallback LRU hits) */
+  WEIR_STAT_CH_DROP,       /* v1: ring slot empty; v2: real index had no real */
+  WEIR_STAT_ENCAP_FAIL,    /* v1: headroom or bounds failure; v2: family pair not encapsulable */
+  WEIR_STAT_ICMP_TOOBIG,   /* v1: IPv4 packets too big once encapsulated; v2: IPv6 */
+  WEIR_STAT_ICMP_FWD,      /* v1: ICMPv4 errors about VIP flows sent to the flow's real; v2: ICMPv6 */
+  WEIR_STAT_NOT_BALANCED,  /* v1: IPv4 with options; v2: fragments (IPv4 and IPv6) */
+  WEIR_STAT_NEW_CONN_RATE, /* v1: new connections this second; v2: when the second began (ns) */
+  WEIR_STAT_XDP_TOTAL,     /* v1: packets; v2: bytes (whole frame) */
+  WEIR_STAT_XDP_TX,        /* v1: packets; v2: bytes (whole frame, as received) */
+  WEIR_STAT_XDP_DROP,      /* v1: packets; v2: bytes */
+  WEIR_STAT_XDP_PASS,      /* v1: packets; v2: bytes */
+  WEIR_STAT_MAX,
+};
+
+/* Indices of weir_decaps (per-CPU), kept by the real-side decap program. */
+enum weir_decap_stat {
+  WEIR_DECAP_STAT_V4 = 0, /* v1: packets decapsulated from an IPv4 outer header; v2: bytes */
+  WEIR_DECAP_STAT_V6,     /* v1: packets decapsulated from an IPv6 outer header; v2: bytes */
+  WEIR_DECAP_STAT_PASS,   /* v1: packets passed untouched (not encapsulated); v2: bytes */
+  WEIR_DECAP_STAT_MAX,
+};
+
+#endif /* WEIR_ABI_H */

@@ -1,0 +1,329 @@
+//! The Rust mirror of `bpf/weir_abi.h`: map names, key and value structs, flag
+//! bits and counter indices. Field meanings are documented in the header; the
+//! tests at the bottom compare every size, offset and constant with what the C
+//! compiler produced from that header (see `bpf/abi_layout.c`).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Map names, exactly as declared in `bpf/maps.h`.
+pub mod map {
+    pub const VIPS: &str = "weir_vips";
+    pub const REALS: &str = "weir_reals";
+    pub const CH_RINGS: &str = "weir_ch_rings";
+    pub const CONNS: &str = "weir_conns";
+    pub const CTL: &str = "weir_ctl";
+    pub const VIP_STATS: &str = "weir_vip_stats";
+    pub const REAL_STATS: &str = "weir_real_stats";
+    pub const STATS: &str = "weir_stats";
+    pub const DECAP_STATS: &str = "weir_decaps";
+}
+
+/// Load-time constants (`const volatile` globals in `balancer.bpf.c`).
+pub mod global {
+    /// Maglev ring slots per VIP.
+    pub const RING_SIZE: &str = "weir_ring_size";
+    /// L3 MTU of the egress link: larger packets, once encapsulated, are dropped.
+    pub const MTU: &str = "weir_mtu";
+}
+
+pub const VIP_F_NO_SPORT: u32 = 1 << 0;
+pub const VIP_F_NO_LRU: u32 = 1 << 1;
+pub const VIP_F_QUIC_VIP: u32 = 1 << 2;
+pub const VIP_F_DPORT_HASH: u32 = 1 << 3;
+pub const VIP_F_SRC_ROUTING: u32 = 1 << 4;
+pub const VIP_F_LOCAL_VIP: u32 = 1 << 5;
+pub const VIP_F_GLOBAL_LRU: u32 = 1 << 6;
+pub const VIP_F_HASH_SRC_DST_PORT: u32 = 1 << 7;
+pub const VIP_F_UDP_STABLE_ROUTING: u32 = 1 << 8;
+pub const VIP_F_UDP_FLOW_MIGRATION: u32 = 1 << 9;
+/// The VIP flags the datapath honours.
+pub const VIP_F_SUPPORTED: u32 =
+    VIP_F_NO_SPORT | VIP_F_NO_LRU | VIP_F_DPORT_HASH | VIP_F_LOCAL_VIP | VIP_F_HASH_SRC_DST_PORT;
+
+pub const REAL_F_IPV6: u8 = 1 << 0;
+pub const REAL_F_LOCAL_REAL: u8 = 1 << 1;
+
+pub const DEFAULT_RING_SIZE: u32 = 65537;
+pub const DEFAULT_MAX_VIPS: u32 = 512;
+pub const DEFAULT_MAX_REALS: u32 = 4096;
+pub const DEFAULT_CONNS: u32 = 8_000_000;
+pub const DEFAULT_MTU: u32 = 1500;
+pub const UDP_CONN_TIMEOUT_NS: u64 = 30_000_000_000;
+pub const MAX_CONN_RATE: u64 = 125_000;
+/// Real index 0 is never allocated: a ring slot holding it is empty.
+pub const REAL_NONE: u32 = 0;
+
+/// Indices of the per-CPU global counter map [`map::STATS`].
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stat {
+    Lru = 0,
+    LruMiss,
+    LruFallback,
+    ChDrop,
+    EncapFail,
+    IcmpTooBig,
+    IcmpFwd,
+    NotBalanced,
+    NewConnRate,
+    XdpTotal,
+    XdpTx,
+    XdpDrop,
+    XdpPass,
+}
+
+impl Stat {
+    /// Number of entries in [`map::STATS`].
+    pub const COUNT: u32 = 13;
+}
+
+/// Indices of the per-CPU decap counter map [`map::DECAP_STATS`].
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecapStat {
+    V4 = 0,
+    V6,
+    Pass,
+}
+
+impl DecapStat {
+    /// Number of entries in [`map::DECAP_STATS`].
+    pub const COUNT: u32 = 3;
+}
+
+/// `struct vip_key`: a VIP is (address, port, protocol); port 0 covers every port.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    pub addr: [u8; 16],
+    pub port: [u8; 2],
+    pub proto: u8,
+    pub pad: u8,
+}
+
+/// `struct vip_meta`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VipMeta {
+    pub flags: u32,
+    pub vip_num: u32,
+}
+
+/// `struct real_def`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RealDef {
+    pub addr: [u8; 16],
+    pub flags: u8,
+    pub pad: [u8; 3],
+}
+
+/// `struct flow_key`: a flow's 5-tuple as the datapath hashes it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+/// `struct conn_entry`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnEntry {
+    pub real_index: u32,
+    pub pad: u32,
+    pub atime_ns: u64,
+}
+
+/// `struct lb_ctl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LbCtl {
+    pub default_mac: [u8; 6],
+    pub pad: [u8; 2],
+}
+
+/// `struct lb_counter`: two numbers whose meaning depends on the counter.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LbCounter {
+    pub v1: u64,
+    pub v2: u64,
+}
+
+// SAFETY: each type is #[repr(C)], made only of integers and byte arrays, with
+// explicit padding fields, so every bit pattern is valid and there are no holes.
+unsafe impl aya::Pod for VipKey {}
+unsafe impl aya::Pod for VipMeta {}
+unsafe impl aya::Pod for RealDef {}
+unsafe impl aya::Pod for FlowKey {}
+unsafe impl aya::Pod for ConnEntry {}
+unsafe impl aya::Pod for LbCtl {}
+unsafe impl aya::Pod for LbCounter {}
+
+/// An address in the ABI's 16-byte form: IPv4 in the first 4 bytes, rest zero.
+pub fn addr_bytes(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(v4) => {
+            let mut out = [0; 16];
+            out[..4].copy_from_slice(&v4.octets());
+            out
+        }
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The inverse of [`addr_bytes`]; `v6` says which family the bytes hold.
+pub fn addr_from_bytes(bytes: [u8; 16], v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(bytes))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    }
+}
+
+impl VipKey {
+    pub fn new(addr: IpAddr, port: u16, proto: u8) -> Self {
+        Self { addr: addr_bytes(addr), port: port.to_be_bytes(), proto, pad: 0 }
+    }
+}
+
+impl RealDef {
+    pub fn new(addr: IpAddr, flags: u8) -> Self {
+        let family = if addr.is_ipv6() { REAL_F_IPV6 } else { 0 };
+        Self { addr: addr_bytes(addr), flags: (flags & !REAL_F_IPV6) | family, pad: [0; 3] }
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        addr_from_bytes(self.addr, self.flags & REAL_F_IPV6 != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    include!(concat!(env!("OUT_DIR"), "/abi_layout.rs"));
+
+    fn c_layout(name: &str) -> usize {
+        C_LAYOUT
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("{name} missing from abi_layout.c"))
+            .1
+    }
+
+    fn c_const(name: &str) -> u64 {
+        C_CONSTANTS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("{name} missing from abi_layout.c"))
+            .1
+    }
+
+    #[test]
+    fn struct_layouts_match_c() {
+        let rust: &[(&str, usize)] = &[
+            ("vip_key", size_of::<VipKey>()),
+            ("vip_key.addr", offset_of!(VipKey, addr)),
+            ("vip_key.port", offset_of!(VipKey, port)),
+            ("vip_key.proto", offset_of!(VipKey, proto)),
+            ("vip_meta", size_of::<VipMeta>()),
+            ("vip_meta.flags", offset_of!(VipMeta, flags)),
+            ("vip_meta.vip_num", offset_of!(VipMeta, vip_num)),
+            ("real_def", size_of::<RealDef>()),
+            ("real_def.addr", offset_of!(RealDef, addr)),
+            ("real_def.flags", offset_of!(RealDef, flags)),
+            ("flow_key", size_of::<FlowKey>()),
+            ("flow_key.src", offset_of!(FlowKey, src)),
+            ("flow_key.dst", offset_of!(FlowKey, dst)),
+            ("flow_key.sport", offset_of!(FlowKey, sport)),
+            ("flow_key.dport", offset_of!(FlowKey, dport)),
+            ("flow_key.proto", offset_of!(FlowKey, proto)),
+            ("conn_entry", size_of::<ConnEntry>()),
+            ("conn_entry.real_index", offset_of!(ConnEntry, real_index)),
+            ("conn_entry.atime_ns", offset_of!(ConnEntry, atime_ns)),
+            ("lb_ctl", size_of::<LbCtl>()),
+            ("lb_ctl.default_mac", offset_of!(LbCtl, default_mac)),
+            ("lb_counter", size_of::<LbCounter>()),
+            ("lb_counter.v1", offset_of!(LbCounter, v1)),
+            ("lb_counter.v2", offset_of!(LbCounter, v2)),
+        ];
+        for (name, value) in rust {
+            assert_eq!(*value, c_layout(name), "{name}: Rust and C disagree");
+        }
+        assert_eq!(rust.len(), C_LAYOUT.len(), "a C struct or field has no Rust check");
+    }
+
+    #[test]
+    fn constants_match_c() {
+        let rust: &[(&str, u64)] = &[
+            ("VIP_F_NO_SPORT", VIP_F_NO_SPORT.into()),
+            ("VIP_F_NO_LRU", VIP_F_NO_LRU.into()),
+            ("VIP_F_QUIC_VIP", VIP_F_QUIC_VIP.into()),
+            ("VIP_F_DPORT_HASH", VIP_F_DPORT_HASH.into()),
+            ("VIP_F_SRC_ROUTING", VIP_F_SRC_ROUTING.into()),
+            ("VIP_F_LOCAL_VIP", VIP_F_LOCAL_VIP.into()),
+            ("VIP_F_GLOBAL_LRU", VIP_F_GLOBAL_LRU.into()),
+            ("VIP_F_HASH_SRC_DST_PORT", VIP_F_HASH_SRC_DST_PORT.into()),
+            ("VIP_F_UDP_STABLE_ROUTING", VIP_F_UDP_STABLE_ROUTING.into()),
+            ("VIP_F_UDP_FLOW_MIGRATION", VIP_F_UDP_FLOW_MIGRATION.into()),
+            ("VIP_F_SUPPORTED", VIP_F_SUPPORTED.into()),
+            ("REAL_F_IPV6", REAL_F_IPV6.into()),
+            ("REAL_F_LOCAL_REAL", REAL_F_LOCAL_REAL.into()),
+            ("WEIR_DEFAULT_RING_SIZE", DEFAULT_RING_SIZE.into()),
+            ("WEIR_DEFAULT_MAX_VIPS", DEFAULT_MAX_VIPS.into()),
+            ("WEIR_DEFAULT_MAX_REALS", DEFAULT_MAX_REALS.into()),
+            ("WEIR_DEFAULT_CONNS", DEFAULT_CONNS.into()),
+            ("WEIR_DEFAULT_MTU", DEFAULT_MTU.into()),
+            ("WEIR_UDP_CONN_TIMEOUT_NS", UDP_CONN_TIMEOUT_NS),
+            ("WEIR_MAX_CONN_RATE", MAX_CONN_RATE),
+            ("WEIR_REAL_NONE", REAL_NONE.into()),
+            ("WEIR_STAT_LRU", Stat::Lru as u64),
+            ("WEIR_STAT_LRU_MISS", Stat::LruMiss as u64),
+            ("WEIR_STAT_LRU_FALLBACK", Stat::LruFallback as u64),
+            ("WEIR_STAT_CH_DROP", Stat::ChDrop as u64),
+            ("WEIR_STAT_ENCAP_FAIL", Stat::EncapFail as u64),
+            ("WEIR_STAT_ICMP_TOOBIG", Stat::IcmpTooBig as u64),
+            ("WEIR_STAT_ICMP_FWD", Stat::IcmpFwd as u64),
+            ("WEIR_STAT_NOT_BALANCED", Stat::NotBalanced as u64),
+            ("WEIR_STAT_NEW_CONN_RATE", Stat::NewConnRate as u64),
+            ("WEIR_STAT_XDP_TOTAL", Stat::XdpTotal as u64),
+            ("WEIR_STAT_XDP_TX", Stat::XdpTx as u64),
+            ("WEIR_STAT_XDP_DROP", Stat::XdpDrop as u64),
+            ("WEIR_STAT_XDP_PASS", Stat::XdpPass as u64),
+            ("WEIR_STAT_MAX", Stat::COUNT.into()),
+            ("WEIR_DECAP_STAT_V4", DecapStat::V4 as u64),
+            ("WEIR_DECAP_STAT_V6", DecapStat::V6 as u64),
+            ("WEIR_DECAP_STAT_PASS", DecapStat::Pass as u64),
+            ("WEIR_DECAP_STAT_MAX", DecapStat::COUNT.into()),
+        ];
+        for (name, value) in rust {
+            assert_eq!(*value, c_const(name), "{name}: Rust and C disagree");
+        }
+        assert_eq!(rust.len(), C_CONSTANTS.len(), "a C constant has no Rust check");
+    }
+
+    #[test]
+    fn programs_are_embedded_elf_objects() {
+        for object in [crate::BALANCER, crate::DECAP] {
+            assert_eq!(&object[..4], b"\x7fELF");
+        }
+    }
+
+    #[test]
+    fn real_def_takes_its_family_from_the_address() {
+        let v6 = RealDef::new("2001:db8::1".parse().unwrap(), REAL_F_LOCAL_REAL);
+        assert_eq!(v6.flags, REAL_F_IPV6 | REAL_F_LOCAL_REAL);
+        assert_eq!(v6.ip(), "2001:db8::1".parse::<IpAddr>().unwrap());
+        // A caller cannot claim IPv6 for an IPv4 address.
+        let v4 = RealDef::new("10.0.0.1".parse().unwrap(), REAL_F_IPV6);
+        assert_eq!(v4.flags, 0);
+        assert_eq!(v4.ip(), "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
+}

@@ -1,0 +1,30 @@
+//! weir's BPF programs and their ABI.
+//!
+//! The programs are C (`bpf/`), compiled by clang-19 in `build.rs` and embedded
+//! here as bytes, so the agent binary carries its datapath with it:
+//! - [`BALANCER`]: the XDP load balancer (`balancer.bpf.c`), Katran's semantics;
+//! - [`DECAP`]: the real-side XDP decapsulation program (`decap.bpf.c`).
+//!
+//! [`abi`] mirrors `bpf/weir_abi.h` in Rust, with tests that compare it against
+//! the C compiler's own layout.
+
+pub mod abi;
+
+/// The balancer's XDP object file. Its program is [`BALANCER_PROGRAM`].
+pub static BALANCER: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/balancer.bpf.o"));
+
+/// The decapsulation program's XDP object file. Its program is [`DECAP_PROGRAM`].
+pub static DECAP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/decap.bpf.o"));
+
+/// Name of the XDP program in [`BALANCER`].
+pub const BALANCER_PROGRAM: &str = "weir_balancer";
+
+/// Name of the XDP program in [`DECAP`].
+pub const DECAP_PROGRAM: &str = "weir_decap";
+
+/// A program that passes every packet: attached to a veth peer so that XDP_TX
+/// frames on the other end are delivered (veth needs XDP on the receiving side).
+pub static XDP_PASS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_pass.bpf.o"));
+
+/// Name of the program in [`XDP_PASS`].
+pub const XDP_PASS_PROGRAM: &str = "weir_pass";

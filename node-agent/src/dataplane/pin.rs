@@ -1,0 +1,60 @@
+//! bpffs: mounting it when it is missing, and where weir pins its objects.
+//!
+//! Layout under the pin root (default `/sys/fs/bpf/weir`):
+//! - `<iface>/`       one balancer: its maps by name, `link` (the XDP attachment);
+//! - `decap/<iface>/` one decapsulation program: `weir_decaps`, `link`.
+//!
+//! A pinned link keeps its program attached after the process that attached it
+//! exits; a restarted agent opens the link and atomically swaps in its program.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// Where weir pins everything unless told otherwise.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/weir";
+
+/// `BPF_FS_MAGIC` from linux/magic.h.
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// Makes sure `root` is on a bpffs, mounting one at its bpffs ancestor
+/// (`/sys/fs/bpf`) when nothing is mounted there, then creates `root`.
+pub fn ensure_bpffs(root: &Path) -> Result<()> {
+    let mount_point = Path::new("/sys/fs/bpf");
+    if root.starts_with(mount_point) && !is_bpffs(mount_point) {
+        std::fs::create_dir_all(mount_point)
+            .map_err(|e| Error::system(format!("create {}", mount_point.display()), e))?;
+        nix::mount::mount(
+            Some("bpffs"),
+            mount_point,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| Error::system("mount bpffs at /sys/fs/bpf", e.into()))?;
+    }
+    std::fs::create_dir_all(root).map_err(|e| Error::system(format!("create {}", root.display()), e))?;
+    if !is_bpffs(root) {
+        return Err(Error::invalid("pin_root", format!("{} is not on a bpf filesystem", root.display())));
+    }
+    Ok(())
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|fs| fs.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .unwrap_or(false)
+}
+
+/// The pin directory of the balancer on `iface`.
+pub fn balancer_dir(root: &Path, iface: &str) -> PathBuf {
+    root.join(iface)
+}
+
+/// The pin directory of the decapsulation program on `iface`.
+pub fn decap_dir(root: &Path, iface: &str) -> PathBuf {
+    root.join("decap").join(iface)
+}
+
+/// The file name of a pinned XDP link inside a pin directory.
+pub const LINK: &str = "link";
