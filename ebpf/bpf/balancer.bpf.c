@@ -1,5 +1,289 @@
-/* placeholder, being written */
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
+/*
+ * balancer.bpf.c — weir's XDP load balancer, with Katran's semantics.
+ *
+ * A packet goes through stages:
+ *   parse → look up the VIP → pick a real → encapsulate → transmit
+ * Packets that are not for a VIP leave untouched with XDP_PASS. A real is
+ * picked from the connection table (for packets other than TCP SYNs) or else
+ * from the VIP's Maglev ring; the packet is wrapped in an outer IP header
+ * addressed to the real and sent back out with XDP_TX.
+ */
 #include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
-SEC("xdp") int weir_balancer(struct xdp_md *ctx) { return XDP_PASS; }
+
+#include "encap.h"
+#include "jhash.h"
+#include "maps.h"
+#include "parse.h"
+#include "weir_abi.h"
+
+/* Set by the agent at load time (EbpfLoader::override_global). */
+const volatile __u32 weir_ring_size = WEIR_DEFAULT_RING_SIZE;
+const volatile __u32 weir_mtu = WEIR_DEFAULT_MTU;
+
+/* Seeds of the flow hash: fixed, so that every node hashes a flow alike. */
+#define HASH_SEED 0x77656972    /* "weir" */
+#define HASH_SEED_V6 0x6c623436 /* "lb46" */
+
+/* count - add to one of the global counters. */
+static __always_inline void count(__u32 stat, __u64 v1, __u64 v2) {
+  struct lb_counter *c = bpf_map_lookup_elem(&WEIR_MAP_STATS, &stat);
+  if (!c) /* only for the verifier: stat is always in range */
+    return;
+  c->v1 += v1;
+  c->v2 += v2;
+}
+
+/* count_in - add one packet of @bytes to @map[@index] (per-VIP / per-real counters). */
+static __always_inline void count_in(void *map, __u32 index, __u64 bytes) {
+  struct lb_counter *c = bpf_map_lookup_elem(map, &index);
+  if (!c)
+    return;
+  c->v1 += 1;
+  c->v2 += bytes;
+}
+
+/**
+ * lookup_vip - find the VIP of a flow: (address, port, proto), then the
+ * port-less (address, 0, proto).
+ * Returns: the VIP's metadata, or NULL when the packet is not for a VIP.
+ */
+static __always_inline struct vip_meta *lookup_vip(struct packet *pkt) {
+  struct vip_key key = {};
+  __builtin_memcpy(key.addr, pkt->flow.dst, 16);
+  key.port = pkt->flow.dport;
+  key.proto = pkt->flow.proto;
+  struct vip_meta *vip = bpf_map_lookup_elem(&WEIR_MAP_VIPS, &key);
+  if (vip)
+    return vip;
+  key.port = 0;
+  vip = bpf_map_lookup_elem(&WEIR_MAP_VIPS, &key);
+  /* A port-less VIP hashes every destination port of a client alike, unless
+   * told to keep it. */
+  if (vip && !(vip->flags & (VIP_F_DPORT_HASH | VIP_F_HASH_SRC_DST_PORT)))
+    pkt->flow.dport = 0;
+  return vip;
+}
+
+/*
+ * shape_flow - apply the VIP's hashing flags to the flow, which is then both
+ * the connection-table key and the hash input.
+ */
+static __always_inline void shape_flow(struct packet *pkt, const struct vip_meta *vip) {
+  if (vip->flags & VIP_F_DPORT_HASH) {
+    /* Every client of a destination port goes to the same real (e.g. VoIP). */
+    pkt->flow.sport = pkt->flow.dport;
+    __builtin_memset(pkt->flow.src, 0, 16);
+  }
+  if (vip->flags & VIP_F_NO_SPORT)
+    pkt->flow.sport = 0;
+}
+
+/* flow_hash - the flow's hash: source address and both ports, as Katran. */
+static __always_inline __u32 flow_hash(const struct packet *pkt) {
+  __u32 ports = ((__u32)pkt->flow.sport << 16) | pkt->flow.dport;
+  if (pkt->is_v6)
+    return jhash_2words(jhash_4words(pkt->flow.src, HASH_SEED_V6), ports, HASH_SEED);
+  return jhash_2words(pkt->flow.src[0], ports, HASH_SEED);
+}
+
+/*
+ * under_flood - count a new connection; true when this CPU has seen more than
+ * WEIR_MAX_CONN_RATE in the current second (then new flows skip the table).
+ */
+static __always_inline bool under_flood(__u64 now) {
+  __u32 stat = WEIR_STAT_NEW_CONN_RATE;
+  struct lb_counter *rate = bpf_map_lookup_elem(&WEIR_MAP_STATS, &stat);
+  if (!rate)
+    return true;
+  if (now - rate->v2 > WEIR_ONE_SEC_NS) {
+    rate->v1 = 1;
+    rate->v2 = now;
+    return false;
+  }
+  rate->v1 += 1;
+  return rate->v1 > WEIR_MAX_CONN_RATE;
+}
+
+/**
+ * conn_lookup - the real a known flow goes to, from the connection table.
+ * UDP entries older than WEIR_UDP_CONN_TIMEOUT_NS count as misses.
+ * Returns: the real index, or WEIR_REAL_NONE on a miss.
+ */
+static __always_inline __u32 conn_lookup(const struct packet *pkt) {
+  struct conn_entry *conn = bpf_map_lookup_elem(&WEIR_MAP_CONNS, &pkt->flow);
+  if (!conn)
+    return WEIR_REAL_NONE;
+  if (pkt->flow.proto == IPPROTO_UDP) {
+    __u64 now = bpf_ktime_get_ns();
+    if (now - conn->atime_ns > WEIR_UDP_CONN_TIMEOUT_NS)
+      return WEIR_REAL_NONE;
+    conn->atime_ns = now;
+  }
+  return conn->real_index;
+}
+
+/**
+ * ring_pick - the real of a flow by consistent hashing on the VIP's ring, and
+ * remember it in the connection table.
+ * Returns: the real index, or WEIR_REAL_NONE when the slot is empty.
+ */
+static __always_inline __u32 ring_pick(const struct packet *pkt, const struct vip_meta *vip) {
+  __u32 ring_size = weir_ring_size;
+  __u32 slot = vip->vip_num * ring_size + flow_hash(pkt) % ring_size;
+  __u32 *real_index = bpf_map_lookup_elem(&WEIR_MAP_CH_RINGS, &slot);
+  if (!real_index || *real_index == WEIR_REAL_NONE) {
+    count(WEIR_STAT_CH_DROP, 1, 0);
+    return WEIR_REAL_NONE;
+  }
+  /* ICMP errors and NO_LRU VIPs leave no state; a flood skips the table. */
+  if (pkt->flags & PKT_F_ICMP || vip->flags & VIP_F_NO_LRU)
+    return *real_index;
+  __u64 now = bpf_ktime_get_ns();
+  if (under_flood(now))
+    return *real_index;
+  struct conn_entry conn = {.real_index = *real_index};
+  if (pkt->flow.proto == IPPROTO_UDP)
+    conn.atime_ns = now;
+  bpf_map_update_elem(&WEIR_MAP_CONNS, &pkt->flow, &conn, BPF_ANY);
+  return *real_index;
+}
+
+/**
+ * pick_real - the real of a VIP flow: connection table first (but never for
+ * a SYN, which always rehashes and refreshes the table), then the ring.
+ * Returns: the real index, or WEIR_REAL_NONE (drop).
+ */
+static __always_inline __u32 pick_real(const struct packet *pkt, const struct vip_meta *vip) {
+  bool syn = pkt->flags & PKT_F_SYN;
+  if (!syn && !(vip->flags & VIP_F_NO_LRU)) {
+    __u32 real_index = conn_lookup(pkt);
+    if (real_index != WEIR_REAL_NONE)
+      return real_index;
+  }
+  if (pkt->flow.proto == IPPROTO_TCP && !(pkt->flags & PKT_F_ICMP))
+    count(WEIR_STAT_LRU_MISS, syn, !syn);
+  count(WEIR_STAT_LRU, 0, 1);
+  return ring_pick(pkt, vip);
+}
+
+/* encap_overhead - bytes the outer header adds for a real of this family. */
+static __always_inline __u32 encap_overhead(const struct real_def *real) {
+  return real->flags & REAL_F_IPV6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+}
+
+/**
+ * balance - the fate of a packet addressed to a VIP.
+ * Returns: XDP_TX once encapsulated toward a real, XDP_PASS for a local real,
+ * XDP_DROP when no real can take it (each drop is counted).
+ */
+static __always_inline int balance(struct xdp_md *ctx, struct packet *pkt,
+                                   const struct vip_meta *vip) {
+  count(WEIR_STAT_LRU, 1, 0);
+  shape_flow(pkt, vip);
+  __u32 real_index = pick_real(pkt, vip);
+  if (real_index == WEIR_REAL_NONE)
+    return XDP_DROP;
+  struct real_def *real = bpf_map_lookup_elem(&WEIR_MAP_REALS, &real_index);
+  if (!real) {
+    count(WEIR_STAT_CH_DROP, 0, 1);
+    return XDP_DROP;
+  }
+  if (pkt->flags & PKT_F_ICMP)
+    count(WEIR_STAT_ICMP_FWD, !pkt->is_v6, pkt->is_v6);
+  count_in(&WEIR_MAP_VIP_STATS, vip->vip_num, pkt->l3_len);
+  count_in(&WEIR_MAP_REAL_STATS, real_index, pkt->l3_len);
+  if ((vip->flags & VIP_F_LOCAL_VIP) && (real->flags & REAL_F_LOCAL_REAL))
+    return XDP_PASS;
+
+  if (pkt->l3_len + encap_overhead(real) > weir_mtu) {
+    /* TODO(#2): answer with ICMP too-big / packet-too-big instead. */
+    count(WEIR_STAT_ICMP_TOOBIG, !pkt->is_v6, pkt->is_v6);
+    return XDP_DROP;
+  }
+  __u32 ctl_key = 0;
+  struct lb_ctl *ctl = bpf_map_lookup_elem(&WEIR_MAP_CTL, &ctl_key);
+  if (!ctl) /* only for the verifier: index 0 always exists */
+    return XDP_DROP;
+  bool encapsulated;
+  if (real->flags & REAL_F_IPV6) {
+    encapsulated = encap_v6(ctx, pkt, real, ctl);
+  } else if (!pkt->is_v6) {
+    encapsulated = encap_v4(ctx, pkt, real, ctl);
+  } else {
+    /* IPv6-in-IPv4 is not a supported pair: the control plane refuses it. */
+    count(WEIR_STAT_ENCAP_FAIL, 0, 1);
+    return XDP_DROP;
+  }
+  if (!encapsulated) {
+    count(WEIR_STAT_ENCAP_FAIL, 1, 0);
+    return XDP_DROP;
+  }
+  return XDP_TX;
+}
+
+/**
+ * process - parse a frame and decide its fate.
+ * Returns: the XDP verdict.
+ */
+static __always_inline int process(struct xdp_md *ctx) {
+  void *data = (void *)(long)ctx->data;
+  void *data_end = (void *)(long)ctx->data_end;
+  struct packet pkt = {};
+  enum parse_result parsed;
+
+  __be16 proto = parse_eth(data, data_end, &pkt);
+  if (proto == bpf_htons(ETH_P_IP))
+    parsed = parse_v4(data + pkt.l2_len, data_end, &pkt);
+  else if (proto == bpf_htons(ETH_P_IPV6))
+    parsed = parse_v6(data + pkt.l2_len, data_end, &pkt);
+  else
+    return XDP_PASS;
+
+  switch (parsed) {
+  case PARSE_OK:
+    break;
+  case PARSE_V4_OPTIONS:
+    count(WEIR_STAT_NOT_BALANCED, 1, 0);
+    return XDP_PASS;
+  case PARSE_FRAGMENT:
+    count(WEIR_STAT_NOT_BALANCED, 0, 1);
+    return XDP_PASS;
+  default:
+    return XDP_PASS;
+  }
+
+  /* The outer source is seeded by the client as it was, before any reshaping. */
+  pkt.client_tail = pkt.is_v6 ? pkt.flow.src[3] : pkt.flow.src[0];
+  pkt.client_port = pkt.flow.sport;
+
+  struct vip_meta *vip = lookup_vip(&pkt);
+  if (!vip)
+    return XDP_PASS;
+  return balance(ctx, &pkt, vip);
+}
+
+SEC("xdp")
+int weir_balancer(struct xdp_md *ctx) {
+  __u64 bytes = ctx->data_end - ctx->data;
+  int action = process(ctx);
+  count(WEIR_STAT_XDP_TOTAL, 1, bytes);
+  switch (action) {
+  case XDP_TX:
+    count(WEIR_STAT_XDP_TX, 1, bytes);
+    break;
+  case XDP_DROP:
+    count(WEIR_STAT_XDP_DROP, 1, bytes);
+    break;
+  default:
+    count(WEIR_STAT_XDP_PASS, 1, bytes);
+    break;
+  }
+  return action;
+}
+
 char _license[] SEC("license") = "GPL";
