@@ -1,7 +1,724 @@
-//! Placeholder.
-pub struct Balancer;
-pub struct FlowVerdict;
-pub struct RealSpec;
-pub struct SimulatedPacket;
-pub struct VipInfo;
-pub struct VipSpec;
+//! The Balancer: the one API through which anything changes the datapath.
+//! REST handlers and the cluster sync both call it; nothing else writes the
+//! BPF maps.
+//!
+//! It loads the balancer XDP program (attached, or in testing mode only
+//! loaded), keeps the control-plane model ([`State`]), and applies every
+//! change to the maps in an order that never exposes a half-made change to
+//! packets: a real is written before any ring slot points at it, a VIP's ring
+//! before the VIP is visible, and the reverse on removal.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use aya::maps::PerCpuValues;
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::xdp::XdpLink;
+use aya::programs::Xdp;
+use aya::{Ebpf, EbpfLoader};
+use weir_ebpf::abi::{self, LbCounter, LbCtl, RealDef, Stat, VipKey, VipMeta};
+
+use super::config::BalancerConfig;
+use super::maglev::{self, Endpoint, HashFunction};
+use super::maps::{map_err, Maps};
+use super::state::{Real, State, Vip};
+pub use super::state::VipId;
+use super::stats::Counter;
+use super::pin;
+use crate::{Error, Result};
+
+/// Protocols a VIP can carry.
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+/// Every VIP flag bit Katran defines; bits outside are invalid, bits inside
+/// but not in [`abi::VIP_F_SUPPORTED`] are a feature this datapath lacks.
+const VIP_F_KNOWN: u32 = (1 << 10) - 1;
+
+/// A VIP to add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VipSpec {
+    pub id: VipId,
+    pub flags: u32,
+}
+
+/// A VIP as the Balancer reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VipInfo {
+    pub id: VipId,
+    pub flags: u32,
+    pub hash_function: HashFunction,
+    /// Index of the VIP's ring and counters.
+    pub vip_num: u32,
+    pub reals: usize,
+}
+
+/// A real of a VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RealSpec {
+    pub addr: IpAddr,
+    /// Relative weight; 0 drains the real (existing flows stay, new ones avoid it).
+    pub weight: u32,
+    /// Katran real flags: REAL_F_LOCAL_REAL; REAL_F_IPV6 is implied by the address.
+    pub flags: u8,
+}
+
+/// What a batch does with its reals (katran-server's `action`: 0 add, 1 delete).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RealAction {
+    /// Add the reals, or update the weight and flags of those already there.
+    Add,
+    Delete,
+}
+
+pub struct Balancer {
+    config: BalancerConfig,
+    /// Owns the program (and, when adopted, its link).
+    ebpf: Ebpf,
+    maps: Maps,
+    state: State,
+    /// The pinned attachment; dropping it leaves the program attached.
+    link: Option<PinnedLink>,
+    pin_dir: Option<PathBuf>,
+    state_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balancer").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Balancer {
+    /// Loads the datapath and, unless testing, attaches it to the main
+    /// interface. When a pinned datapath of the same interface exists (an
+    /// earlier agent stopped without cleanup), adopts it: its maps are reused
+    /// as they are, the new program replaces the old one atomically on the same
+    /// link, and the saved state is re-applied, so forwarding never stops.
+    pub fn new(config: BalancerConfig) -> Result<Self> {
+        validate_config(&config)?;
+        let pin_dir = match &config.pin_root {
+            Some(root) if !config.testing || root.exists() => {
+                pin::ensure_bpffs(root)?;
+                Some(pin::balancer_dir(root, &config.main_interface))
+            }
+            _ => None,
+        };
+        let state_file = pin_dir.as_ref().map(|_| {
+            config.state_dir.join(format!("{}.json", config.main_interface))
+        });
+        let link_path = pin_dir.as_ref().map(|dir| dir.join(pin::LINK));
+        let adopting = link_path.as_ref().is_some_and(|p| p.exists());
+        let saved = match (&state_file, adopting) {
+            (Some(path), true) => State::load(&config, path)?,
+            _ => None,
+        };
+
+        let ring_slots = config.max_vips * config.ch_ring_size;
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global(abi::global::RING_SIZE, &config.ch_ring_size, true)
+            .override_global(abi::global::MTU, &config.mtu, true)
+            .map_max_entries(abi::map::VIPS, config.max_vips)
+            .map_max_entries(abi::map::REALS, config.max_reals + 1)
+            .map_max_entries(abi::map::CH_RINGS, ring_slots)
+            .map_max_entries(abi::map::CONNS, config.lru_size)
+            .map_max_entries(abi::map::VIP_STATS, config.max_vips)
+            .map_max_entries(abi::map::REAL_STATS, config.max_reals + 1);
+        if let Some(dir) = &pin_dir {
+            std::fs::create_dir_all(dir).map_err(|e| Error::system(format!("create {}", dir.display()), e))?;
+            loader.default_map_pin_directory(dir);
+        }
+        let mut ebpf = loader.load(weir_ebpf::BALANCER).map_err(|e| Error::bpf("load the balancer object", e))?;
+        program_mut(&mut ebpf)?.load().map_err(|e| Error::bpf("load the balancer program (verifier)", e))?;
+        let maps = Maps::take(&mut ebpf, config.ch_ring_size)?;
+
+        let mut balancer = Self {
+            state: State { mac: config.default_mac, ..State::default() },
+            config,
+            ebpf,
+            maps,
+            link: None,
+            pin_dir,
+            state_file,
+        };
+        balancer.restore(saved)?;
+        if !balancer.config.testing {
+            balancer.attach(adopting, link_path.expect("pinning is required to attach"))?;
+        }
+        Ok(balancer)
+    }
+
+    /// Makes the maps match `saved` (an adopted datapath) or an empty
+    /// configuration (a fresh start, or pinned maps without a saved state).
+    fn restore(&mut self, saved: Option<State>) -> Result<()> {
+        let target = saved.unwrap_or_else(|| State { mac: self.config.default_mac, ..State::default() });
+        // VIPs in the maps but not in the target go first (stale pins).
+        let stale: Vec<VipKey> = self
+            .maps
+            .vips
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !target.vips.values().any(|v| vip_key(&v.id) == *k))
+            .collect();
+        for key in stale {
+            self.maps.vips.remove(&key).map_err(|e| map_err(abi::map::VIPS, "delete from", e))?;
+        }
+        for real in target.reals.values() {
+            self.write_real(real)?;
+        }
+        for vip in target.vips.values() {
+            self.maps.rings.write(vip.vip_num, &ring_of(vip, &target, self.config.ch_ring_size));
+            self.write_vip_meta(vip)?;
+        }
+        self.state = target;
+        self.write_mac(self.state.mac)?;
+        self.save()
+    }
+
+    fn attach(&mut self, adopting: bool, link_path: PathBuf) -> Result<()> {
+        let iface = self.config.main_interface.clone();
+        let mode = self.config.attach_mode;
+        let program = program_mut(&mut self.ebpf)?;
+        if adopting {
+            let pinned = PinnedLink::from_pin(&link_path).map_err(|e| Error::bpf(format!("open {}", link_path.display()), e))?;
+            let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| Error::bpf("adopt the pinned XDP link", e))?;
+            program.attach_to_link(link).map_err(|e| Error::bpf(format!("replace the program on {iface}"), e))?;
+            tracing::info!(%iface, "adopted the pinned datapath");
+            return Ok(());
+        }
+        let id = program.attach(&iface, mode.xdp_mode()).map_err(|e| match e {
+            aya::programs::ProgramError::UnknownInterface { .. } => {
+                Error::invalid("main_interface", format!("no interface named {iface:?}"))
+            }
+            e => Error::bpf(format!("attach XDP to {iface} in {mode:?} mode"), e),
+        })?;
+        let link = program.take_link(id).map_err(|e| Error::bpf("take the XDP link", e))?;
+        let fd_link = FdLink::try_from(link).map_err(|e| Error::bpf("pin the XDP link (needs bpf_link support)", e))?;
+        self.link = Some(fd_link.pin(&link_path).map_err(|e| Error::bpf(format!("pin {}", link_path.display()), e))?);
+        tracing::info!(%iface, ?mode, "attached the balancer");
+        Ok(())
+    }
+
+    pub fn config(&self) -> &BalancerConfig {
+        &self.config
+    }
+
+    /// True once the program is attached (always false in testing mode).
+    pub fn is_attached(&self) -> bool {
+        !self.config.testing
+    }
+
+    // ---- VIPs ----
+
+    pub fn add_vip(&mut self, spec: VipSpec) -> Result<()> {
+        validate_vip_id(&spec.id)?;
+        validate_vip_flags(spec.flags)?;
+        if self.state.vips.contains_key(&spec.id) {
+            return Err(Error::AlreadyExists { what: format!("VIP {}", spec.id) });
+        }
+        let vip_num = self
+            .state
+            .free_vip_num(self.config.max_vips)
+            .ok_or(Error::SpaceExhausted { what: "VIPs", limit: self.config.max_vips })?;
+        let vip = Vip { id: spec.id, vip_num, flags: spec.flags, hash: self.config.hash_function, reals: BTreeMap::new() };
+        // A reused vip_num starts with an empty ring and zeroed counters.
+        self.maps.rings.write(vip_num, &vec![abi::REAL_NONE; self.config.ch_ring_size as usize]);
+        zero_counter(&mut self.maps.vip_stats, vip_num, abi::map::VIP_STATS)?;
+        self.write_vip_meta(&vip)?;
+        self.state.vips.insert(spec.id, vip);
+        self.save()
+    }
+
+    pub fn del_vip(&mut self, id: &VipId) -> Result<()> {
+        let vip = self.vip(id)?.clone();
+        self.maps.vips.remove(&vip_key(id)).map_err(|e| map_err(abi::map::VIPS, "delete from", e))?;
+        self.maps.rings.write(vip.vip_num, &vec![abi::REAL_NONE; self.config.ch_ring_size as usize]);
+        self.state.vips.remove(id);
+        self.release_reals(vip.reals.keys().copied());
+        self.save()
+    }
+
+    pub fn vips(&self) -> Vec<VipInfo> {
+        self.state.vips.values().map(vip_info).collect()
+    }
+
+    pub fn vip_info(&self, id: &VipId) -> Result<VipInfo> {
+        self.vip(id).map(vip_info)
+    }
+
+    /// Sets (`set`) or clears the VIP flag bits in `flags`.
+    pub fn modify_vip_flags(&mut self, id: &VipId, flags: u32, set: bool) -> Result<()> {
+        let current = self.vip(id)?.flags;
+        let next = if set { current | flags } else { current & !flags };
+        validate_vip_flags(next)?;
+        let vip = self.state.vips.get_mut(id).expect("checked above");
+        vip.flags = next;
+        let vip = vip.clone();
+        self.write_vip_meta(&vip)?;
+        self.save()
+    }
+
+    pub fn change_hash_function(&mut self, id: &VipId, hash: HashFunction) -> Result<()> {
+        self.vip(id)?;
+        self.state.vips.get_mut(id).expect("checked above").hash = hash;
+        self.rebuild_ring(id);
+        self.save()
+    }
+
+    // ---- Reals ----
+
+    pub fn add_real(&mut self, id: &VipId, real: RealSpec) -> Result<()> {
+        self.modify_reals(id, RealAction::Add, &[real])
+    }
+
+    pub fn del_real(&mut self, id: &VipId, addr: IpAddr) -> Result<()> {
+        if !self.vip(id)?.reals.contains_key(&addr) {
+            return Err(Error::NotFound { what: format!("real {addr} of VIP {id}") });
+        }
+        self.modify_reals(id, RealAction::Delete, &[RealSpec { addr, weight: 0, flags: 0 }])
+    }
+
+    /// Adds, updates or deletes many reals of a VIP with one ring computation.
+    /// All or nothing: the batch is checked whole before anything changes.
+    /// Deleting a real the VIP does not have is not an error (as in Katran).
+    pub fn modify_reals(&mut self, id: &VipId, action: RealAction, reals: &[RealSpec]) -> Result<()> {
+        let vip = self.vip(id)?;
+        let mut seen = BTreeSet::new();
+        for real in reals {
+            if !seen.insert(real.addr) {
+                return Err(Error::invalid("reals", format!("{} appears twice in one batch", real.addr)));
+            }
+            if action == RealAction::Add {
+                validate_real(id, real)?;
+            }
+        }
+        match action {
+            RealAction::Add => {
+                let mut new_indices = BTreeSet::new();
+                let mut allocated = Vec::new();
+                for real in reals.iter().filter(|r| !self.state.reals.contains_key(&r.addr)) {
+                    let index = self
+                        .state
+                        .free_real_index(self.config.max_reals, &new_indices)
+                        .ok_or(Error::SpaceExhausted { what: "reals", limit: self.config.max_reals })?;
+                    new_indices.insert(index);
+                    allocated.push(Real { addr: real.addr, index, flags: real.flags });
+                }
+                // Reals first: no ring slot may point at an index before it holds its real.
+                for real in &allocated {
+                    self.write_real(real)?;
+                    zero_counter(&mut self.maps.real_stats, real.index, abi::map::REAL_STATS)?;
+                    self.state.reals.insert(real.addr, real.clone());
+                }
+                for spec in reals {
+                    let known = self.state.reals.get_mut(&spec.addr).expect("allocated above");
+                    if known.flags != spec.flags {
+                        known.flags = spec.flags;
+                        let known = known.clone();
+                        self.write_real(&known)?;
+                    }
+                }
+                let vip = self.state.vips.get_mut(id).expect("checked above");
+                vip.reals.extend(reals.iter().map(|r| (r.addr, r.weight)));
+                self.rebuild_ring(id);
+            }
+            RealAction::Delete => {
+                let gone: Vec<IpAddr> = reals.iter().map(|r| r.addr).filter(|a| vip.reals.contains_key(a)).collect();
+                let vip = self.state.vips.get_mut(id).expect("checked above");
+                for addr in &gone {
+                    vip.reals.remove(addr);
+                }
+                // The ring stops pointing at them before their indices are freed.
+                self.rebuild_ring(id);
+                self.release_reals(gone.into_iter());
+            }
+        }
+        self.save()
+    }
+
+    /// The reals of a VIP, by address.
+    pub fn reals(&self, id: &VipId) -> Result<Vec<RealSpec>> {
+        let vip = self.vip(id)?;
+        Ok(vip
+            .reals
+            .iter()
+            .map(|(addr, weight)| RealSpec { addr: *addr, weight: *weight, flags: self.state.reals[addr].flags })
+            .collect())
+    }
+
+    /// The datapath index of the real at `addr`, if any VIP uses it.
+    pub fn real_index(&self, addr: IpAddr) -> Option<u32> {
+        self.state.reals.get(&addr).map(|r| r.index)
+    }
+
+    /// Sets (`set`) or clears real flag bits. Only REAL_F_LOCAL_REAL can be
+    /// changed; REAL_F_IPV6 follows the address.
+    pub fn modify_real_flags(&mut self, addr: IpAddr, flags: u8, set: bool) -> Result<()> {
+        validate_real_flags(addr, flags)?;
+        let real = self.state.reals.get_mut(&addr).ok_or_else(|| Error::NotFound { what: format!("real {addr}") })?;
+        real.flags = if set { real.flags | flags } else { real.flags & !flags } & !abi::REAL_F_IPV6;
+        let real = real.clone();
+        self.write_real(&real)?;
+        self.save()
+    }
+
+    // ---- MAC, connection table ----
+
+    pub fn default_mac(&self) -> [u8; 6] {
+        self.state.mac
+    }
+
+    pub fn set_default_mac(&mut self, mac: [u8; 6]) -> Result<()> {
+        self.write_mac(mac)?;
+        self.state.mac = mac;
+        self.save()
+    }
+
+    /// Deletes the connection-table entry of the flow from `src:src_port` to
+    /// VIP `id`. Returns whether there was one.
+    pub fn delete_conn(&mut self, id: &VipId, src: IpAddr, src_port: u16) -> Result<bool> {
+        let vip = self.vip(id)?;
+        if src.is_ipv6() != id.addr.is_ipv6() {
+            return Err(Error::invalid("src_ip", format!("{src} is not of the VIP's address family")));
+        }
+        let key = super::flow::conn_key(vip, src, src_port);
+        match self.maps.conns.remove(&key) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(map_err(abi::map::CONNS, "delete from", e)),
+        }
+    }
+
+    /// Deletes every connection-table entry of VIP `id`. Returns how many.
+    pub fn purge_vip_conns(&mut self, id: &VipId) -> Result<u64> {
+        let vip = self.vip(id)?;
+        let port_vips: BTreeSet<u16> = self
+            .state
+            .vips
+            .keys()
+            .filter(|other| other.addr == id.addr && other.proto == id.proto && other.port != 0)
+            .map(|other| other.port)
+            .collect();
+        let doomed: Vec<_> = self
+            .maps
+            .conns
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| super::flow::conn_of_vip(vip, k, &port_vips))
+            .collect();
+        let mut deleted = 0;
+        for key in doomed {
+            // An entry may be evicted between listing and deleting: not an error.
+            if self.maps.conns.remove(&key).is_ok() {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    // ---- Counters ----
+
+    /// Packets (v1) and L3 bytes (v2) sent to VIP `id`.
+    pub fn vip_stats(&self, id: &VipId) -> Result<Counter> {
+        let vip_num = self.vip(id)?.vip_num;
+        Maps::sum(&self.maps.vip_stats, vip_num, abi::map::VIP_STATS).map(Counter::from)
+    }
+
+    /// Packets (v1) and L3 bytes (v2) sent to the real with `index`.
+    pub fn real_stats(&self, index: u32) -> Result<Counter> {
+        if index == abi::REAL_NONE || index > self.config.max_reals {
+            return Err(Error::invalid("index", format!("{index} is not a real index (1..={})", self.config.max_reals)));
+        }
+        Maps::sum(&self.maps.real_stats, index, abi::map::REAL_STATS).map(Counter::from)
+    }
+
+    /// A global counter, summed over CPUs.
+    pub fn stat(&self, stat: Stat) -> Result<Counter> {
+        Maps::sum(&self.maps.stats, stat as u32, abi::map::STATS).map(Counter::from)
+    }
+
+    /// A global counter, one value per possible CPU.
+    pub fn stat_per_cpu(&self, stat: Stat) -> Result<Vec<Counter>> {
+        Ok(Maps::per_cpu(&self.maps.stats, stat as u32, abi::map::STATS)?.into_iter().map(Counter::from).collect())
+    }
+
+    /// Packets each CPU processed (all verdicts). With `forwarding_cores`
+    /// configured, only those CPUs, in that order.
+    pub fn per_core_packets(&self) -> Result<Vec<u64>> {
+        let per_cpu = self.stat_per_cpu(Stat::XdpTotal)?;
+        if self.config.forwarding_cores.is_empty() {
+            return Ok(per_cpu.iter().map(|c| c.v1).collect());
+        }
+        Ok(self.config.forwarding_cores.iter().map(|&cpu| per_cpu.get(cpu as usize).map_or(0, |c| c.v1)).collect())
+    }
+
+    /// True when some CPU saw more new connections in its current second
+    /// than the flood threshold (new flows then bypass the connection table).
+    pub fn under_flood(&self) -> Result<bool> {
+        let now = monotonic_ns();
+        Ok(self
+            .stat_per_cpu(Stat::NewConnRate)?
+            .iter()
+            .any(|c| c.v1 > abi::MAX_CONN_RATE && now.saturating_sub(c.v2) <= 1_000_000_000))
+    }
+
+    /// (max_entries, current entries) of a map by name, for `/stats/bpf-map`.
+    pub fn map_usage(&self, name: &str) -> Result<(u32, u32)> {
+        let used = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        match name {
+            abi::map::VIPS => Ok((self.config.max_vips, used(self.state.vips.len()))),
+            abi::map::REALS => Ok((self.config.max_reals, used(self.state.reals.len()))),
+            abi::map::CONNS => Ok((self.config.lru_size, used(self.maps.conns.keys().count()))),
+            _ => Err(Error::NotFound { what: format!("map {name}") }),
+        }
+    }
+
+    // ---- Test runs ----
+
+    /// Runs one frame through the balancer program (BPF_PROG_TEST_RUN).
+    /// This is the real program on the real maps: counters count it and a
+    /// miss inserts into the connection table, as a live packet would.
+    pub fn simulate(&self, frame: &[u8]) -> Result<super::flow::Simulated> {
+        super::flow::simulate(program(&self.ebpf)?, frame)
+    }
+
+    /// The real the datapath sends a flow to, found by running a packet of
+    /// the flow (a TCP ACK or a UDP datagram) through the program. `None`
+    /// when the flow is not for a VIP or the VIP has no real for it.
+    pub fn real_for_flow(&self, flow: &super::flow::Flow) -> Result<Option<IpAddr>> {
+        super::flow::real_for_flow(program(&self.ebpf)?, flow)
+    }
+
+    // ---- internals ----
+
+    fn vip(&self, id: &VipId) -> Result<&Vip> {
+        self.state.vips.get(id).ok_or_else(|| Error::vip_not_found(id.addr, id.port, id.proto))
+    }
+
+    fn rebuild_ring(&mut self, id: &VipId) {
+        let vip = &self.state.vips[id];
+        self.maps.rings.write(vip.vip_num, &ring_of(vip, &self.state, self.config.ch_ring_size));
+    }
+
+    /// Forgets reals no VIP uses any more. Their map entries stay as they were
+    /// until the index is reused, so connections still in the table reach them.
+    fn release_reals(&mut self, addrs: impl Iterator<Item = IpAddr>) {
+        for addr in addrs {
+            if self.state.real_refs(addr) == 0 {
+                self.state.reals.remove(&addr);
+            }
+        }
+    }
+
+    fn write_vip_meta(&mut self, vip: &Vip) -> Result<()> {
+        let meta = VipMeta { flags: vip.flags, vip_num: vip.vip_num };
+        self.maps.vips.insert(vip_key(&vip.id), meta, 0).map_err(|e| match e {
+            aya::maps::MapError::SyscallError(ref s) if s.io_error.raw_os_error() == Some(libc::E2BIG) => {
+                Error::SpaceExhausted { what: "VIPs", limit: self.config.max_vips }
+            }
+            e => map_err(abi::map::VIPS, "write", e),
+        })
+    }
+
+    fn write_real(&mut self, real: &Real) -> Result<()> {
+        self.maps
+            .reals
+            .set(real.index, RealDef::new(real.addr, real.flags), 0)
+            .map_err(|e| map_err(abi::map::REALS, "write", e))
+    }
+
+    fn write_mac(&mut self, mac: [u8; 6]) -> Result<()> {
+        self.maps.ctl.set(0, LbCtl { default_mac: mac, pad: [0; 2] }, 0).map_err(|e| map_err(abi::map::CTL, "write", e))
+    }
+
+    fn save(&self) -> Result<()> {
+        match &self.state_file {
+            Some(path) => self.state.save(&self.config, path),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Balancer {
+    /// With `cleanup_on_shutdown`, detaches and unpins everything; otherwise
+    /// leaves the datapath forwarding for the next agent to adopt.
+    fn drop(&mut self) {
+        if !self.config.cleanup_on_shutdown {
+            return;
+        }
+        if let Some(link) = self.link.take() {
+            if let Err(e) = link.unpin() {
+                tracing::warn!(error = %e, "could not unpin the XDP link");
+            }
+        } else if let Some(dir) = &self.pin_dir {
+            // An adopted link: its pin is the one in our directory.
+            let _ = std::fs::remove_file(dir.join(pin::LINK));
+        }
+        if let Some(dir) = &self.pin_dir {
+            for name in MAP_NAMES {
+                let _ = std::fs::remove_file(dir.join(name));
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+        if let Some(file) = &self.state_file {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+const MAP_NAMES: &[&str] = &[
+    abi::map::VIPS,
+    abi::map::REALS,
+    abi::map::CH_RINGS,
+    abi::map::CONNS,
+    abi::map::CTL,
+    abi::map::VIP_STATS,
+    abi::map::REAL_STATS,
+    abi::map::STATS,
+];
+
+fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    ebpf.program_mut(weir_ebpf::BALANCER_PROGRAM)
+        .ok_or_else(|| Error::bpf("find the balancer program", std::io::Error::other("missing from the object")))?
+        .try_into()
+        .map_err(|e| Error::bpf("open the balancer program", e))
+}
+
+fn program(ebpf: &Ebpf) -> Result<&Xdp> {
+    ebpf.program(weir_ebpf::BALANCER_PROGRAM)
+        .ok_or_else(|| Error::bpf("find the balancer program", std::io::Error::other("missing from the object")))?
+        .try_into()
+        .map_err(|e| Error::bpf("open the balancer program", e))
+}
+
+fn vip_key(id: &VipId) -> VipKey {
+    VipKey::new(id.addr, id.port, id.proto)
+}
+
+fn vip_info(vip: &Vip) -> VipInfo {
+    VipInfo { id: vip.id, flags: vip.flags, hash_function: vip.hash, vip_num: vip.vip_num, reals: vip.reals.len() }
+}
+
+/// The Maglev ring of a VIP from its reals' addresses and weights.
+fn ring_of(vip: &Vip, state: &State, ring_size: u32) -> Vec<u32> {
+    let endpoints: Vec<Endpoint> = vip
+        .reals
+        .iter()
+        .map(|(addr, weight)| Endpoint { index: state.reals[addr].index, weight: *weight, key: maglev::endpoint_key(*addr) })
+        .collect();
+    maglev::build_ring(&endpoints, ring_size, vip.hash)
+}
+
+fn zero_counter(map: &mut aya::maps::PerCpuArray<aya::maps::MapData, LbCounter>, index: u32, name: &str) -> Result<()> {
+    let cpus = aya::util::nr_cpus().map_err(|(op, e)| Error::system(op, e))?;
+    let zeros = PerCpuValues::try_from(vec![LbCounter::default(); cpus]).map_err(|e| Error::system("per-CPU values", e))?;
+    map.set(index, zeros, 0).map_err(|e| map_err(name, "reset", e))
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we pass and nothing else.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+// ---- validation ----
+
+fn validate_config(c: &BalancerConfig) -> Result<()> {
+    let positive = |field, v: u32| if v == 0 { Err(Error::invalid(field, "must be at least 1")) } else { Ok(()) };
+    positive("max_vips", c.max_vips)?;
+    positive("max_reals", c.max_reals)?;
+    positive("ch_ring_size", c.ch_ring_size)?;
+    positive("lru_size", c.lru_size)?;
+    if c.max_reals == u32::MAX {
+        return Err(Error::invalid("max_reals", "must be below 4294967295"));
+    }
+    if c.max_vips.checked_mul(c.ch_ring_size).is_none() {
+        return Err(Error::invalid(
+            "ch_ring_size",
+            format!("max_vips × ch_ring_size ({} × {}) exceeds 2^32 ring slots", c.max_vips, c.ch_ring_size),
+        ));
+    }
+    if c.mtu < 576 {
+        return Err(Error::invalid("mtu", format!("{} is below the IPv4 minimum of 576", c.mtu)));
+    }
+    if !c.testing && c.main_interface.is_empty() {
+        return Err(Error::invalid("main_interface", "required unless testing"));
+    }
+    if !c.testing && c.pin_root.is_none() {
+        return Err(Error::invalid("pin_root", "required unless testing: the attachment is pinned"));
+    }
+    let cpus = aya::util::nr_cpus().map_err(|(op, e)| Error::system(op, e))?;
+    if let Some(cpu) = c.forwarding_cores.iter().find(|&&cpu| cpu as usize >= cpus) {
+        return Err(Error::invalid("forwarding_cores", format!("CPU {cpu} does not exist (this host has {cpus})")));
+    }
+    Ok(())
+}
+
+fn validate_vip_id(id: &VipId) -> Result<()> {
+    if id.proto != TCP && id.proto != UDP {
+        return Err(Error::invalid("proto", format!("{} is not TCP (6) or UDP (17)", id.proto)));
+    }
+    validate_unicast("address", id.addr)
+}
+
+fn validate_unicast(field: &'static str, addr: IpAddr) -> Result<()> {
+    if addr.is_unspecified() || addr.is_multicast() || addr == IpAddr::from([255, 255, 255, 255]) {
+        return Err(Error::invalid(field, format!("{addr} is not a unicast address")));
+    }
+    Ok(())
+}
+
+fn validate_vip_flags(flags: u32) -> Result<()> {
+    if flags & !VIP_F_KNOWN != 0 {
+        return Err(Error::invalid("flags", format!("{flags:#x} has bits no VIP flag uses ({:#x})", flags & !VIP_F_KNOWN)));
+    }
+    let unsupported = flags & !abi::VIP_F_SUPPORTED;
+    if unsupported != 0 {
+        return Err(Error::FeatureDisabled { feature: format!("VIP flag {} ({unsupported:#x})", vip_flag_names(unsupported)) });
+    }
+    Ok(())
+}
+
+/// Katran's names of VIP flag bits, joined with `|`.
+pub fn vip_flag_names(flags: u32) -> String {
+    const NAMES: [&str; 10] = [
+        "NO_SPORT",
+        "NO_LRU",
+        "QUIC_VIP",
+        "DPORT_HASH",
+        "SRC_ROUTING",
+        "LOCAL_VIP",
+        "GLOBAL_LRU",
+        "HASH_SRC_DST_PORT",
+        "UDP_STABLE_ROUTING",
+        "UDP_FLOW_MIGRATION",
+    ];
+    NAMES.iter().enumerate().filter(|(bit, _)| flags & (1 << bit) != 0).map(|(_, n)| *n).collect::<Vec<_>>().join("|")
+}
+
+fn validate_real(vip: &VipId, real: &RealSpec) -> Result<()> {
+    validate_unicast("real address", real.addr)?;
+    validate_real_flags(real.addr, real.flags)?;
+    if vip.addr.is_ipv6() && real.addr.is_ipv4() {
+        return Err(Error::invalid(
+            "real address",
+            format!("{} is IPv4 but VIP {vip} is IPv6: IPv6-in-IPv4 encapsulation is not supported", real.addr),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_real_flags(addr: IpAddr, flags: u8) -> Result<()> {
+    let known = abi::REAL_F_IPV6 | abi::REAL_F_LOCAL_REAL;
+    if flags & !known != 0 {
+        return Err(Error::invalid("real flags", format!("{flags:#x} has bits no real flag uses")));
+    }
+    if flags & abi::REAL_F_IPV6 != 0 && addr.is_ipv4() {
+        return Err(Error::invalid("real flags", format!("IPV6 (1) set for the IPv4 address {addr}")));
+    }
+    Ok(())
+}

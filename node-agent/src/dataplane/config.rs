@@ -53,6 +53,9 @@ pub struct BalancerConfig {
     pub cleanup_on_shutdown: bool,
     /// Pin root on bpffs; `None` disables pinning (testing mode only).
     pub pin_root: Option<PathBuf>,
+    /// Where the control-plane state of a pinned datapath is saved
+    /// (`<state_dir>/<main_interface>.json`), so a restarted agent can adopt it.
+    pub state_dir: PathBuf,
     /// CPUs that forward traffic; reported by the per-core counters. Empty = all.
     pub forwarding_cores: Vec<u32>,
 }
@@ -72,6 +75,7 @@ impl Default for BalancerConfig {
             attach_mode: AttachMode::Driver,
             cleanup_on_shutdown: true,
             pin_root: Some(PathBuf::from(super::pin::DEFAULT_PIN_ROOT)),
+            state_dir: PathBuf::from("/run/weir"),
             forwarding_cores: Vec::new(),
         }
     }

@@ -1,1 +1,131 @@
-//! Placeholder.
+//! Typed access to the balancer's BPF maps: the only module that touches
+//! `aya::maps`. Rings are written through a shared memory mapping of the
+//! (BPF_F_MMAPABLE) ring array, so changing a VIP's ring costs plain stores
+//! instead of one syscall per slot.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
+use aya::Ebpf;
+use weir_ebpf::abi::{self, ConnEntry, FlowKey, LbCounter, LbCtl, RealDef, VipKey, VipMeta};
+
+use crate::{Error, Result};
+
+pub(crate) struct Maps {
+    pub vips: HashMap<MapData, VipKey, VipMeta>,
+    pub reals: Array<MapData, RealDef>,
+    pub conns: HashMap<MapData, FlowKey, ConnEntry>,
+    pub ctl: Array<MapData, LbCtl>,
+    pub vip_stats: PerCpuArray<MapData, LbCounter>,
+    pub real_stats: PerCpuArray<MapData, LbCounter>,
+    pub stats: PerCpuArray<MapData, LbCounter>,
+    pub rings: Rings,
+}
+
+impl Maps {
+    /// Takes the maps out of a loaded object. `ring_size` is the slots per VIP.
+    pub fn take(ebpf: &mut Ebpf, ring_size: u32) -> Result<Self> {
+        Ok(Self {
+            vips: typed(ebpf, abi::map::VIPS)?,
+            reals: typed(ebpf, abi::map::REALS)?,
+            conns: typed(ebpf, abi::map::CONNS)?,
+            ctl: typed(ebpf, abi::map::CTL)?,
+            vip_stats: typed(ebpf, abi::map::VIP_STATS)?,
+            real_stats: typed(ebpf, abi::map::REAL_STATS)?,
+            stats: typed(ebpf, abi::map::STATS)?,
+            rings: Rings::map(take(ebpf, abi::map::CH_RINGS)?, ring_size)?,
+        })
+    }
+
+    /// A counter of a per-CPU array, summed over CPUs.
+    pub fn sum(map: &PerCpuArray<MapData, LbCounter>, index: u32, name: &str) -> Result<LbCounter> {
+        let per_cpu = Self::per_cpu(map, index, name)?;
+        Ok(per_cpu.iter().fold(LbCounter::default(), |acc, c| LbCounter {
+            v1: acc.v1.wrapping_add(c.v1),
+            v2: acc.v2.wrapping_add(c.v2),
+        }))
+    }
+
+    /// A counter of a per-CPU array, one value per possible CPU.
+    pub fn per_cpu(map: &PerCpuArray<MapData, LbCounter>, index: u32, name: &str) -> Result<Vec<LbCounter>> {
+        let values = map.get(&index, 0).map_err(|e| map_err(name, "read", e))?;
+        Ok(values.iter().copied().collect())
+    }
+}
+
+fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
+    ebpf.take_map(name).ok_or_else(|| Error::Bpf {
+        op: format!("find map {name}"),
+        source: "the balancer object has no such map".into(),
+    })
+}
+
+fn typed<T>(ebpf: &mut Ebpf, name: &str) -> Result<T>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    T::try_from(take(ebpf, name)?).map_err(|e| map_err(name, "open", e))
+}
+
+pub(crate) fn map_err(name: &str, op: &str, err: MapError) -> Error {
+    Error::bpf(format!("{op} map {name}"), err)
+}
+
+/// The Maglev rings of every VIP, memory-mapped: slot `s` of VIP `n` is word
+/// `n * ring_size + s`. The kernel reads the same pages, so a store is live at
+/// once; an aligned 32-bit store is atomic, so a packet sees the old or the new
+/// real of a slot, never a torn value.
+pub(crate) struct Rings {
+    /// Keeps the map (and so the mapping's object) alive.
+    _map: MapData,
+    mmap: memmap2::MmapMut,
+    ring_size: usize,
+}
+
+impl Rings {
+    fn map(map: Map, ring_size: u32) -> Result<Self> {
+        let Map::Array(data) = map else {
+            return Err(Error::Bpf {
+                op: format!("open map {}", abi::map::CH_RINGS),
+                source: "not an array map".into(),
+            });
+        };
+        let info = data.info().map_err(|e| map_err(abi::map::CH_RINGS, "inspect", e))?;
+        let len = info.max_entries() as usize * std::mem::size_of::<u32>();
+        let fd = data.fd().as_fd().as_raw_fd();
+        // SAFETY: the fd is a BPF_F_MMAPABLE array of `max_entries` u32 words,
+        // kept alive by `_map` for as long as the mapping exists. The kernel
+        // writes nothing to it; all our accesses go through AtomicU32.
+        let mmap = unsafe { memmap2::MmapOptions::new().len(len).map_mut(fd) }
+            .map_err(|e| Error::system(format!("mmap map {}", abi::map::CH_RINGS), e))?;
+        Ok(Self { _map: data, mmap, ring_size: ring_size as usize })
+    }
+
+    fn slots(&self, vip_num: u32) -> &[AtomicU32] {
+        let words = self.mmap.len() / std::mem::size_of::<u32>();
+        // SAFETY: the mapping is page-aligned and `words` u32s long; AtomicU32
+        // has the layout of u32. Shared access is fine: every access is atomic.
+        let all = unsafe { std::slice::from_raw_parts(self.mmap.as_ptr().cast::<AtomicU32>(), words) };
+        let start = vip_num as usize * self.ring_size;
+        &all[start..start + self.ring_size]
+    }
+
+    /// The current ring of `vip_num`.
+    pub fn read(&self, vip_num: u32) -> Vec<u32> {
+        self.slots(vip_num).iter().map(|s| s.load(Ordering::Relaxed)).collect()
+    }
+
+    /// Makes the ring of `vip_num` equal to `ring`, storing only the slots
+    /// that differ. Returns how many changed.
+    pub fn write(&self, vip_num: u32, ring: &[u32]) -> usize {
+        let mut changed = 0;
+        for (slot, &real) in self.slots(vip_num).iter().zip(ring) {
+            if slot.load(Ordering::Relaxed) != real {
+                slot.store(real, Ordering::Relaxed);
+                changed += 1;
+            }
+        }
+        changed
+    }
+}

@@ -2,6 +2,8 @@
 //!
 //! - `balancer`: the Balancer — VIPs, reals, flags, rings, MAC, counters, test runs;
 //! - `config`: its create-time configuration (mirrors katran-server's /lb/create);
+//! - `state`: the control-plane model (VIPs, reals, weights, allocation), saved beside the pins;
+//! - `flow`: flows, connection-table keys, BPF_PROG_TEST_RUN runs;
 //! - `maps`: typed access to the BPF maps (the only user of `aya::maps`);
 //! - `maglev`: Maglev ring computation, pure Rust;
 //! - `stats`: counter reads, summed over CPUs;
@@ -11,15 +13,19 @@
 mod balancer;
 mod config;
 pub mod decap;
+mod flow;
 pub mod maglev;
 mod maps;
 pub mod pin;
+mod state;
 mod stats;
 
-pub use balancer::{Balancer, FlowVerdict, RealSpec, SimulatedPacket, VipInfo, VipSpec};
+pub use balancer::{vip_flag_names, Balancer, RealAction, RealSpec, VipInfo, VipSpec};
+pub use flow::{flow_frame, outer_destination, Flow, Simulated, Verdict};
+pub use state::VipId;
 pub use config::{AttachMode, BalancerConfig};
 pub use maglev::HashFunction;
-pub use stats::{Counter, Stats};
+pub use stats::Counter;
 
 use std::net::IpAddr;
 

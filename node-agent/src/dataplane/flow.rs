@@ -1,0 +1,179 @@
+//! Flows and test runs: running frames through the balancer program with
+//! BPF_PROG_TEST_RUN (simulate-packet, real-for-flow), and computing the
+//! connection-table key of a flow the way the program does.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use etherparse::PacketBuilder;
+use weir_ebpf::abi::{self, FlowKey};
+
+use super::state::Vip;
+use crate::{Error, Result};
+
+/// A flow as katran-server's real-for-flow names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+}
+
+/// An XDP verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Verdict {
+    Aborted,
+    Drop,
+    Pass,
+    Tx,
+    Redirect,
+    Other(u32),
+}
+
+impl Verdict {
+    pub fn from_code(code: u32) -> Self {
+        match code {
+            0 => Verdict::Aborted,
+            1 => Verdict::Drop,
+            2 => Verdict::Pass,
+            3 => Verdict::Tx,
+            4 => Verdict::Redirect,
+            other => Verdict::Other(other),
+        }
+    }
+
+    /// The kernel's name: `XDP_TX`, `XDP_PASS`, ...
+    pub fn name(self) -> String {
+        match self {
+            Verdict::Aborted => "XDP_ABORTED".into(),
+            Verdict::Drop => "XDP_DROP".into(),
+            Verdict::Pass => "XDP_PASS".into(),
+            Verdict::Tx => "XDP_TX".into(),
+            Verdict::Redirect => "XDP_REDIRECT".into(),
+            Verdict::Other(code) => format!("XDP_{code}"),
+        }
+    }
+}
+
+/// The outcome of one test run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Simulated {
+    pub verdict: Verdict,
+    /// The frame as the program left it.
+    pub packet: Vec<u8>,
+}
+
+/// Room for the largest frame plus the outer header the program may add.
+const MAX_FRAME: usize = 9216 + 64;
+
+pub(crate) fn simulate(program: &Xdp, frame: &[u8]) -> Result<Simulated> {
+    if frame.len() < 14 {
+        return Err(Error::invalid("packet", format!("{} bytes is shorter than an Ethernet header", frame.len())));
+    }
+    if frame.len() > 9216 {
+        return Err(Error::invalid("packet", format!("{} bytes is longer than 9216", frame.len())));
+    }
+    let mut out = vec![0u8; MAX_FRAME];
+    let result = program
+        .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::default() })
+        .map_err(|e| Error::bpf("BPF_PROG_TEST_RUN", e))?;
+    out.truncate(result.data_size_out as usize);
+    Ok(Simulated { verdict: Verdict::from_code(result.return_value), packet: out })
+}
+
+pub(crate) fn real_for_flow(program: &Xdp, flow: &Flow) -> Result<Option<IpAddr>> {
+    let frame = flow_frame(flow)?;
+    let run = simulate(program, &frame)?;
+    Ok(match run.verdict {
+        Verdict::Tx => outer_destination(&run.packet),
+        _ => None,
+    })
+}
+
+/// A frame of `flow`: a TCP ACK (an ACK, not a SYN, so that an existing
+/// connection's entry is read rather than overwritten) or a UDP datagram.
+pub fn flow_frame(flow: &Flow) -> Result<Vec<u8>> {
+    const MACS: ([u8; 6], [u8; 6]) = ([0x02, 0, 0, 0, 0, 0xaa], [0x02, 0, 0, 0, 0, 0xbb]);
+    let eth = PacketBuilder::ethernet2(MACS.0, MACS.1);
+    let ip = match (flow.src, flow.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
+        _ => return Err(Error::invalid("src", format!("{} and {} are of different families", flow.src, flow.dst))),
+    };
+    let mut frame = Vec::new();
+    let written = match flow.proto {
+        6 => {
+            let builder = ip.tcp(flow.src_port, flow.dst_port, 1, 64_000).ack(1);
+            frame.reserve(builder.size(0));
+            builder.write(&mut frame, &[])
+        }
+        17 => {
+            let builder = ip.udp(flow.src_port, flow.dst_port);
+            frame.reserve(builder.size(0));
+            builder.write(&mut frame, &[])
+        }
+        other => return Err(Error::invalid("proto", format!("{other} is not TCP (6) or UDP (17)"))),
+    };
+    written.map_err(|e| Error::invalid("flow", e.to_string()))?;
+    Ok(frame)
+}
+
+/// The outer destination address of an encapsulated frame.
+pub fn outer_destination(frame: &[u8]) -> Option<IpAddr> {
+    let mut off = 12;
+    let mut ethertype = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
+    if ethertype == 0x8100 || ethertype == 0x88a8 {
+        off += 4;
+        ethertype = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
+    }
+    let l3 = off + 2;
+    match ethertype {
+        0x0800 => {
+            let b: [u8; 4] = frame.get(l3 + 16..l3 + 20)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        0x86dd => {
+            let b: [u8; 16] = frame.get(l3 + 24..l3 + 40)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        _ => None,
+    }
+}
+
+/// The connection-table key of the flow from `src:src_port` to `vip`, shaped
+/// as `lookup_vip` and `shape_flow` in balancer.bpf.c shape it.
+pub(crate) fn conn_key(vip: &Vip, src: IpAddr, src_port: u16) -> FlowKey {
+    let mut key = FlowKey {
+        src: abi::addr_bytes(src),
+        dst: abi::addr_bytes(vip.id.addr),
+        sport: src_port.to_be_bytes(),
+        dport: vip.id.port.to_be_bytes(),
+        proto: vip.id.proto,
+        pad: [0; 3],
+    };
+    if vip.flags & abi::VIP_F_DPORT_HASH != 0 {
+        key.sport = key.dport;
+        key.src = [0; 16];
+    }
+    if vip.flags & abi::VIP_F_NO_SPORT != 0 {
+        key.sport = [0; 2];
+    }
+    key
+}
+
+/// Whether a connection-table entry belongs to `vip`. `port_vips` are the
+/// ports of other VIPs on the same address and protocol, which a port-less
+/// VIP does not own.
+pub(crate) fn conn_of_vip(vip: &Vip, key: &FlowKey, port_vips: &BTreeSet<u16>) -> bool {
+    if key.dst != abi::addr_bytes(vip.id.addr) || key.proto != vip.id.proto {
+        return false;
+    }
+    let dport = u16::from_be_bytes(key.dport);
+    if vip.id.port != 0 {
+        return dport == vip.id.port;
+    }
+    dport == 0 || !port_vips.contains(&dport)
+}

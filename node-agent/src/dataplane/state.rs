@@ -1,0 +1,133 @@
+//! The Balancer's control-plane model: which VIPs exist, their reals and
+//! weights, and the allocation of vip_nums and real indices. The BPF maps hold
+//! what the datapath needs; this holds what is needed to recompute it (weights
+//! are not in any map). It is saved as JSON beside the pinned datapath so a
+//! restarted agent can adopt the datapath with its full configuration.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::Path;
+
+use super::config::BalancerConfig;
+use super::maglev::HashFunction;
+use crate::{Error, Result};
+
+/// A VIP's identity: (address, port, protocol).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct VipId {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub proto: u8,
+}
+
+impl std::fmt::Display for VipId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&super::fmt_vip(self.addr, self.port, self.proto))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Vip {
+    pub id: VipId,
+    pub vip_num: u32,
+    pub flags: u32,
+    pub hash: HashFunction,
+    /// Real address -> weight (0 = drained: keeps its connections, gets no new ones).
+    pub reals: BTreeMap<IpAddr, u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Real {
+    pub addr: IpAddr,
+    pub index: u32,
+    /// Katran real flags without REAL_F_IPV6 (derived from the address).
+    pub flags: u8,
+}
+
+/// Everything needed to rebuild the datapath's contents.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct State {
+    pub vips: BTreeMap<VipId, Vip>,
+    /// Every real in use by at least one VIP, by address.
+    pub reals: BTreeMap<IpAddr, Real>,
+    pub mac: [u8; 6],
+}
+
+/// The on-disk form (JSON maps need string keys, so lists).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    config: BalancerConfig,
+    mac: [u8; 6],
+    vips: Vec<Vip>,
+    reals: Vec<Real>,
+}
+
+impl State {
+    /// How many VIPs use the real at `addr`.
+    pub fn real_refs(&self, addr: IpAddr) -> usize {
+        self.vips.values().filter(|v| v.reals.contains_key(&addr)).count()
+    }
+
+    /// The lowest vip_num not in use, if any is left below `max_vips`.
+    pub fn free_vip_num(&self, max_vips: u32) -> Option<u32> {
+        let used: BTreeSet<u32> = self.vips.values().map(|v| v.vip_num).collect();
+        (0..max_vips).find(|n| !used.contains(n))
+    }
+
+    /// The lowest real index not in use (1..=max_reals; 0 means "no real").
+    pub fn free_real_index(&self, max_reals: u32, taken: &BTreeSet<u32>) -> Option<u32> {
+        let used: BTreeSet<u32> = self.reals.values().map(|r| r.index).collect();
+        (1..=max_reals).find(|n| !used.contains(n) && !taken.contains(n))
+    }
+
+    pub fn save(&self, config: &BalancerConfig, path: &Path) -> Result<()> {
+        let saved = Saved {
+            config: config.clone(),
+            mac: self.mac,
+            vips: self.vips.values().cloned().collect(),
+            reals: self.reals.values().cloned().collect(),
+        };
+        let json = serde_json::to_vec_pretty(&saved).expect("state serializes");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::system(format!("create {}", dir.display()), e))?;
+        }
+        // Write then rename, so a crash never leaves half a file.
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, json).map_err(|e| Error::system(format!("write {}", tmp.display()), e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::system(format!("rename to {}", path.display()), e))
+    }
+
+    /// Loads a saved state; `Ok(None)` when there is none. The saved
+    /// configuration must shape the maps as `config` does.
+    pub fn load(config: &BalancerConfig, path: &Path) -> Result<Option<Self>> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::system(format!("read {}", path.display()), e)),
+        };
+        let saved: Saved = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::invalid("state file", format!("{}: {e}", path.display())))?;
+        let shape = |c: &BalancerConfig| (c.max_vips, c.max_reals, c.ch_ring_size, c.lru_size, c.mtu);
+        if shape(&saved.config) != shape(config) {
+            return Err(Error::invalid(
+                "config",
+                format!(
+                    "the pinned datapath was created with max_vips={} max_reals={} ch_ring_size={} \
+                     lru_size={} mtu={}; start with the same values, or remove the pinned datapath \
+                     (stop with cleanup_on_shutdown, or delete {})",
+                    saved.config.max_vips,
+                    saved.config.max_reals,
+                    saved.config.ch_ring_size,
+                    saved.config.lru_size,
+                    saved.config.mtu,
+                    path.display()
+                ),
+            ));
+        }
+        Ok(Some(Self {
+            vips: saved.vips.into_iter().map(|v| (v.id, v)).collect(),
+            reals: saved.reals.into_iter().map(|r| (r.addr, r)).collect(),
+            mac: saved.mac,
+        }))
+    }
+}
