@@ -41,7 +41,10 @@ pub use topology::{Host, Topology, TopologyConfig, ENCAP_SRC_V4, ENCAP_SRC_V6, V
 pub fn skip_unless_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED (needs root): {test}");
+        // Straight to the stderr handle, not `eprintln!`: the test harness
+        // captures the macros' output and would hide the skip.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED (needs root): {test}");
         return true;
     }
     false

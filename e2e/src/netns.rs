@@ -97,7 +97,10 @@ impl Netns {
 
     /// Starts `f` on a new thread inside the namespace, for long-running work
     /// (servers). Returns once the thread is inside the namespace.
-    pub fn spawn<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<JoinHandle<T>> {
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<JoinHandle<T>> {
         let fd = self.open()?;
         let name = self.name.clone();
         let (entered_tx, entered_rx) = mpsc::sync_channel(1);
@@ -213,7 +216,13 @@ pub fn list() -> Result<Vec<String>> {
     };
     let mut names = Vec::new();
     for entry in entries {
-        names.push(entry.context("read /run/netns")?.file_name().to_string_lossy().into_owned());
+        names.push(
+            entry
+                .context("read /run/netns")?
+                .file_name()
+                .to_string_lossy()
+                .into_owned(),
+        );
     }
     names.sort();
     Ok(names)
@@ -245,7 +254,10 @@ pub fn stale() -> Result<Vec<String>> {
 pub fn delete(name: &str) -> Result<()> {
     let pids = run_cmd(Command::new("ip").args(["netns", "pids", name])).unwrap_or_default();
     let me = std::process::id();
-    for pid in pids.split_whitespace().filter_map(|p| p.parse::<u32>().ok()) {
+    for pid in pids
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+    {
         if pid != me {
             // SAFETY: kill has no memory-safety preconditions; the pid comes
             // from `ip netns pids`, i.e. a process inside this namespace.

@@ -80,7 +80,13 @@ fn start(ns: &Netns, addrs: Vec<SocketAddr>, name: String, mode: Mode) -> Result
             .spawn(move || accept_loop(listeners, &name, mode, &stop, &accepted))
             .context("spawn the server thread")?
     };
-    Ok(Server { name, addrs: bound, stop, accepted, thread: Some(thread) })
+    Ok(Server {
+        name,
+        addrs: bound,
+        stop,
+        accepted,
+        thread: Some(thread),
+    })
 }
 
 impl Server {
@@ -109,15 +115,31 @@ impl Drop for Server {
     }
 }
 
-fn accept_loop(listeners: Vec<TcpListener>, name: &str, mode: Mode, stop: &Arc<AtomicBool>, accepted: &AtomicU64) {
+fn accept_loop(
+    listeners: Vec<TcpListener>,
+    name: &str,
+    mode: Mode,
+    stop: &Arc<AtomicBool>,
+    accepted: &AtomicU64,
+) {
     let mut conns: Vec<JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let mut fds: Vec<libc::pollfd> = listeners
             .iter()
-            .map(|l| libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+            .map(|l| libc::pollfd {
+                fd: l.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
             .collect();
         // SAFETY: `fds` is a valid array of `fds.len()` pollfds that outlives the call.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_INTERVAL.as_millis() as i32) };
+        unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                POLL_INTERVAL.as_millis() as i32,
+            )
+        };
         for listener in &listeners {
             loop {
                 match listener.accept() {
@@ -131,11 +153,15 @@ fn accept_loop(listeners: Vec<TcpListener>, name: &str, mode: Mode, stop: &Arc<A
                             });
                         match handler {
                             Ok(handler) => conns.push(handler),
-                            Err(e) => eprintln!("weir-e2e: server {name}: spawn a connection thread: {e}"),
+                            Err(e) => {
+                                eprintln!("weir-e2e: server {name}: spawn a connection thread: {e}")
+                            }
                         }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted || e.kind() == ErrorKind::ConnectionAborted => {}
+                    Err(e)
+                        if e.kind() == ErrorKind::Interrupted
+                            || e.kind() == ErrorKind::ConnectionAborted => {}
                     Err(e) => {
                         eprintln!("weir-e2e: server {name}: accept: {e}");
                         break;
@@ -176,7 +202,11 @@ fn handle(stream: TcpStream, name: &str, mode: Mode, stop: &AtomicBool) -> std::
                         line.clear();
                     }
                     Ok(_) => {}
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                        ) => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -195,7 +225,10 @@ pub fn connect_once(ns: &Netns, addr: SocketAddr, timeout: Duration) -> Result<S
         .read_line(&mut line)
         .with_context(|| format!("read the name from {addr} (netns {})", ns.name()))?;
     if !line.ends_with('\n') {
-        bail!("{addr} (from netns {}) closed before sending a whole line: {line:?}", ns.name());
+        bail!(
+            "{addr} (from netns {}) closed before sending a whole line: {line:?}",
+            ns.name()
+        );
     }
     Ok(line.trim_end().to_owned())
 }
@@ -204,8 +237,12 @@ fn connect_in(ns: &Netns, addr: SocketAddr, timeout: Duration) -> Result<TcpStre
     let stream = ns
         .run(|| TcpStream::connect_timeout(&addr, timeout))
         .with_context(|| format!("connect to {addr} from netns {}", ns.name()))?;
-    stream.set_read_timeout(Some(timeout)).context("set_read_timeout")?;
-    stream.set_write_timeout(Some(timeout)).context("set_write_timeout")?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .context("set_read_timeout")?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .context("set_write_timeout")?;
     stream.set_nodelay(true).context("set_nodelay")?;
     Ok(stream)
 }
@@ -226,7 +263,12 @@ impl Conn {
         let stream = connect_in(ns, addr, timeout)?;
         let local = stream.local_addr().context("local_addr")?;
         let reader = BufReader::new(stream.try_clone().context("clone the stream")?);
-        Ok(Conn { stream, reader, local, peer: addr })
+        Ok(Conn {
+            stream,
+            reader,
+            local,
+            peer: addr,
+        })
     }
 
     /// Sends one line and returns the server's answer: its name.
@@ -239,7 +281,11 @@ impl Conn {
             .read_line(&mut line)
             .with_context(|| format!("read on {} -> {}", self.local, self.peer))?;
         if !line.ends_with('\n') {
-            bail!("{} -> {}: connection closed (got {line:?})", self.local, self.peer);
+            bail!(
+                "{} -> {}: connection closed (got {line:?})",
+                self.local,
+                self.peer
+            );
         }
         Ok(line.trim_end().to_owned())
     }

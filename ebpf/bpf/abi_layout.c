@@ -24,6 +24,8 @@ int main(void) {
   SIZE(conn_entry); FIELD(conn_entry, real_index); FIELD(conn_entry, atime_ns);
   SIZE(lb_ctl); FIELD(lb_ctl, default_mac);
   SIZE(lb_counter); FIELD(lb_counter, v1); FIELD(lb_counter, v2);
+  SIZE(global_stats); FIELD(global_stats, stat);
+  SIZE(vip_filter); FIELD(vip_filter, vips); FIELD(vip_filter, portless);
   printf("];\n\n");
   printf("/// (name, value) of every ABI constant, as C defines them.\n");
   printf("pub const C_CONSTANTS: &[(&str, u64)] = &[\n");
@@ -35,6 +37,7 @@ int main(void) {
   CONST(WEIR_DEFAULT_RING_SIZE); CONST(WEIR_DEFAULT_MAX_VIPS); CONST(WEIR_DEFAULT_MAX_REALS);
   CONST(WEIR_DEFAULT_CONNS); CONST(WEIR_DEFAULT_MTU); CONST(WEIR_UDP_CONN_TIMEOUT_NS);
   CONST(WEIR_MAX_CONN_RATE); CONST(WEIR_REAL_NONE);
+  CONST(WEIR_VIP_FILTER_BITS); CONST(WEIR_VIP_FILTER_SIZE); CONST(WEIR_FILTER_MULT);
   CONST(WEIR_STAT_LRU); CONST(WEIR_STAT_LRU_MISS); CONST(WEIR_STAT_LRU_FALLBACK);
   CONST(WEIR_STAT_CH_DROP); CONST(WEIR_STAT_ENCAP_FAIL); CONST(WEIR_STAT_ICMP_TOOBIG);
   CONST(WEIR_STAT_ICMP_FWD); CONST(WEIR_STAT_NOT_BALANCED); CONST(WEIR_STAT_NEW_CONN_RATE);
@@ -42,6 +45,15 @@ int main(void) {
   CONST(WEIR_STAT_XDP_PASS); CONST(WEIR_STAT_MAX);
   CONST(WEIR_DECAP_STAT_V4); CONST(WEIR_DECAP_STAT_V6); CONST(WEIR_DECAP_STAT_PASS);
   CONST(WEIR_DECAP_STAT_MAX);
+  printf("];\n\n");
+  /* Buckets of a few addresses, so the Rust twin of vip_filter_bucket is checked. */
+  printf("/// (address words as loaded, bucket) from C's vip_filter_bucket.\n");
+  printf("pub const C_FILTER_BUCKETS: &[([u32; 4], u32)] = &[\n");
+  const __u32 samples[][4] = {{0x0100000a, 0, 0, 0}, {0x01ffc80a, 0, 0, 0},
+                              {0xb80d0120, 0, 0, 0x01000000}, {0xffffffff, 1, 2, 3}};
+  for (unsigned i = 0; i < sizeof(samples) / sizeof(samples[0]); i++)
+    printf("    ([%u, %u, %u, %u], %u),\n", samples[i][0], samples[i][1], samples[i][2],
+           samples[i][3], vip_filter_bucket(samples[i]));
   printf("];\n");
   return 0;
 }

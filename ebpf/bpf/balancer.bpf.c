@@ -29,13 +29,10 @@ const volatile __u32 weir_mtu = WEIR_DEFAULT_MTU;
 #define HASH_SEED 0x77656972    /* "weir" */
 #define HASH_SEED_V6 0x6c623436 /* "lb46" */
 
-/* count - add to one of the global counters. */
-static __always_inline void count(__u32 stat, __u64 v1, __u64 v2) {
-  struct lb_counter *c = bpf_map_lookup_elem(&WEIR_MAP_STATS, &stat);
-  if (!c) /* only for the verifier: stat is always in range */
-    return;
-  c->v1 += v1;
-  c->v2 += v2;
+/* count - add to one of the global counters of this CPU. */
+static __always_inline void count(struct global_stats *st, enum weir_stat stat, __u64 v1, __u64 v2) {
+  st->stat[stat].v1 += v1;
+  st->stat[stat].v2 += v2;
 }
 
 /* count_in - add one packet of @bytes to @map[@index] (per-VIP / per-real counters). */
@@ -49,16 +46,21 @@ static __always_inline void count_in(void *map, __u32 index, __u64 bytes) {
 
 /**
  * lookup_vip - find the VIP of a flow: (address, port, proto), then the
- * port-less (address, 0, proto).
+ * port-less (address, 0, proto) — each only where the address filter says a
+ * VIP of that kind may be.
  * Returns: the VIP's metadata, or NULL when the packet is not for a VIP.
  */
 static __always_inline struct vip_meta *lookup_vip(struct packet *pkt) {
+  __u32 bucket = vip_filter_bucket(pkt->flow.dst);
+  struct vip_filter *filter = bpf_map_lookup_elem(&WEIR_MAP_VIP_FILTER, &bucket);
+  if (!filter || !filter->vips)
+    return NULL;
   struct vip_key key = {};
   __builtin_memcpy(key.addr, pkt->flow.dst, 16);
   key.port = pkt->flow.dport;
   key.proto = pkt->flow.proto;
   struct vip_meta *vip = bpf_map_lookup_elem(&WEIR_MAP_VIPS, &key);
-  if (vip)
+  if (vip || !filter->portless)
     return vip;
   key.port = 0;
   vip = bpf_map_lookup_elem(&WEIR_MAP_VIPS, &key);
@@ -95,11 +97,8 @@ static __always_inline __u32 flow_hash(const struct packet *pkt) {
  * under_flood - count a new connection; true when this CPU has seen more than
  * WEIR_MAX_CONN_RATE in the current second (then new flows skip the table).
  */
-static __always_inline bool under_flood(__u64 now) {
-  __u32 stat = WEIR_STAT_NEW_CONN_RATE;
-  struct lb_counter *rate = bpf_map_lookup_elem(&WEIR_MAP_STATS, &stat);
-  if (!rate)
-    return true;
+static __always_inline bool under_flood(struct global_stats *st, __u64 now) {
+  struct lb_counter *rate = &st->stat[WEIR_STAT_NEW_CONN_RATE];
   if (now - rate->v2 > WEIR_ONE_SEC_NS) {
     rate->v1 = 1;
     rate->v2 = now;
@@ -110,65 +109,81 @@ static __always_inline bool under_flood(__u64 now) {
 }
 
 /**
- * conn_lookup - the real a known flow goes to, from the connection table.
- * UDP entries older than WEIR_UDP_CONN_TIMEOUT_NS count as misses.
- * Returns: the real index, or WEIR_REAL_NONE on a miss.
+ * conn_fresh - whether a connection-table entry still holds: UDP entries
+ * older than WEIR_UDP_CONN_TIMEOUT_NS do not (and a fresh one is touched).
  */
-static __always_inline __u32 conn_lookup(const struct packet *pkt) {
-  struct conn_entry *conn = bpf_map_lookup_elem(&WEIR_MAP_CONNS, &pkt->flow);
-  if (!conn)
-    return WEIR_REAL_NONE;
-  if (pkt->flow.proto == IPPROTO_UDP) {
-    __u64 now = bpf_ktime_get_ns();
-    if (now - conn->atime_ns > WEIR_UDP_CONN_TIMEOUT_NS)
-      return WEIR_REAL_NONE;
-    conn->atime_ns = now;
-  }
-  return conn->real_index;
+static __always_inline bool conn_fresh(const struct packet *pkt, struct conn_entry *conn) {
+  if (pkt->flow.proto != IPPROTO_UDP)
+    return true;
+  __u64 now = bpf_ktime_get_ns();
+  if (now - conn->atime_ns > WEIR_UDP_CONN_TIMEOUT_NS)
+    return false;
+  conn->atime_ns = now;
+  return true;
 }
 
 /**
- * ring_pick - the real of a flow by consistent hashing on the VIP's ring, and
- * remember it in the connection table.
+ * conn_remember - record that the flow goes to @real_index.
+ * @conn: the flow's existing entry, or NULL
+ *
+ * An existing entry is rewritten in place: replacing it would take a new
+ * node from the LRU, whose free-list rotation is the dearest step of a SYN.
+ */
+static __always_inline void conn_remember(struct global_stats *st, const struct packet *pkt,
+                                          struct conn_entry *conn, __u32 real_index) {
+  __u64 now = bpf_ktime_get_ns();
+  if (under_flood(st, now))
+    return;
+  __u64 atime = pkt->flow.proto == IPPROTO_UDP ? now : 0;
+  if (conn) {
+    conn->real_index = real_index;
+    conn->atime_ns = atime;
+    return;
+  }
+  struct conn_entry fresh = {.real_index = real_index, .atime_ns = atime};
+  bpf_map_update_elem(&WEIR_MAP_CONNS, &pkt->flow, &fresh, BPF_ANY);
+}
+
+/**
+ * ring_pick - the real of a flow by consistent hashing on the VIP's ring.
  * Returns: the real index, or WEIR_REAL_NONE when the slot is empty.
  */
-static __always_inline __u32 ring_pick(const struct packet *pkt, const struct vip_meta *vip) {
+static __always_inline __u32 ring_pick(struct global_stats *st, const struct packet *pkt,
+                                       const struct vip_meta *vip) {
   __u32 ring_size = weir_ring_size;
   __u32 slot = vip->vip_num * ring_size + flow_hash(pkt) % ring_size;
   __u32 *real_index = bpf_map_lookup_elem(&WEIR_MAP_CH_RINGS, &slot);
   if (!real_index || *real_index == WEIR_REAL_NONE) {
-    count(WEIR_STAT_CH_DROP, 1, 0);
+    count(st, WEIR_STAT_CH_DROP, 1, 0);
     return WEIR_REAL_NONE;
   }
-  /* ICMP errors and NO_LRU VIPs leave no state; a flood skips the table. */
-  if (pkt->flags & PKT_F_ICMP || vip->flags & VIP_F_NO_LRU)
-    return *real_index;
-  __u64 now = bpf_ktime_get_ns();
-  if (under_flood(now))
-    return *real_index;
-  struct conn_entry conn = {.real_index = *real_index};
-  if (pkt->flow.proto == IPPROTO_UDP)
-    conn.atime_ns = now;
-  bpf_map_update_elem(&WEIR_MAP_CONNS, &pkt->flow, &conn, BPF_ANY);
   return *real_index;
 }
 
 /**
- * pick_real - the real of a VIP flow: connection table first (but never for
- * a SYN, which always rehashes and refreshes the table), then the ring.
+ * pick_real - the real of a VIP flow: the connection table first (but never
+ * for a SYN, which always rehashes and refreshes the table), then the ring,
+ * whose choice the table then remembers. ICMP errors leave no state, and
+ * NO_LRU VIPs never use the table.
  * Returns: the real index, or WEIR_REAL_NONE (drop).
  */
-static __always_inline __u32 pick_real(const struct packet *pkt, const struct vip_meta *vip) {
+static __always_inline __u32 pick_real(struct global_stats *st, const struct packet *pkt,
+                                       const struct vip_meta *vip) {
   bool syn = pkt->flags & PKT_F_SYN;
-  if (!syn && !(vip->flags & VIP_F_NO_LRU)) {
-    __u32 real_index = conn_lookup(pkt);
-    if (real_index != WEIR_REAL_NONE)
-      return real_index;
+  bool stateful = !(vip->flags & VIP_F_NO_LRU) && !(pkt->flags & PKT_F_ICMP);
+  struct conn_entry *conn = NULL;
+  if (!(vip->flags & VIP_F_NO_LRU)) {
+    conn = bpf_map_lookup_elem(&WEIR_MAP_CONNS, &pkt->flow);
+    if (conn && !syn && conn_fresh(pkt, conn))
+      return conn->real_index;
   }
   if (pkt->flow.proto == IPPROTO_TCP && !(pkt->flags & PKT_F_ICMP))
-    count(WEIR_STAT_LRU_MISS, syn, !syn);
-  count(WEIR_STAT_LRU, 0, 1);
-  return ring_pick(pkt, vip);
+    count(st, WEIR_STAT_LRU_MISS, syn, !syn);
+  count(st, WEIR_STAT_LRU, 0, 1);
+  __u32 real_index = ring_pick(st, pkt, vip);
+  if (real_index != WEIR_REAL_NONE && stateful)
+    conn_remember(st, pkt, conn, real_index);
+  return real_index;
 }
 
 /* encap_overhead - bytes the outer header adds for a real of this family. */
@@ -181,20 +196,20 @@ static __always_inline __u32 encap_overhead(const struct real_def *real) {
  * Returns: XDP_TX once encapsulated toward a real, XDP_PASS for a local real,
  * XDP_DROP when no real can take it (each drop is counted).
  */
-static __always_inline int balance(struct xdp_md *ctx, struct packet *pkt,
-                                   const struct vip_meta *vip) {
-  count(WEIR_STAT_LRU, 1, 0);
+static __always_inline int balance(struct xdp_md *ctx, struct global_stats *st,
+                                   struct packet *pkt, const struct vip_meta *vip) {
+  count(st, WEIR_STAT_LRU, 1, 0);
   shape_flow(pkt, vip);
-  __u32 real_index = pick_real(pkt, vip);
+  __u32 real_index = pick_real(st, pkt, vip);
   if (real_index == WEIR_REAL_NONE)
     return XDP_DROP;
   struct real_def *real = bpf_map_lookup_elem(&WEIR_MAP_REALS, &real_index);
   if (!real) {
-    count(WEIR_STAT_CH_DROP, 0, 1);
+    count(st, WEIR_STAT_CH_DROP, 0, 1);
     return XDP_DROP;
   }
   if (pkt->flags & PKT_F_ICMP)
-    count(WEIR_STAT_ICMP_FWD, !pkt->is_v6, pkt->is_v6);
+    count(st, WEIR_STAT_ICMP_FWD, !pkt->is_v6, pkt->is_v6);
   count_in(&WEIR_MAP_VIP_STATS, vip->vip_num, pkt->l3_len);
   count_in(&WEIR_MAP_REAL_STATS, real_index, pkt->l3_len);
   if ((vip->flags & VIP_F_LOCAL_VIP) && (real->flags & REAL_F_LOCAL_REAL))
@@ -202,7 +217,7 @@ static __always_inline int balance(struct xdp_md *ctx, struct packet *pkt,
 
   if (pkt->l3_len + encap_overhead(real) > weir_mtu) {
     /* TODO(#2): answer with ICMP too-big / packet-too-big instead. */
-    count(WEIR_STAT_ICMP_TOOBIG, !pkt->is_v6, pkt->is_v6);
+    count(st, WEIR_STAT_ICMP_TOOBIG, !pkt->is_v6, pkt->is_v6);
     return XDP_DROP;
   }
   __u32 ctl_key = 0;
@@ -216,11 +231,11 @@ static __always_inline int balance(struct xdp_md *ctx, struct packet *pkt,
     encapsulated = encap_v4(ctx, pkt, real, ctl);
   } else {
     /* IPv6-in-IPv4 is not a supported pair: the control plane refuses it. */
-    count(WEIR_STAT_ENCAP_FAIL, 0, 1);
+    count(st, WEIR_STAT_ENCAP_FAIL, 0, 1);
     return XDP_DROP;
   }
   if (!encapsulated) {
-    count(WEIR_STAT_ENCAP_FAIL, 1, 0);
+    count(st, WEIR_STAT_ENCAP_FAIL, 1, 0);
     return XDP_DROP;
   }
   return XDP_TX;
@@ -230,7 +245,7 @@ static __always_inline int balance(struct xdp_md *ctx, struct packet *pkt,
  * process - parse a frame and decide its fate.
  * Returns: the XDP verdict.
  */
-static __always_inline int process(struct xdp_md *ctx) {
+static __always_inline int process(struct xdp_md *ctx, struct global_stats *st) {
   void *data = (void *)(long)ctx->data;
   void *data_end = (void *)(long)ctx->data_end;
   struct packet pkt = {};
@@ -248,10 +263,10 @@ static __always_inline int process(struct xdp_md *ctx) {
   case PARSE_OK:
     break;
   case PARSE_V4_OPTIONS:
-    count(WEIR_STAT_NOT_BALANCED, 1, 0);
+    count(st, WEIR_STAT_NOT_BALANCED, 1, 0);
     return XDP_PASS;
   case PARSE_FRAGMENT:
-    count(WEIR_STAT_NOT_BALANCED, 0, 1);
+    count(st, WEIR_STAT_NOT_BALANCED, 0, 1);
     return XDP_PASS;
   default:
     return XDP_PASS;
@@ -264,23 +279,27 @@ static __always_inline int process(struct xdp_md *ctx) {
   struct vip_meta *vip = lookup_vip(&pkt);
   if (!vip)
     return XDP_PASS;
-  return balance(ctx, &pkt, vip);
+  return balance(ctx, st, &pkt, vip);
 }
 
 SEC("xdp")
 int weir_balancer(struct xdp_md *ctx) {
   __u64 bytes = ctx->data_end - ctx->data;
-  int action = process(ctx);
-  count(WEIR_STAT_XDP_TOTAL, 1, bytes);
+  __u32 zero = 0;
+  struct global_stats *st = bpf_map_lookup_elem(&WEIR_MAP_STATS, &zero);
+  if (!st) /* only for the verifier: entry 0 always exists */
+    return XDP_PASS;
+  int action = process(ctx, st);
+  count(st, WEIR_STAT_XDP_TOTAL, 1, bytes);
   switch (action) {
   case XDP_TX:
-    count(WEIR_STAT_XDP_TX, 1, bytes);
+    count(st, WEIR_STAT_XDP_TX, 1, bytes);
     break;
   case XDP_DROP:
-    count(WEIR_STAT_XDP_DROP, 1, bytes);
+    count(st, WEIR_STAT_XDP_DROP, 1, bytes);
     break;
   default:
-    count(WEIR_STAT_XDP_PASS, 1, bytes);
+    count(st, WEIR_STAT_XDP_PASS, 1, bytes);
     break;
   }
   return action;

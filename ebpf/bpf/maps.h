@@ -58,6 +58,15 @@ struct {
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } WEIR_MAP_CONNS SEC(".maps");
 
+/* Which address buckets hold VIPs: see struct vip_filter. */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __type(key, __u32);
+  __type(value, struct vip_filter);
+  __uint(max_entries, WEIR_VIP_FILTER_SIZE);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} WEIR_MAP_VIP_FILTER SEC(".maps");
+
 /* Run-time settings (one entry): the default router's MAC. */
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
@@ -85,12 +94,12 @@ struct {
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } WEIR_MAP_REAL_STATS SEC(".maps");
 
-/* Global counters, by enum weir_stat. */
+/* Global counters: one entry, a struct global_stats indexed by enum weir_stat. */
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
   __type(key, __u32);
-  __type(value, struct lb_counter);
-  __uint(max_entries, WEIR_STAT_MAX);
+  __type(value, struct global_stats);
+  __uint(max_entries, 1);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } WEIR_MAP_STATS SEC(".maps");
 

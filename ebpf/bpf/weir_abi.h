@@ -47,6 +47,7 @@
 #define WEIR_MAP_VIP_STATS weir_vip_stats
 #define WEIR_MAP_REAL_STATS weir_real_stats
 #define WEIR_MAP_STATS weir_stats
+#define WEIR_MAP_VIP_FILTER weir_vip_filter
 #define WEIR_MAP_DECAP_STATS weir_decaps
 
 /* ---- Defaults and limits ---- */
@@ -60,6 +61,9 @@
 #define WEIR_ONE_SEC_NS (1000ULL * 1000 * 1000)
 #define WEIR_ENCAP_TTL 64              /* TTL / hop limit of the outer header */
 #define WEIR_REAL_NONE 0U              /* real index 0 is never allocated: an empty ring slot */
+#define WEIR_VIP_FILTER_BITS 12        /* the VIP address filter has 2^12 buckets */
+#define WEIR_VIP_FILTER_SIZE (1U << WEIR_VIP_FILTER_BITS)
+#define WEIR_FILTER_MULT 0x9E3779B1U   /* Fibonacci hashing: golden ratio * 2^32 */
 
 /* ---- Map keys and values ---- */
 
@@ -106,6 +110,29 @@ struct conn_entry {
 };
 _Static_assert(sizeof(struct conn_entry) == 16, "conn_entry layout");
 
+/*
+ * weir_vip_filter value: how many VIPs (and how many of them port-less) have
+ * an address in this bucket. A packet whose bucket holds no VIP is not for a
+ * VIP, which costs one array read instead of two hash lookups; the port-less
+ * lookup happens only where a port-less VIP may match.
+ */
+struct vip_filter {
+  __u32 vips;
+  __u32 portless;
+};
+_Static_assert(sizeof(struct vip_filter) == 8, "vip_filter layout");
+
+/*
+ * vip_filter_bucket - the filter bucket of an address: its 32-bit words
+ * (as loaded from memory) XORed, then Fibonacci-hashed to
+ * WEIR_VIP_FILTER_BITS bits. An IPv4 address is addr[0] (the rest is zero).
+ * The agent computes the same function (abi.rs, vip_filter_bucket).
+ */
+static inline __u32 vip_filter_bucket(const __u32 addr[4]) {
+  __u32 word = addr[0] ^ addr[1] ^ addr[2] ^ addr[3];
+  return (word * WEIR_FILTER_MULT) >> (32 - WEIR_VIP_FILTER_BITS);
+}
+
 /* weir_ctl value (one entry): settings userspace may change at run time. */
 struct lb_ctl {
   __u8 default_mac[6]; /* Ethernet destination of encapsulated packets */
@@ -121,7 +148,7 @@ struct lb_counter {
 _Static_assert(sizeof(struct lb_counter) == 16, "lb_counter layout");
 
 /*
- * Indices of weir_stats (per-CPU). Each names what its v1 and v2 count; the
+ * Counters of struct global_stats (weir_stats). Each names what its v1 and v2 count; the
  * meanings follow Katran's counters so the katran-server /stats endpoints can be
  * served faithfully.
  */
@@ -141,6 +168,15 @@ enum weir_stat {
   WEIR_STAT_XDP_PASS,      /* v1: packets; v2: bytes */
   WEIR_STAT_MAX,
 };
+
+/*
+ * The value of weir_stats' one (per-CPU) entry: every global counter, so a
+ * packet pays one map lookup for all the counters it touches.
+ */
+struct global_stats {
+  struct lb_counter stat[WEIR_STAT_MAX];
+};
+_Static_assert(sizeof(struct global_stats) == 16 * WEIR_STAT_MAX, "global_stats layout");
 
 /* Indices of weir_decaps (per-CPU), kept by the real-side decap program. */
 enum weir_decap_stat {

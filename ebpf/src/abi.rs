@@ -16,6 +16,7 @@ pub mod map {
     pub const REAL_STATS: &str = "weir_real_stats";
     pub const STATS: &str = "weir_stats";
     pub const DECAP_STATS: &str = "weir_decaps";
+    pub const VIP_FILTER: &str = "weir_vip_filter";
 }
 
 /// Load-time constants (`const volatile` globals in `balancer.bpf.c`).
@@ -52,8 +53,20 @@ pub const UDP_CONN_TIMEOUT_NS: u64 = 30_000_000_000;
 pub const MAX_CONN_RATE: u64 = 125_000;
 /// Real index 0 is never allocated: a ring slot holding it is empty.
 pub const REAL_NONE: u32 = 0;
+pub const VIP_FILTER_BITS: u32 = 12;
+pub const VIP_FILTER_SIZE: u32 = 1 << VIP_FILTER_BITS;
+pub const FILTER_MULT: u32 = 0x9E37_79B1;
 
-/// Indices of the per-CPU global counter map [`map::STATS`].
+/// The [`map::VIP_FILTER`] bucket of an address: the Rust twin of
+/// `vip_filter_bucket` in weir_abi.h (XOR of the address's 32-bit words as
+/// stored, Fibonacci-hashed to [`VIP_FILTER_BITS`] bits).
+pub fn vip_filter_bucket(addr: IpAddr) -> u32 {
+    let bytes = addr_bytes(addr);
+    let word = bytes.chunks_exact(4).fold(0u32, |acc, w| acc ^ u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
+    word.wrapping_mul(FILTER_MULT) >> (32 - VIP_FILTER_BITS)
+}
+
+/// The counters of [`GlobalStats`] (the one entry of [`map::STATS`]).
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stat {
@@ -155,6 +168,27 @@ pub struct LbCounter {
     pub v2: u64,
 }
 
+/// `struct vip_filter`: VIPs (and port-less VIPs) whose address is in a bucket.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VipFilter {
+    pub vips: u32,
+    pub portless: u32,
+}
+
+/// `struct global_stats`: the one entry of [`map::STATS`], indexed by [`Stat`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GlobalStats {
+    pub stat: [LbCounter; Stat::COUNT as usize],
+}
+
+impl GlobalStats {
+    pub fn get(&self, stat: Stat) -> LbCounter {
+        self.stat[stat as usize]
+    }
+}
+
 // SAFETY: each type is #[repr(C)], made only of integers and byte arrays, with
 // explicit padding fields, so every bit pattern is valid and there are no holes.
 unsafe impl aya::Pod for VipKey {}
@@ -164,6 +198,8 @@ unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for ConnEntry {}
 unsafe impl aya::Pod for LbCtl {}
 unsafe impl aya::Pod for LbCounter {}
+unsafe impl aya::Pod for GlobalStats {}
+unsafe impl aya::Pod for VipFilter {}
 
 /// An address in the ABI's 16-byte form: IPv4 in the first 4 bytes, rest zero.
 pub fn addr_bytes(addr: IpAddr) -> [u8; 16] {
@@ -253,6 +289,11 @@ mod tests {
             ("lb_counter", size_of::<LbCounter>()),
             ("lb_counter.v1", offset_of!(LbCounter, v1)),
             ("lb_counter.v2", offset_of!(LbCounter, v2)),
+            ("global_stats", size_of::<GlobalStats>()),
+            ("global_stats.stat", offset_of!(GlobalStats, stat)),
+            ("vip_filter", size_of::<VipFilter>()),
+            ("vip_filter.vips", offset_of!(VipFilter, vips)),
+            ("vip_filter.portless", offset_of!(VipFilter, portless)),
         ];
         for (name, value) in rust {
             assert_eq!(*value, c_layout(name), "{name}: Rust and C disagree");
@@ -284,6 +325,9 @@ mod tests {
             ("WEIR_UDP_CONN_TIMEOUT_NS", UDP_CONN_TIMEOUT_NS),
             ("WEIR_MAX_CONN_RATE", MAX_CONN_RATE),
             ("WEIR_REAL_NONE", REAL_NONE.into()),
+            ("WEIR_VIP_FILTER_BITS", VIP_FILTER_BITS.into()),
+            ("WEIR_VIP_FILTER_SIZE", VIP_FILTER_SIZE.into()),
+            ("WEIR_FILTER_MULT", FILTER_MULT.into()),
             ("WEIR_STAT_LRU", Stat::Lru as u64),
             ("WEIR_STAT_LRU_MISS", Stat::LruMiss as u64),
             ("WEIR_STAT_LRU_FALLBACK", Stat::LruFallback as u64),
@@ -307,6 +351,19 @@ mod tests {
             assert_eq!(*value, c_const(name), "{name}: Rust and C disagree");
         }
         assert_eq!(rust.len(), C_CONSTANTS.len(), "a C constant has no Rust check");
+    }
+
+    #[test]
+    fn vip_filter_bucket_matches_c() {
+        for (words, bucket) in C_FILTER_BUCKETS {
+            let mut bytes = [0u8; 16];
+            for (chunk, word) in bytes.chunks_exact_mut(4).zip(words) {
+                chunk.copy_from_slice(&word.to_ne_bytes());
+            }
+            let v4 = bytes[4..].iter().all(|b| *b == 0);
+            let addr = addr_from_bytes(bytes, !v4);
+            assert_eq!(vip_filter_bucket(addr), *bucket, "{addr}");
+        }
     }
 
     #[test]

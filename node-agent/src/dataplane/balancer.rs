@@ -17,7 +17,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
 use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
-use weir_ebpf::abi::{self, LbCounter, LbCtl, RealDef, Stat, VipKey, VipMeta};
+use weir_ebpf::abi::{self, LbCounter, LbCtl, RealDef, Stat, VipFilter, VipKey, VipMeta};
 
 use super::config::BalancerConfig;
 use super::maglev::{self, Endpoint, HashFunction};
@@ -126,11 +126,17 @@ impl Balancer {
             .map_max_entries(abi::map::CONNS, config.lru_size)
             .map_max_entries(abi::map::VIP_STATS, config.max_vips)
             .map_max_entries(abi::map::REAL_STATS, config.max_reals + 1);
-        if let Some(dir) = &pin_dir {
-            std::fs::create_dir_all(dir).map_err(|e| Error::system(format!("create {}", dir.display()), e))?;
-            loader.default_map_pin_directory(dir);
-        }
+        // Without a pin directory the maps must still be private to this
+        // Balancer (see EphemeralPins); it lives until the maps are loaded.
+        let ephemeral = match &pin_dir {
+            Some(_) => None,
+            None => Some(pin::EphemeralPins::new()?),
+        };
+        let dir = pin_dir.as_deref().or(ephemeral.as_ref().map(|e| e.path())).expect("one of the two");
+        std::fs::create_dir_all(dir).map_err(|e| Error::system(format!("create {}", dir.display()), e))?;
+        loader.default_map_pin_directory(dir);
         let mut ebpf = loader.load(weir_ebpf::BALANCER).map_err(|e| Error::bpf("load the balancer object", e))?;
+        drop(ephemeral);
         program_mut(&mut ebpf)?.load().map_err(|e| Error::bpf("load the balancer program (verifier)", e))?;
         let maps = Maps::take(&mut ebpf, config.ch_ring_size)?;
 
@@ -173,6 +179,9 @@ impl Balancer {
             self.write_vip_meta(vip)?;
         }
         self.state = target;
+        for bucket in 0..abi::VIP_FILTER_SIZE {
+            self.write_filter(bucket)?;
+        }
         self.write_mac(self.state.mac)?;
         self.save()
     }
@@ -228,14 +237,16 @@ impl Balancer {
         zero_counter(&mut self.maps.vip_stats, vip_num, abi::map::VIP_STATS)?;
         self.write_vip_meta(&vip)?;
         self.state.vips.insert(spec.id, vip);
+        self.write_filter(abi::vip_filter_bucket(spec.id.addr))?;
         self.save()
     }
 
     pub fn del_vip(&mut self, id: &VipId) -> Result<()> {
         let vip = self.vip(id)?.clone();
+        self.state.vips.remove(id);
+        self.write_filter(abi::vip_filter_bucket(id.addr))?;
         self.maps.vips.remove(&vip_key(id)).map_err(|e| map_err(abi::map::VIPS, "delete from", e))?;
         self.maps.rings.write(vip.vip_num, &vec![abi::REAL_NONE; self.config.ch_ring_size as usize]);
-        self.state.vips.remove(id);
         self.release_reals(vip.reals.keys().copied());
         self.save()
     }
@@ -437,12 +448,12 @@ impl Balancer {
 
     /// A global counter, summed over CPUs.
     pub fn stat(&self, stat: Stat) -> Result<Counter> {
-        Maps::sum(&self.maps.stats, stat as u32, abi::map::STATS).map(Counter::from)
+        Ok(super::maps::sum(&self.maps.stat_per_cpu(stat)?).into())
     }
 
     /// A global counter, one value per possible CPU.
     pub fn stat_per_cpu(&self, stat: Stat) -> Result<Vec<Counter>> {
-        Ok(Maps::per_cpu(&self.maps.stats, stat as u32, abi::map::STATS)?.into_iter().map(Counter::from).collect())
+        Ok(self.maps.stat_per_cpu(stat)?.into_iter().map(Counter::from).collect())
     }
 
     /// Packets each CPU processed (all verdicts). With `forwarding_cores`
@@ -492,6 +503,11 @@ impl Balancer {
         super::flow::real_for_flow(program(&self.ebpf)?, flow)
     }
 
+    /// The loaded XDP program, for benchmarks and the prog-fd endpoint.
+    pub fn program(&self) -> Result<&Xdp> {
+        program(&self.ebpf)
+    }
+
     // ---- internals ----
 
     fn vip(&self, id: &VipId) -> Result<&Vip> {
@@ -521,6 +537,16 @@ impl Balancer {
             }
             e => map_err(abi::map::VIPS, "write", e),
         })
+    }
+
+    /// Rewrites one bucket of the VIP address filter from the VIPs that exist.
+    fn write_filter(&mut self, bucket: u32) -> Result<()> {
+        let mut filter = VipFilter::default();
+        for id in self.state.vips.keys().filter(|id| abi::vip_filter_bucket(id.addr) == bucket) {
+            filter.vips += 1;
+            filter.portless += u32::from(id.port == 0);
+        }
+        self.maps.vip_filter.set(bucket, filter, 0).map_err(|e| map_err(abi::map::VIP_FILTER, "write", e))
     }
 
     fn write_real(&mut self, real: &Real) -> Result<()> {
@@ -571,6 +597,7 @@ impl Drop for Balancer {
 
 const MAP_NAMES: &[&str] = &[
     abi::map::VIPS,
+    abi::map::VIP_FILTER,
     abi::map::REALS,
     abi::map::CH_RINGS,
     abi::map::CONNS,

@@ -8,18 +8,19 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use aya::Ebpf;
-use weir_ebpf::abi::{self, ConnEntry, FlowKey, LbCounter, LbCtl, RealDef, VipKey, VipMeta};
+use weir_ebpf::abi::{self, ConnEntry, FlowKey, GlobalStats, LbCounter, LbCtl, RealDef, Stat, VipFilter, VipKey, VipMeta};
 
 use crate::{Error, Result};
 
 pub(crate) struct Maps {
     pub vips: HashMap<MapData, VipKey, VipMeta>,
+    pub vip_filter: Array<MapData, VipFilter>,
     pub reals: Array<MapData, RealDef>,
     pub conns: HashMap<MapData, FlowKey, ConnEntry>,
     pub ctl: Array<MapData, LbCtl>,
     pub vip_stats: PerCpuArray<MapData, LbCounter>,
     pub real_stats: PerCpuArray<MapData, LbCounter>,
-    pub stats: PerCpuArray<MapData, LbCounter>,
+    pub stats: PerCpuArray<MapData, GlobalStats>,
     pub rings: Rings,
 }
 
@@ -28,6 +29,7 @@ impl Maps {
     pub fn take(ebpf: &mut Ebpf, ring_size: u32) -> Result<Self> {
         Ok(Self {
             vips: typed(ebpf, abi::map::VIPS)?,
+            vip_filter: typed(ebpf, abi::map::VIP_FILTER)?,
             reals: typed(ebpf, abi::map::REALS)?,
             conns: typed(ebpf, abi::map::CONNS)?,
             ctl: typed(ebpf, abi::map::CTL)?,
@@ -40,11 +42,12 @@ impl Maps {
 
     /// A counter of a per-CPU array, summed over CPUs.
     pub fn sum(map: &PerCpuArray<MapData, LbCounter>, index: u32, name: &str) -> Result<LbCounter> {
-        let per_cpu = Self::per_cpu(map, index, name)?;
-        Ok(per_cpu.iter().fold(LbCounter::default(), |acc, c| LbCounter {
-            v1: acc.v1.wrapping_add(c.v1),
-            v2: acc.v2.wrapping_add(c.v2),
-        }))
+        Ok(sum(&Self::per_cpu(map, index, name)?))
+    }
+    /// A global counter, one value per possible CPU.
+    pub fn stat_per_cpu(&self, stat: Stat) -> Result<Vec<LbCounter>> {
+        let values = self.stats.get(&0, 0).map_err(|e| map_err(abi::map::STATS, "read", e))?;
+        Ok(values.iter().map(|all| all.get(stat)).collect())
     }
 
     /// A counter of a per-CPU array, one value per possible CPU.
@@ -52,6 +55,14 @@ impl Maps {
         let values = map.get(&index, 0).map_err(|e| map_err(name, "read", e))?;
         Ok(values.iter().copied().collect())
     }
+}
+
+/// Counters of all CPUs added up.
+pub(crate) fn sum(per_cpu: &[LbCounter]) -> LbCounter {
+    per_cpu.iter().fold(LbCounter::default(), |acc, c| LbCounter {
+        v1: acc.v1.wrapping_add(c.v1),
+        v2: acc.v2.wrapping_add(c.v2),
+    })
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
@@ -72,10 +83,15 @@ pub(crate) fn map_err(name: &str, op: &str, err: MapError) -> Error {
     Error::bpf(format!("{op} map {name}"), err)
 }
 
-/// The Maglev rings of every VIP, memory-mapped: slot `s` of VIP `n` is word
-/// `n * ring_size + s`. The kernel reads the same pages, so a store is live at
+/// The Maglev rings of every VIP, memory-mapped: slot `s` of VIP `n` is entry
+/// `n * ring_size + s`. The kernel rounds array elements up to 8 bytes, so an
+/// entry's u32 is the first word of each 8-byte element. The kernel reads the same pages, so a store is live at
 /// once; an aligned 32-bit store is atomic, so a packet sees the old or the new
 /// real of a slot, never a torn value.
+/// Bytes per element of a BPF array map whose values are 4 bytes.
+const ELEM_STRIDE: usize = 8;
+const WORDS_PER_ELEM: usize = ELEM_STRIDE / std::mem::size_of::<u32>();
+
 pub(crate) struct Rings {
     /// Keeps the map (and so the mapping's object) alive.
     _map: MapData,
@@ -92,7 +108,7 @@ impl Rings {
             });
         };
         let info = data.info().map_err(|e| map_err(abi::map::CH_RINGS, "inspect", e))?;
-        let len = info.max_entries() as usize * std::mem::size_of::<u32>();
+        let len = info.max_entries() as usize * ELEM_STRIDE;
         let fd = data.fd().as_fd().as_raw_fd();
         // SAFETY: the fd is a BPF_F_MMAPABLE array of `max_entries` u32 words,
         // kept alive by `_map` for as long as the mapping exists. The kernel
@@ -102,25 +118,21 @@ impl Rings {
         Ok(Self { _map: data, mmap, ring_size: ring_size as usize })
     }
 
-    fn slots(&self, vip_num: u32) -> &[AtomicU32] {
+    /// The slots of `vip_num`'s ring: every other u32 of the mapping.
+    fn slots(&self, vip_num: u32) -> impl Iterator<Item = &AtomicU32> {
         let words = self.mmap.len() / std::mem::size_of::<u32>();
         // SAFETY: the mapping is page-aligned and `words` u32s long; AtomicU32
         // has the layout of u32. Shared access is fine: every access is atomic.
         let all = unsafe { std::slice::from_raw_parts(self.mmap.as_ptr().cast::<AtomicU32>(), words) };
-        let start = vip_num as usize * self.ring_size;
-        &all[start..start + self.ring_size]
-    }
-
-    /// The current ring of `vip_num`.
-    pub fn read(&self, vip_num: u32) -> Vec<u32> {
-        self.slots(vip_num).iter().map(|s| s.load(Ordering::Relaxed)).collect()
+        let start = vip_num as usize * self.ring_size * WORDS_PER_ELEM;
+        all[start..start + self.ring_size * WORDS_PER_ELEM].iter().step_by(WORDS_PER_ELEM)
     }
 
     /// Makes the ring of `vip_num` equal to `ring`, storing only the slots
     /// that differ. Returns how many changed.
     pub fn write(&self, vip_num: u32, ring: &[u32]) -> usize {
         let mut changed = 0;
-        for (slot, &real) in self.slots(vip_num).iter().zip(ring) {
+        for (slot, &real) in self.slots(vip_num).zip(ring) {
             if slot.load(Ordering::Relaxed) != real {
                 slot.store(real, Ordering::Relaxed);
                 changed += 1;

@@ -42,7 +42,7 @@ pub fn ensure_bpffs(root: &Path) -> Result<()> {
 
 fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|fs| fs.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .map(|fs| i64::from(fs.filesystem_type().0) == BPF_FS_MAGIC)
         .unwrap_or(false)
 }
 
@@ -58,3 +58,32 @@ pub fn decap_dir(root: &Path, iface: &str) -> PathBuf {
 
 /// The file name of a pinned XDP link inside a pin directory.
 pub const LINK: &str = "link";
+
+/// A private pin directory for a load that must not share maps: aya pins
+/// every `LIBBPF_PIN_BY_NAME` map (under `/sys/fs/bpf` when given no
+/// directory), and maps found pinned are reused. Load with this directory,
+/// then drop it: the pins go, and the maps live on through the loader's fds.
+pub struct EphemeralPins {
+    dir: PathBuf,
+}
+
+impl EphemeralPins {
+    pub fn new() -> Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = PathBuf::from(format!("/sys/fs/bpf/weir-private-{}-{n}", std::process::id()));
+        ensure_bpffs(&dir)?;
+        Ok(Self { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for EphemeralPins {
+    fn drop(&mut self) {
+        // Removing a pin only drops the name; open fds keep each map alive.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
