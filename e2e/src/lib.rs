@@ -23,11 +23,13 @@
 //!   (and the encapsulation source ranges) to the lb, whose XDP balancer
 //!   encapsulates them towards a real; the real's XDP decapsulates and its TCP
 //!   stack answers the client directly through the router.
+//! - [`lb`]: weir's Balancer attached to a topology's lb host.
 //! - [`tcp`]: small TCP servers and clients with timeouts, so a broken datapath
 //!   fails a test in seconds instead of hanging it.
 //!
 //! Everything needs root; tests call [`skip_unless_root`] first.
 
+pub mod lb;
 pub mod netns;
 pub mod tcp;
 pub mod topology;

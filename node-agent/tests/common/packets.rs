@@ -212,6 +212,16 @@ pub fn with_tos(frame: &[u8], tos: u8) -> Vec<u8> {
     f
 }
 
+/// Sets the 20-bit IPv6 flow label.
+pub fn with_flow_label(frame: &[u8], label: u32) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    assert_eq!(f[14] >> 4, 6);
+    f[15] = (f[15] & 0xf0) | ((label >> 16) as u8 & 0x0f);
+    f[16] = (label >> 8) as u8;
+    f[17] = label as u8;
+    f
+}
+
 /// Sets the IPv4 identification and flags/fragment-offset word (`0x2000` = MF,
 /// `0x4000` = DF, low 13 bits = offset in 8-byte units).
 pub fn with_ipv4_frag(frame: &[u8], id: u16, frag: u16) -> Vec<u8> {
