@@ -97,10 +97,7 @@ impl Netns {
 
     /// Starts `f` on a new thread inside the namespace, for long-running work
     /// (servers). Returns once the thread is inside the namespace.
-    pub fn spawn<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<JoinHandle<T>> {
+    pub fn spawn<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<JoinHandle<T>> {
         let fd = self.open()?;
         let name = self.name.clone();
         let (entered_tx, entered_rx) = mpsc::sync_channel(1);
@@ -119,9 +116,7 @@ impl Netns {
                 f()
             })
             .context("spawn a thread")?;
-        entered_rx
-            .recv()
-            .map_err(|_| anyhow!("thread for netns {} died before entering it", self.name))??;
+        entered_rx.recv().map_err(|_| anyhow!("thread for netns {} died before entering it", self.name))??;
         Ok(thread)
     }
 
@@ -146,12 +141,7 @@ impl Netns {
             .stderr(Stdio::piped())
             .spawn()
             .context("spawn ip -batch")?;
-        child
-            .stdin
-            .take()
-            .expect("stdin is piped")
-            .write_all(script.as_bytes())
-            .context("write to ip -batch")?;
+        child.stdin.take().expect("stdin is piped").write_all(script.as_bytes()).context("write to ip -batch")?;
         let out = child.wait_with_output().context("wait for ip -batch")?;
         if !out.status.success() {
             bail!(
@@ -172,11 +162,7 @@ impl Netns {
         I: IntoIterator,
         I::Item: AsRef<OsStr>,
     {
-        run_cmd(
-            Command::new("ip")
-                .args(["netns", "exec", &self.name, program])
-                .args(args),
-        )
+        run_cmd(Command::new("ip").args(["netns", "exec", &self.name, program]).args(args))
     }
 
     /// `ip netns exec <name> sh -c <cmd>`.
@@ -191,8 +177,7 @@ impl Netns {
         self.run(|| {
             for (key, value) in settings {
                 let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-                std::fs::write(&path, value)
-                    .with_context(|| format!("sysctl {key}={value} in netns {}", self.name))?;
+                std::fs::write(&path, value).with_context(|| format!("sysctl {key}={value} in netns {}", self.name))?;
             }
             Ok(())
         })
@@ -216,13 +201,7 @@ pub fn list() -> Result<Vec<String>> {
     };
     let mut names = Vec::new();
     for entry in entries {
-        names.push(
-            entry
-                .context("read /run/netns")?
-                .file_name()
-                .to_string_lossy()
-                .into_owned(),
-        );
+        names.push(entry.context("read /run/netns")?.file_name().to_string_lossy().into_owned());
     }
     names.sort();
     Ok(names)
@@ -244,20 +223,14 @@ pub fn pid_alive(pid: u32) -> bool {
 
 /// Namespaces made by [`Netns::new`] in processes that no longer exist.
 pub fn stale() -> Result<Vec<String>> {
-    Ok(list()?
-        .into_iter()
-        .filter(|name| owner_pid(name).is_some_and(|pid| !pid_alive(pid)))
-        .collect())
+    Ok(list()?.into_iter().filter(|name| owner_pid(name).is_some_and(|pid| !pid_alive(pid))).collect())
 }
 
 /// Kills the processes inside namespace `name` (never this one), then deletes it.
 pub fn delete(name: &str) -> Result<()> {
     let pids = run_cmd(Command::new("ip").args(["netns", "pids", name])).unwrap_or_default();
     let me = std::process::id();
-    for pid in pids
-        .split_whitespace()
-        .filter_map(|p| p.parse::<u32>().ok())
-    {
+    for pid in pids.split_whitespace().filter_map(|p| p.parse::<u32>().ok()) {
         if pid != me {
             // SAFETY: kill has no memory-safety preconditions; the pid comes
             // from `ip netns pids`, i.e. a process inside this namespace.
@@ -283,11 +256,7 @@ fn thread_name(ns: &str) -> String {
 pub(crate) fn run_cmd(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("spawn {cmd:?}"))?;
     if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

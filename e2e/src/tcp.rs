@@ -59,18 +59,15 @@ fn start(ns: &Netns, addrs: Vec<SocketAddr>, name: String, mode: Mode) -> Result
         addrs
             .iter()
             .map(|addr| {
-                let listener = TcpListener::bind(addr)
-                    .with_context(|| format!("bind {addr} in netns {}", ns.name()))?;
+                let listener =
+                    TcpListener::bind(addr).with_context(|| format!("bind {addr} in netns {}", ns.name()))?;
                 // Non-blocking so the accept loop can notice the stop flag.
                 listener.set_nonblocking(true).context("set_nonblocking")?;
                 Ok(listener)
             })
             .collect::<Result<Vec<_>>>()
     })?;
-    let bound = listeners
-        .iter()
-        .map(|l| l.local_addr().context("local_addr"))
-        .collect::<Result<Vec<_>>>()?;
+    let bound = listeners.iter().map(|l| l.local_addr().context("local_addr")).collect::<Result<Vec<_>>>()?;
     let stop = Arc::new(AtomicBool::new(false));
     let accepted = Arc::new(AtomicU64::new(0));
     let thread = {
@@ -80,13 +77,7 @@ fn start(ns: &Netns, addrs: Vec<SocketAddr>, name: String, mode: Mode) -> Result
             .spawn(move || accept_loop(listeners, &name, mode, &stop, &accepted))
             .context("spawn the server thread")?
     };
-    Ok(Server {
-        name,
-        addrs: bound,
-        stop,
-        accepted,
-        thread: Some(thread),
-    })
+    Ok(Server { name, addrs: bound, stop, accepted, thread: Some(thread) })
 }
 
 impl Server {
@@ -115,42 +106,22 @@ impl Drop for Server {
     }
 }
 
-fn accept_loop(
-    listeners: Vec<TcpListener>,
-    name: &str,
-    mode: Mode,
-    stop: &Arc<AtomicBool>,
-    accepted: &AtomicU64,
-) {
+fn accept_loop(listeners: Vec<TcpListener>, name: &str, mode: Mode, stop: &Arc<AtomicBool>, accepted: &AtomicU64) {
     let mut conns: Vec<JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let mut fds: Vec<libc::pollfd> = listeners
-            .iter()
-            .map(|l| libc::pollfd {
-                fd: l.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
+        let mut fds: Vec<libc::pollfd> =
+            listeners.iter().map(|l| libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
         // SAFETY: `fds` is a valid array of `fds.len()` pollfds that outlives the call.
-        unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                POLL_INTERVAL.as_millis() as i32,
-            )
-        };
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_INTERVAL.as_millis() as i32) };
         for listener in &listeners {
             loop {
                 match listener.accept() {
                     Ok((stream, _peer)) => {
                         accepted.fetch_add(1, Ordering::Relaxed);
                         let (conn_name, stop) = (name.to_owned(), stop.clone());
-                        let handler = std::thread::Builder::new()
-                            .name(format!("conn-{name}"))
-                            .spawn(move || {
-                                let _ = handle(stream, &conn_name, mode, &stop);
-                            });
+                        let handler = std::thread::Builder::new().name(format!("conn-{name}")).spawn(move || {
+                            let _ = handle(stream, &conn_name, mode, &stop);
+                        });
                         match handler {
                             Ok(handler) => conns.push(handler),
                             Err(e) => {
@@ -159,9 +130,7 @@ fn accept_loop(
                         }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e)
-                        if e.kind() == ErrorKind::Interrupted
-                            || e.kind() == ErrorKind::ConnectionAborted => {}
+                    Err(e) if e.kind() == ErrorKind::Interrupted || e.kind() == ErrorKind::ConnectionAborted => {}
                     Err(e) => {
                         eprintln!("weir-e2e: server {name}: accept: {e}");
                         break;
@@ -203,10 +172,8 @@ fn handle(stream: TcpStream, name: &str, mode: Mode, stop: &AtomicBool) -> std::
                     }
                     Ok(_) => {}
                     Err(e)
-                        if matches!(
-                            e.kind(),
-                            ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                        ) => {}
+                        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -225,10 +192,7 @@ pub fn connect_once(ns: &Netns, addr: SocketAddr, timeout: Duration) -> Result<S
         .read_line(&mut line)
         .with_context(|| format!("read the name from {addr} (netns {})", ns.name()))?;
     if !line.ends_with('\n') {
-        bail!(
-            "{addr} (from netns {}) closed before sending a whole line: {line:?}",
-            ns.name()
-        );
+        bail!("{addr} (from netns {}) closed before sending a whole line: {line:?}", ns.name());
     }
     Ok(line.trim_end().to_owned())
 }
@@ -237,12 +201,8 @@ fn connect_in(ns: &Netns, addr: SocketAddr, timeout: Duration) -> Result<TcpStre
     let stream = ns
         .run(|| TcpStream::connect_timeout(&addr, timeout))
         .with_context(|| format!("connect to {addr} from netns {}", ns.name()))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .context("set_read_timeout")?;
-    stream
-        .set_write_timeout(Some(timeout))
-        .context("set_write_timeout")?;
+    stream.set_read_timeout(Some(timeout)).context("set_read_timeout")?;
+    stream.set_write_timeout(Some(timeout)).context("set_write_timeout")?;
     stream.set_nodelay(true).context("set_nodelay")?;
     Ok(stream)
 }
@@ -263,29 +223,16 @@ impl Conn {
         let stream = connect_in(ns, addr, timeout)?;
         let local = stream.local_addr().context("local_addr")?;
         let reader = BufReader::new(stream.try_clone().context("clone the stream")?);
-        Ok(Conn {
-            stream,
-            reader,
-            local,
-            peer: addr,
-        })
+        Ok(Conn { stream, reader, local, peer: addr })
     }
 
     /// Sends one line and returns the server's answer: its name.
     pub fn ask(&mut self) -> Result<String> {
-        self.stream
-            .write_all(b"?\n")
-            .with_context(|| format!("send on {} -> {}", self.local, self.peer))?;
+        self.stream.write_all(b"?\n").with_context(|| format!("send on {} -> {}", self.local, self.peer))?;
         let mut line = String::new();
-        self.reader
-            .read_line(&mut line)
-            .with_context(|| format!("read on {} -> {}", self.local, self.peer))?;
+        self.reader.read_line(&mut line).with_context(|| format!("read on {} -> {}", self.local, self.peer))?;
         if !line.ends_with('\n') {
-            bail!(
-                "{} -> {}: connection closed (got {line:?})",
-                self.local,
-                self.peer
-            );
+            bail!("{} -> {}: connection closed (got {line:?})", self.local, self.peer);
         }
         Ok(line.trim_end().to_owned())
     }

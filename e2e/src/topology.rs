@@ -75,11 +75,7 @@ pub struct TopologyConfig {
 
 impl Default for TopologyConfig {
     fn default() -> Self {
-        Self {
-            reals: 2,
-            ipv6: true,
-            fabric_mtu: FABRIC_MTU,
-        }
+        Self { reals: 2, ipv6: true, fabric_mtu: FABRIC_MTU }
     }
 }
 
@@ -150,11 +146,7 @@ impl Topology {
     /// XDP_PASS to the router's lb-facing veth. On error, whatever was built is
     /// torn down again.
     pub fn build(config: TopologyConfig) -> Result<Topology> {
-        ensure!(
-            config.reals <= MAX_REALS,
-            "at most {MAX_REALS} reals, not {}",
-            config.reals
-        );
+        ensure!(config.reals <= MAX_REALS, "at most {MAX_REALS} reals, not {}", config.reals);
         let id = NEXT_TOPOLOGY.fetch_add(1, Ordering::Relaxed);
         let ipv6 = config.ipv6;
 
@@ -163,15 +155,7 @@ impl Topology {
         let client = Host::create("client", LINK_CLIENT, CLIENT_MTU, &router, ipv6)?;
         let lb = Host::create("lb", LINK_LB, config.fabric_mtu, &router, ipv6)?;
         let reals = (0..config.reals)
-            .map(|i| {
-                Host::create(
-                    &format!("real{i}"),
-                    LINK_REAL0 + i as u8,
-                    config.fabric_mtu,
-                    &router,
-                    ipv6,
-                )
-            })
+            .map(|i| Host::create(&format!("real{i}"), LINK_REAL0 + i as u8, config.fabric_mtu, &router, ipv6))
             .collect::<Result<Vec<_>>>()?;
 
         // Direct server return: each real owns the VIPs on `lo` and answers from
@@ -189,20 +173,11 @@ impl Topology {
         // encapsulated packet (TTL, too big) on a sensible path.
         let mut routes = vec![
             format!("route add {}/{} via {}", VIP_NET_V4.0, VIP_NET_V4.1, lb.v4),
-            format!(
-                "route add {}/{} via {}",
-                ENCAP_SRC_V4.0, ENCAP_SRC_V4.1, lb.v4
-            ),
+            format!("route add {}/{} via {}", ENCAP_SRC_V4.0, ENCAP_SRC_V4.1, lb.v4),
         ];
         if let Some(lb_v6) = lb.v6 {
-            routes.push(format!(
-                "route add {}/{} via {lb_v6}",
-                VIP_NET_V6.0, VIP_NET_V6.1
-            ));
-            routes.push(format!(
-                "route add {}/{} via {lb_v6}",
-                ENCAP_SRC_V6.0, ENCAP_SRC_V6.1
-            ));
+            routes.push(format!("route add {}/{} via {lb_v6}", VIP_NET_V6.0, VIP_NET_V6.1));
+            routes.push(format!("route add {}/{} via {lb_v6}", ENCAP_SRC_V6.0, ENCAP_SRC_V6.1));
         }
         router.ip_batch(&routes)?;
 
@@ -211,19 +186,14 @@ impl Topology {
         // to the peer's XDP/NAPI receive path, which exists only then); without
         // a program on `rlb` every encapsulated packet is silently dropped.
         let rlb = lb.router_iface.clone();
-        let router_xdp = router.run(move || attach_xdp_pass(&rlb)).with_context(|| {
-            format!(
-                "attach XDP_PASS to {} in netns {}",
-                lb.router_iface,
-                router.name()
-            )
-        })?;
+        let router_xdp = router
+            .run(move || attach_xdp_pass(&rlb))
+            .with_context(|| format!("attach XDP_PASS to {} in netns {}", lb.router_iface, router.name()))?;
 
         let pin_root = PathBuf::from(format!("{PIN_ROOT_PREFIX}{}-{id}", std::process::id()));
         if pin_root.exists() {
             // Our pid and our counter: left by a crashed process with this pid.
-            std::fs::remove_dir_all(&pin_root)
-                .with_context(|| format!("remove stale {}", pin_root.display()))?;
+            std::fs::remove_dir_all(&pin_root).with_context(|| format!("remove stale {}", pin_root.display()))?;
         }
         Ok(Topology {
             id,
@@ -241,17 +211,12 @@ impl Topology {
 
     /// client, lb, then the reals.
     pub fn hosts(&self) -> impl Iterator<Item = &Host> {
-        [&self.client, &self.lb]
-            .into_iter()
-            .chain(self.reals.iter())
+        [&self.client, &self.lb].into_iter().chain(self.reals.iter())
     }
 
     /// Every namespace of this topology, router first.
     pub fn netns_names(&self) -> Vec<String> {
-        std::iter::once(self.router.name())
-            .chain(self.hosts().map(|h| h.ns.name()))
-            .map(str::to_owned)
-            .collect()
+        std::iter::once(self.router.name()).chain(self.hosts().map(|h| h.ns.name())).map(str::to_owned).collect()
     }
 
     /// The VIPs on the reals: [`VIP_V4`], and [`VIP_V6`] when dual-stack.
@@ -292,10 +257,7 @@ impl Topology {
     pub fn attach_decap(&self) -> Result<()> {
         weir_agent::dataplane::pin::ensure_bpffs(&self.pin_root)
             .with_context(|| format!("prepare pin root {}", self.pin_root.display()))?;
-        let mut attached = self
-            .decap_attached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut attached = self.decap_attached.lock().unwrap_or_else(|e| e.into_inner());
         for (i, real) in self.reals.iter().enumerate() {
             if attached.contains(&i) {
                 continue;
@@ -303,9 +265,7 @@ impl Topology {
             let root = self.pin_root.as_path();
             real.ns
                 .run(|| decap_attach(&real.iface, root))
-                .with_context(|| {
-                    format!("attach decap to {} in netns {}", real.iface, real.ns.name())
-                })?;
+                .with_context(|| format!("attach decap to {} in netns {}", real.iface, real.ns.name()))?;
             attached.push(i);
         }
         Ok(())
@@ -313,20 +273,13 @@ impl Topology {
 
     /// Detaches the decapsulation programs [`Topology::attach_decap`] attached.
     pub fn detach_decap(&self) -> Result<()> {
-        let mut attached = self
-            .decap_attached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut attached = self.decap_attached.lock().unwrap_or_else(|e| e.into_inner());
         let mut first_error = None;
         for i in std::mem::take(&mut *attached) {
             let real = &self.reals[i];
             let root = self.pin_root.as_path();
             if let Err(e) = real.ns.run(|| decap_detach(&real.iface, root)) {
-                let e = e.context(format!(
-                    "detach decap from {} in netns {}",
-                    real.iface,
-                    real.ns.name()
-                ));
+                let e = e.context(format!("detach decap from {} in netns {}", real.iface, real.ns.name()));
                 first_error.get_or_insert(e);
             }
         }
@@ -349,8 +302,7 @@ impl Topology {
                 if netns::pid_alive(pid) {
                     continue;
                 }
-                std::fs::remove_dir_all(&path)
-                    .with_context(|| format!("remove {}", path.display()))?;
+                std::fs::remove_dir_all(&path).with_context(|| format!("remove {}", path.display()))?;
                 removed.push(path.display().to_string());
             }
         }
@@ -389,11 +341,7 @@ fn pin_root_pid(path: &Path) -> Option<u32> {
 
 /// The real-side decapsulation program, owned by the node agent.
 fn decap_attach(iface: &str, pin_root: &Path) -> Result<()> {
-    weir_agent::dataplane::decap::attach(
-        iface,
-        weir_agent::dataplane::AttachMode::Driver,
-        pin_root,
-    )?;
+    weir_agent::dataplane::decap::attach(iface, weir_agent::dataplane::AttachMode::Driver, pin_root)?;
     Ok(())
 }
 
@@ -406,17 +354,10 @@ fn attach_xdp_pass(iface: &str) -> Result<Ebpf> {
     let mut ebpf = Ebpf::load(weir_ebpf::XDP_PASS).context("load the XDP_PASS object")?;
     let program: &mut Xdp = ebpf
         .program_mut(weir_ebpf::XDP_PASS_PROGRAM)
-        .with_context(|| {
-            format!(
-                "no program {} in the XDP_PASS object",
-                weir_ebpf::XDP_PASS_PROGRAM
-            )
-        })?
+        .with_context(|| format!("no program {} in the XDP_PASS object", weir_ebpf::XDP_PASS_PROGRAM))?
         .try_into()?;
     program.load().context("load XDP_PASS")?;
-    program
-        .attach(iface, XdpMode::Driver)
-        .context("attach XDP_PASS in driver mode")?;
+    program.attach(iface, XdpMode::Driver).context("attach XDP_PASS in driver mode")?;
     Ok(ebpf)
 }
 
@@ -477,24 +418,14 @@ fn configure_iface(ns: &Netns, iface: &str) -> Result<()> {
 }
 
 fn owned<K: AsRef<str>>(settings: &[(K, &str)]) -> Vec<(String, String)> {
-    settings
-        .iter()
-        .map(|(k, v)| (k.as_ref().to_owned(), (*v).to_owned()))
-        .collect()
+    settings.iter().map(|(k, v)| (k.as_ref().to_owned(), (*v).to_owned())).collect()
 }
 
 impl Host {
     /// Makes the namespace `role` and links it to the router on link `link`.
     fn create(role: &str, link: u8, mtu: u32, router: &Netns, ipv6: bool) -> Result<Host> {
         let ns = Netns::new(role)?;
-        configure_netns(
-            &ns,
-            if role.starts_with("real") {
-                Role::Real
-            } else {
-                Role::Host
-            },
-        )?;
+        configure_netns(&ns, if role.starts_with("real") { Role::Real } else { Role::Host })?;
         let host = Host {
             role: role.to_owned(),
             link,
@@ -555,8 +486,7 @@ pub fn v4(link: u8, host: u8) -> Ipv4Addr {
 /// `fd00:200:<link>::<host>`, with `link` written in decimal digits (so link 11
 /// is `fd00:200:11::`, matching `10.200.11.0`).
 pub fn v6(link: u8, host: u16) -> Ipv6Addr {
-    let segment =
-        u16::from_str_radix(&link.to_string(), 16).expect("decimal digits are hex digits");
+    let segment = u16::from_str_radix(&link.to_string(), 16).expect("decimal digits are hex digits");
     Ipv6Addr::new(0xfd00, 0x200, segment, 0, 0, 0, 0, host)
 }
 
@@ -567,10 +497,7 @@ pub fn mac(link: u8, host: u8) -> [u8; 6] {
 
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn fmt_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 #[cfg(test)]
@@ -581,10 +508,7 @@ mod tests {
     fn address_plan() {
         assert_eq!(v4(11, 2).to_string(), "10.200.11.2");
         assert_eq!(v6(11, 2).to_string(), "fd00:200:11::2");
-        assert_eq!(
-            v6(LINK_REAL0 + MAX_REALS as u8 - 1, 1).to_string(),
-            "fd00:200:209::1"
-        );
+        assert_eq!(v6(LINK_REAL0 + MAX_REALS as u8 - 1, 1).to_string(), "fd00:200:209::1");
         assert_eq!(VIP_V6.to_string(), "fd00:200:ff::1");
         assert_eq!(ENCAP_SRC_V6.0.to_string(), "100::");
         assert_eq!(fmt_mac(mac(LINK_LB, 1)), "02:00:0a:c8:02:01");
@@ -598,10 +522,7 @@ mod tests {
 
     #[test]
     fn pin_root_names() {
-        assert_eq!(
-            pin_root_pid(Path::new("/sys/fs/bpf/weir-e2e-123-4")),
-            Some(123)
-        );
+        assert_eq!(pin_root_pid(Path::new("/sys/fs/bpf/weir-e2e-123-4")), Some(123));
         assert_eq!(pin_root_pid(Path::new("/sys/fs/bpf/weir")), None);
         assert_eq!(pin_root_pid(Path::new("/sys/fs/bpf/weir-e2e-x-4")), None);
     }

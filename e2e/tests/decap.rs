@@ -16,10 +16,7 @@ use std::time::{Duration, Instant};
 
 use weir_agent::dataplane::decap;
 use weir_e2e::netns::Netns;
-use weir_e2e::{
-    connect_once, serve, skip_unless_root, Topology, TopologyConfig, DEFAULT_TIMEOUT, VIP_V4,
-    VIP_V6,
-};
+use weir_e2e::{connect_once, serve, skip_unless_root, Topology, TopologyConfig, DEFAULT_TIMEOUT, VIP_V4, VIP_V6};
 use weir_ebpf::abi::DecapStat;
 
 /// The encapsulations weir's balancer produces.
@@ -35,14 +32,7 @@ enum Encap {
 
 /// Sends one encapsulated echo request from `from` (inner source) to the VIP,
 /// outer destination `real`, and waits up to `wait` for the VIP's echo reply.
-fn tunnelled_ping(
-    ns: &Netns,
-    encap: Encap,
-    from: IpAddr,
-    real: IpAddr,
-    seq: u16,
-    wait: Duration,
-) -> io::Result<bool> {
+fn tunnelled_ping(ns: &Netns, encap: Encap, from: IpAddr, real: IpAddr, seq: u16, wait: Duration) -> io::Result<bool> {
     let id = (std::process::id() as u16) ^ 0x5eed;
     ns.run(|| {
         let (outer_family, outer_proto) = match encap {
@@ -71,29 +61,14 @@ fn tunnelled_ping(
             set_rcvtimeo(&rx, left.max(Duration::from_millis(1)))?;
             let (n, src) = match recv_from(&rx, &mut buf) {
                 Ok(got) => got,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break
-                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
             // Raw IPv4 sockets see the IP header, raw IPv6 sockets do not.
-            let icmp = if inner_v6 {
-                &buf[..n]
-            } else {
-                &buf[((buf[0] & 0xf) as usize * 4).min(n)..n]
-            };
+            let icmp = if inner_v6 { &buf[..n] } else { &buf[((buf[0] & 0xf) as usize * 4).min(n)..n] };
             let reply_type = if inner_v6 { 129 } else { 0 };
-            let vip: IpAddr = if inner_v6 {
-                VIP_V6.into()
-            } else {
-                VIP_V4.into()
-            };
+            let vip: IpAddr = if inner_v6 { VIP_V6.into() } else { VIP_V4.into() };
             if icmp.len() >= 8
                 && icmp[0] == reply_type
                 && icmp[4..6] == id.to_be_bytes()
@@ -179,17 +154,10 @@ fn recv_from(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, IpAddr)> {
     let src = match addr.ss_family as libc::c_int {
         // SAFETY: the kernel filled in a sockaddr of the family it reports.
         libc::AF_INET => IpAddr::V4(Ipv4Addr::from(
-            unsafe { *(&addr as *const _ as *const libc::sockaddr_in) }
-                .sin_addr
-                .s_addr
-                .to_ne_bytes(),
+            unsafe { *(&addr as *const _ as *const libc::sockaddr_in) }.sin_addr.s_addr.to_ne_bytes(),
         )),
         // SAFETY: as above.
-        _ => IpAddr::V6(Ipv6Addr::from(
-            unsafe { *(&addr as *const _ as *const libc::sockaddr_in6) }
-                .sin6_addr
-                .s6_addr,
-        )),
+        _ => IpAddr::V6(Ipv6Addr::from(unsafe { *(&addr as *const _ as *const libc::sockaddr_in6) }.sin6_addr.s6_addr)),
     };
     Ok((n as usize, src))
 }
@@ -262,13 +230,7 @@ fn echo_v6(src: Ipv6Addr, dst: Ipv6Addr, id: u16, seq: u16) -> Vec<u8> {
     let mut icmp = icmp_echo(128, id, seq);
     let len = icmp.len() as u32;
     let next = [0, 0, 0, libc::IPPROTO_ICMPV6 as u8];
-    let sum = checksum(&[
-        &src.octets(),
-        &dst.octets(),
-        &len.to_be_bytes(),
-        &next,
-        &icmp,
-    ]);
+    let sum = checksum(&[&src.octets(), &dst.octets(), &len.to_be_bytes(), &next, &icmp]);
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
     let mut ip = vec![0x60, 0, 0, 0];
     ip.extend((icmp.len() as u16).to_be_bytes());
@@ -280,9 +242,7 @@ fn echo_v6(src: Ipv6Addr, dst: Ipv6Addr, id: u16, seq: u16) -> Vec<u8> {
 }
 
 fn xdp_attached(ns: &Netns, iface: &str) -> bool {
-    ns.ip(["link", "show", "dev", iface])
-        .expect("ip link show")
-        .contains(" prog/xdp ")
+    ns.ip(["link", "show", "dev", iface]).expect("ip link show").contains(" prog/xdp ")
 }
 
 #[test]
@@ -290,38 +250,19 @@ fn decap_delivers_tunnelled_packets_to_the_vip() {
     if skip_unless_root("decap_delivers_tunnelled_packets_to_the_vip") {
         return;
     }
-    let topo = Topology::build(TopologyConfig {
-        reals: 2,
-        ipv6: true,
-        ..TopologyConfig::default()
-    })
-    .expect("build");
+    let topo = Topology::build(TopologyConfig { reals: 2, ipv6: true, ..TopologyConfig::default() }).expect("build");
     let lb = &topo.lb;
     let lb_v6 = lb.v6.expect("dual-stack");
     let short = Duration::from_millis(500);
 
     // Control: without decap the reals cannot make sense of the packets.
-    let answered = tunnelled_ping(
-        &lb.ns,
-        Encap::V4InV4,
-        lb.v4.into(),
-        topo.reals[0].v4.into(),
-        1,
-        short,
-    )
-    .expect("probe");
-    assert!(
-        !answered,
-        "a real answered an encapsulated ping without decap: the test proves nothing"
-    );
+    let answered =
+        tunnelled_ping(&lb.ns, Encap::V4InV4, lb.v4.into(), topo.reals[0].v4.into(), 1, short).expect("probe");
+    assert!(!answered, "a real answered an encapsulated ping without decap: the test proves nothing");
 
     topo.attach_decap().expect("attach decap");
     for real in &topo.reals {
-        assert!(
-            xdp_attached(&real.ns, &real.iface),
-            "no XDP program on {}",
-            real.iface
-        );
+        assert!(xdp_attached(&real.ns, &real.iface), "no XDP program on {}", real.iface);
         let real_v6: IpAddr = real.v6.expect("dual-stack").into();
         let probes = [
             (Encap::V4InV4, IpAddr::from(lb.v4), IpAddr::from(real.v4)),
@@ -329,29 +270,13 @@ fn decap_delivers_tunnelled_packets_to_the_vip() {
             (Encap::V4InV6, IpAddr::from(lb.v4), real_v6),
         ];
         for (seq, (encap, from, to)) in probes.into_iter().enumerate() {
-            let answered =
-                tunnelled_ping(&lb.ns, encap, from, to, 100 + seq as u16, DEFAULT_TIMEOUT)
-                    .expect("probe");
-            assert!(
-                answered,
-                "{encap:?} via {} ({to}): no echo reply from the VIP",
-                real.role
-            );
+            let answered = tunnelled_ping(&lb.ns, encap, from, to, 100 + seq as u16, DEFAULT_TIMEOUT).expect("probe");
+            assert!(answered, "{encap:?} via {} ({to}): no echo reply from the VIP", real.role);
         }
         // Counted by the outer header's family: one IPv4 outer, two IPv6 outer.
         let counters = decap::counters(&real.iface, &topo.pin_root).expect("decap counters");
-        assert_eq!(
-            counters[DecapStat::V4 as usize].v1,
-            1,
-            "{}: {counters:?}",
-            real.role
-        );
-        assert_eq!(
-            counters[DecapStat::V6 as usize].v1,
-            2,
-            "{}: {counters:?}",
-            real.role
-        );
+        assert_eq!(counters[DecapStat::V4 as usize].v1, 1, "{}: {counters:?}", real.role);
+        assert_eq!(counters[DecapStat::V6 as usize].v1, 2, "{}: {counters:?}", real.role);
     }
 }
 
@@ -360,21 +285,12 @@ fn decap_passes_plain_traffic_and_detaches_cleanly() {
     if skip_unless_root("decap_passes_plain_traffic_and_detaches_cleanly") {
         return;
     }
-    let topo = Topology::build(TopologyConfig {
-        reals: 2,
-        ipv6: true,
-        ..TopologyConfig::default()
-    })
-    .expect("build");
+    let topo = Topology::build(TopologyConfig { reals: 2, ipv6: true, ..TopologyConfig::default() }).expect("build");
     topo.attach_decap().expect("attach decap");
     // Attaching twice is harmless (the second call has nothing left to do).
     topo.attach_decap().expect("attach decap again");
     for real in &topo.reals {
-        let addrs: Vec<SocketAddr> = real
-            .addrs()
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, 8080))
-            .collect();
+        let addrs: Vec<SocketAddr> = real.addrs().into_iter().map(|ip| SocketAddr::new(ip, 8080)).collect();
         let _server = serve(&real.ns, addrs.clone(), real.role.clone()).expect("serve");
         for addr in addrs {
             let name = connect_once(&topo.client.ns, addr, DEFAULT_TIMEOUT)
@@ -382,28 +298,16 @@ fn decap_passes_plain_traffic_and_detaches_cleanly() {
             assert_eq!(name, real.role);
         }
         let counters = decap::counters(&real.iface, &topo.pin_root).expect("decap counters");
-        assert!(
-            counters[DecapStat::Pass as usize].v1 > 0,
-            "{}: {counters:?}",
-            real.role
-        );
+        assert!(counters[DecapStat::Pass as usize].v1 > 0, "{}: {counters:?}", real.role);
     }
     topo.detach_decap().expect("detach decap");
     for real in &topo.reals {
-        assert!(
-            !xdp_attached(&real.ns, &real.iface),
-            "XDP still on {} after detach",
-            real.iface
-        );
+        assert!(!xdp_attached(&real.ns, &real.iface), "XDP still on {} after detach", real.iface);
     }
     let pin_root = topo.pin_root.clone();
     assert!(pin_root.exists());
     drop(topo);
-    assert!(
-        !pin_root.exists(),
-        "{} survived the topology",
-        pin_root.display()
-    );
+    assert!(!pin_root.exists(), "{} survived the topology", pin_root.display());
 }
 
 #[test]
@@ -411,23 +315,10 @@ fn dropping_the_topology_detaches_decap() {
     if skip_unless_root("dropping_the_topology_detaches_decap") {
         return;
     }
-    let topo = Topology::build(TopologyConfig {
-        reals: 1,
-        ipv6: false,
-        ..TopologyConfig::default()
-    })
-    .expect("build");
+    let topo = Topology::build(TopologyConfig { reals: 1, ipv6: false, ..TopologyConfig::default() }).expect("build");
     topo.attach_decap().expect("attach decap");
     let pin_root = topo.pin_root.clone();
-    assert!(pin_root
-        .join("decap")
-        .join(&topo.reals[0].iface)
-        .join("link")
-        .exists());
+    assert!(pin_root.join("decap").join(&topo.reals[0].iface).join("link").exists());
     drop(topo);
-    assert!(
-        !pin_root.exists(),
-        "{} survived the topology",
-        pin_root.display()
-    );
+    assert!(!pin_root.exists(), "{} survived the topology", pin_root.display());
 }

@@ -6,17 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 
 use weir_e2e::topology::fmt_mac;
 use weir_e2e::{
-    connect_once, netns, serve, serve_long_lived, skip_unless_root, Conn, Topology, TopologyConfig,
-    DEFAULT_TIMEOUT, VIP_V4, VIP_V6,
+    connect_once, netns, serve, serve_long_lived, skip_unless_root, Conn, Topology, TopologyConfig, DEFAULT_TIMEOUT,
+    VIP_V4, VIP_V6,
 };
 
 fn dual_stack(reals: usize) -> Topology {
-    Topology::build(TopologyConfig {
-        reals,
-        ipv6: true,
-        ..TopologyConfig::default()
-    })
-    .expect("build the topology")
+    Topology::build(TopologyConfig { reals, ipv6: true, ..TopologyConfig::default() }).expect("build the topology")
 }
 
 fn sock(ip: IpAddr, port: u16) -> SocketAddr {
@@ -44,12 +39,7 @@ fn client_reaches_each_real_over_tcp_v4_and_v6() {
                 .unwrap_or_else(|e| panic!("client -> {} ({ip}): {e:#}", real.role));
             assert_eq!(name, real.role, "answer from {ip}");
         }
-        assert_eq!(
-            server.accepted(),
-            2,
-            "{} saw one v4 and one v6 connection",
-            real.role
-        );
+        assert_eq!(server.accepted(), 2, "{} saw one v4 and one v6 connection", real.role);
     }
 }
 
@@ -59,12 +49,7 @@ fn lb_is_reachable_from_the_client() {
         return;
     }
     let topo = dual_stack(1);
-    let addrs = topo
-        .lb
-        .addrs()
-        .into_iter()
-        .map(|ip| sock(ip, 8080))
-        .collect();
+    let addrs = topo.lb.addrs().into_iter().map(|ip| sock(ip, 8080)).collect();
     let _server = serve(&topo.lb.ns, addrs, "lb".to_owned()).expect("start a server on the lb");
     for ip in topo.lb.addrs() {
         let name = connect_once(&topo.client.ns, sock(ip, 8080), DEFAULT_TIMEOUT)
@@ -83,8 +68,7 @@ fn long_lived_connection_answers_every_line() {
     let addrs = real.addrs().into_iter().map(|ip| sock(ip, 8080)).collect();
     let server = serve_long_lived(&real.ns, addrs, real.role.clone()).expect("start a server");
     for ip in real.addrs() {
-        let mut conn =
-            Conn::open(&topo.client.ns, sock(ip, 8080), DEFAULT_TIMEOUT).expect("connect");
+        let mut conn = Conn::open(&topo.client.ns, sock(ip, 8080), DEFAULT_TIMEOUT).expect("connect");
         for _ in 0..5 {
             assert_eq!(conn.ask().expect("ask"), "real0");
         }
@@ -92,12 +76,7 @@ fn long_lived_connection_answers_every_line() {
     }
     assert_eq!(server.accepted(), 2);
     // Dropping the server with a connection still open must not hang.
-    let _open = Conn::open(
-        &topo.client.ns,
-        sock(real.addrs()[0], 8080),
-        DEFAULT_TIMEOUT,
-    )
-    .expect("connect");
+    let _open = Conn::open(&topo.client.ns, sock(real.addrs()[0], 8080), DEFAULT_TIMEOUT).expect("connect");
     drop(server);
 }
 
@@ -118,14 +97,10 @@ fn vips_are_local_on_every_real_and_routed_to_the_lb() {
         }
     }
     for vip in topo.vips() {
-        let route = topo
-            .router
-            .ip(["route", "get", &vip.to_string()])
-            .expect("ip route get");
+        let route = topo.router.ip(["route", "get", &vip.to_string()]).expect("ip route get");
         let via = topo.lb.addr(vip.is_ipv6()).expect("lb address").to_string();
         assert!(
-            route.contains(&format!("via {via} "))
-                && route.contains(&format!("dev {} ", topo.lb.router_iface)),
+            route.contains(&format!("via {via} ")) && route.contains(&format!("dev {} ", topo.lb.router_iface)),
             "router sends {vip} to the lb: {route}"
         );
     }
@@ -138,37 +113,13 @@ fn interfaces_macs_and_router_xdp_are_as_advertised() {
     }
     let topo = dual_stack(2);
     for host in topo.hosts() {
-        let link = host
-            .ns
-            .ip(["link", "show", "dev", &host.iface])
-            .expect("ip link show");
-        assert!(
-            link.contains(&format!("link/ether {} ", fmt_mac(host.mac))),
-            "{}: {link}",
-            host.role
-        );
-        assert!(
-            link.contains(&format!("mtu {} ", host.mtu)),
-            "{}: {link}",
-            host.role
-        );
-        let router_link = topo
-            .router
-            .ip(["link", "show", "dev", &host.router_iface])
-            .expect("ip link show");
-        assert!(
-            router_link.contains(&format!("link/ether {} ", fmt_mac(host.router_mac))),
-            "{router_link}"
-        );
-        let features = host
-            .ns
-            .exec("ethtool", ["-k", &host.iface])
-            .expect("ethtool -k");
-        assert!(
-            features.contains("tx-checksumming: off"),
-            "{}: tx checksum offload still on",
-            host.role
-        );
+        let link = host.ns.ip(["link", "show", "dev", &host.iface]).expect("ip link show");
+        assert!(link.contains(&format!("link/ether {} ", fmt_mac(host.mac))), "{}: {link}", host.role);
+        assert!(link.contains(&format!("mtu {} ", host.mtu)), "{}: {link}", host.role);
+        let router_link = topo.router.ip(["link", "show", "dev", &host.router_iface]).expect("ip link show");
+        assert!(router_link.contains(&format!("link/ether {} ", fmt_mac(host.router_mac))), "{router_link}");
+        let features = host.ns.exec("ethtool", ["-k", &host.iface]).expect("ethtool -k");
+        assert!(features.contains("tx-checksumming: off"), "{}: tx checksum offload still on", host.role);
     }
     assert_eq!(topo.lb.mtu, topo.fabric_mtu);
     assert_eq!(topo.reals[0].mtu, topo.fabric_mtu);
@@ -177,31 +128,18 @@ fn interfaces_macs_and_router_xdp_are_as_advertised() {
     assert_eq!(topo.lb_mac(), topo.lb.mac);
     assert_eq!(topo.default_mac(), topo.lb.router_mac);
     // XDP_PASS sits on the router's lb-facing veth, in driver mode.
-    let rlb = topo
-        .router
-        .ip(["link", "show", "dev", &topo.lb.router_iface])
-        .expect("ip link show");
-    assert!(
-        rlb.contains("xdp "),
-        "no native XDP program on {}: {rlb}",
-        topo.lb.router_iface
-    );
+    let rlb = topo.router.ip(["link", "show", "dev", &topo.lb.router_iface]).expect("ip link show");
+    assert!(rlb.contains("xdp "), "no native XDP program on {}: {rlb}", topo.lb.router_iface);
     // Reverse-path filtering is off and only the router forwards.
     let sysctl = |ns: &netns::Netns, key: &str| {
-        ns.sh(&format!("cat /proc/sys/{}", key.replace('.', "/")))
-            .unwrap()
-            .trim()
-            .to_owned()
+        ns.sh(&format!("cat /proc/sys/{}", key.replace('.', "/"))).unwrap().trim().to_owned()
     };
     assert_eq!(sysctl(&topo.router, "net.ipv4.ip_forward"), "1");
     assert_eq!(sysctl(&topo.router, "net.ipv6.conf.all.forwarding"), "1");
     assert_eq!(sysctl(&topo.router, "net.ipv4.conf.all.rp_filter"), "0");
     assert_eq!(sysctl(&topo.router, "net.ipv4.conf.rlb.rp_filter"), "0");
     assert_eq!(sysctl(&topo.lb.ns, "net.ipv4.ip_forward"), "0");
-    assert_eq!(
-        sysctl(&topo.reals[1].ns, "net.ipv4.conf.vreal1.rp_filter"),
-        "0"
-    );
+    assert_eq!(sysctl(&topo.reals[1].ns, "net.ipv4.conf.vreal1.rp_filter"), "0");
 }
 
 #[test]
@@ -209,28 +147,13 @@ fn ipv4_only_topology_has_no_ipv6() {
     if skip_unless_root("ipv4_only_topology_has_no_ipv6") {
         return;
     }
-    let topo = Topology::build(TopologyConfig {
-        reals: 1,
-        ipv6: false,
-        ..TopologyConfig::default()
-    })
-    .expect("build");
+    let topo = Topology::build(TopologyConfig { reals: 1, ipv6: false, ..TopologyConfig::default() }).expect("build");
     assert_eq!(topo.vips(), vec![IpAddr::V4(VIP_V4)]);
     assert!(topo.hosts().all(|h| h.v6.is_none() && h.addrs().len() == 1));
     let real = &topo.reals[0];
-    let _server = serve(
-        &real.ns,
-        vec![sock(IpAddr::V4(real.v4), 8080)],
-        "real0".to_owned(),
-    )
-    .expect("serve");
+    let _server = serve(&real.ns, vec![sock(IpAddr::V4(real.v4), 8080)], "real0".to_owned()).expect("serve");
     assert_eq!(
-        connect_once(
-            &topo.client.ns,
-            sock(IpAddr::V4(real.v4), 8080),
-            DEFAULT_TIMEOUT
-        )
-        .expect("connect"),
+        connect_once(&topo.client.ns, sock(IpAddr::V4(real.v4), 8080), DEFAULT_TIMEOUT).expect("connect"),
         "real0"
     );
 }
@@ -248,21 +171,14 @@ fn teardown_leaves_no_namespace_behind() {
     let during = netns::list().expect("list namespaces");
     for name in &names {
         assert!(!before.contains(name), "{name} existed before the topology");
-        assert!(
-            during.contains(name),
-            "{name} missing while the topology lives"
-        );
+        assert!(during.contains(name), "{name} missing while the topology lives");
     }
     drop(topo);
     let after = netns::list().expect("list namespaces");
     for name in &names {
         assert!(!after.contains(name), "{name} survived the topology");
     }
-    assert!(
-        !pin_root.exists(),
-        "{} survived the topology",
-        pin_root.display()
-    );
+    assert!(!pin_root.exists(), "{} survived the topology", pin_root.display());
 }
 
 #[test]
@@ -291,25 +207,17 @@ fn cleanup_stale_removes_only_dead_processes_namespaces() {
         return;
     }
     // A pid that has surely exited: a child we waited for.
-    let mut child = std::process::Command::new("true")
-        .spawn()
-        .expect("spawn true");
+    let mut child = std::process::Command::new("true").spawn().expect("spawn true");
     let dead_pid = child.id();
     child.wait().expect("wait for true");
     assert!(!netns::pid_alive(dead_pid));
     let stale = format!("{}{dead_pid}-0-stale", netns::NETNS_PREFIX);
-    std::process::Command::new("ip")
-        .args(["netns", "add", &stale])
-        .status()
-        .expect("ip netns add");
+    std::process::Command::new("ip").args(["netns", "add", &stale]).status().expect("ip netns add");
     let alive = netns::Netns::new("alive").expect("create a namespace");
 
     let removed = Topology::cleanup_stale().expect("cleanup_stale");
     let after = netns::list().expect("list namespaces");
     assert!(removed.contains(&stale), "removed {removed:?}");
     assert!(!after.contains(&stale), "{stale} is still there");
-    assert!(
-        after.contains(&alive.name().to_owned()),
-        "a live process's namespace was removed"
-    );
+    assert!(after.contains(&alive.name().to_owned()), "a live process's namespace was removed");
 }

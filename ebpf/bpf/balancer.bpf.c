@@ -208,18 +208,21 @@ static __always_inline int balance(struct xdp_md *ctx, struct global_stats *st,
     count(st, WEIR_STAT_CH_DROP, 0, 1);
     return XDP_DROP;
   }
-  if (pkt->flags & PKT_F_ICMP)
-    count(st, WEIR_STAT_ICMP_FWD, !pkt->is_v6, pkt->is_v6);
-  count_in(&WEIR_MAP_VIP_STATS, vip->vip_num, pkt->l3_len);
-  count_in(&WEIR_MAP_REAL_STATS, real_index, pkt->l3_len);
-  if ((vip->flags & VIP_F_LOCAL_VIP) && (real->flags & REAL_F_LOCAL_REAL))
-    return XDP_PASS;
-
-  if (pkt->l3_len + encap_overhead(real) > weir_mtu) {
+  /* A local real takes the packet as it is; anything else must still fit
+   * the link once encapsulated. Only what goes on is counted as sent. */
+  bool local = (vip->flags & VIP_F_LOCAL_VIP) && (real->flags & REAL_F_LOCAL_REAL);
+  if (!local && pkt->l3_len + encap_overhead(real) > weir_mtu) {
     /* TODO(#2): answer with ICMP too-big / packet-too-big instead. */
     count(st, WEIR_STAT_ICMP_TOOBIG, !pkt->is_v6, pkt->is_v6);
     return XDP_DROP;
   }
+  if (pkt->flags & PKT_F_ICMP)
+    count(st, WEIR_STAT_ICMP_FWD, !pkt->is_v6, pkt->is_v6);
+  count_in(&WEIR_MAP_VIP_STATS, vip->vip_num, pkt->l3_len);
+  count_in(&WEIR_MAP_REAL_STATS, real_index, pkt->l3_len);
+  if (local)
+    return XDP_PASS;
+
   __u32 ctl_key = 0;
   struct lb_ctl *ctl = bpf_map_lookup_elem(&WEIR_MAP_CTL, &ctl_key);
   if (!ctl) /* only for the verifier: index 0 always exists */

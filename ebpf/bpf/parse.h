@@ -180,6 +180,8 @@ static __always_inline enum parse_result parse_v4(void *l3, void *data_end, stru
   struct iphdr *iph = l3;
   if ((void *)(iph + 1) > data_end)
     return PARSE_PASS;
+  if (iph->version != 4 || iph->ihl < 5) /* malformed: the kernel's to judge */
+    return PARSE_PASS;
   if (iph->ihl != 5)
     return PARSE_V4_OPTIONS;
   if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
@@ -201,7 +203,7 @@ static __always_inline enum parse_result parse_v4(void *l3, void *data_end, stru
  */
 static __always_inline enum parse_result parse_v6(void *l3, void *data_end, struct packet *pkt) {
   struct ipv6hdr *ip6h = l3;
-  if ((void *)(ip6h + 1) > data_end)
+  if ((void *)(ip6h + 1) > data_end || ip6h->version != 6)
     return PARSE_PASS;
   pkt->is_v6 = 1;
   pkt->tos = (ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4);

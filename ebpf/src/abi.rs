@@ -247,19 +247,11 @@ mod tests {
     include!(concat!(env!("OUT_DIR"), "/abi_layout.rs"));
 
     fn c_layout(name: &str) -> usize {
-        C_LAYOUT
-            .iter()
-            .find(|(n, _)| *n == name)
-            .unwrap_or_else(|| panic!("{name} missing from abi_layout.c"))
-            .1
+        C_LAYOUT.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("{name} missing from abi_layout.c")).1
     }
 
     fn c_const(name: &str) -> u64 {
-        C_CONSTANTS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .unwrap_or_else(|| panic!("{name} missing from abi_layout.c"))
-            .1
+        C_CONSTANTS.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("{name} missing from abi_layout.c")).1
     }
 
     #[test]

@@ -21,8 +21,8 @@ use aya::maps::PerCpuArray;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::Ebpf;
 use etherparse::{
-    EtherType, Ethernet2Header, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder,
-    SingleVlanHeader, VlanId, VlanPcp,
+    EtherType, Ethernet2Header, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder, SingleVlanHeader,
+    VlanId, VlanPcp,
 };
 use weir_agent::dataplane::{decap, AttachMode};
 use weir_agent::Error;
@@ -72,13 +72,7 @@ fn skip_unless_root(test: &str) -> bool {
 // ---- Frames ----
 
 fn eth(ether_type: u16) -> Vec<u8> {
-    Ethernet2Header {
-        source: MAC_ROUTER,
-        destination: MAC_REAL,
-        ether_type: EtherType(ether_type),
-    }
-    .to_bytes()
-    .to_vec()
+    Ethernet2Header { source: MAC_ROUTER, destination: MAC_REAL, ether_type: EtherType(ether_type) }.to_bytes().to_vec()
 }
 
 /// Ethernet with one tag (`tpid` 802.1Q or 802.1ad) in front of `ether_type`.
@@ -98,9 +92,7 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
 
 /// A client's TCP SYN to the IPv4 VIP, as the balancer receives it.
 fn tcp_syn_v4() -> Vec<u8> {
-    let builder = PacketBuilder::ipv4(CLIENT4.octets(), VIP4.octets(), 61)
-        .tcp(40000, 80, 0x1234_5678, 64240)
-        .syn();
+    let builder = PacketBuilder::ipv4(CLIENT4.octets(), VIP4.octets(), 61).tcp(40000, 80, 0x1234_5678, 64240).syn();
     let mut packet = Vec::new();
     builder.write(&mut packet, &[]).unwrap();
     packet
@@ -108,14 +100,9 @@ fn tcp_syn_v4() -> Vec<u8> {
 
 /// A client's TCP segment with data to the IPv6 VIP.
 fn tcp_v6() -> Vec<u8> {
-    let builder = PacketBuilder::ipv6(CLIENT6.octets(), VIP6.octets(), 59)
-        .tcp(40001, 443, 7, 512)
-        .ack(99)
-        .psh();
+    let builder = PacketBuilder::ipv6(CLIENT6.octets(), VIP6.octets(), 59).tcp(40001, 443, 7, 512).ack(99).psh();
     let mut packet = Vec::new();
-    builder
-        .write(&mut packet, b"GET / HTTP/1.1\r\n\r\n")
-        .unwrap();
+    builder.write(&mut packet, b"GET / HTTP/1.1\r\n\r\n").unwrap();
     packet
 }
 
@@ -128,14 +115,7 @@ fn udp_v4() -> Vec<u8> {
 }
 
 fn outer_v4_header(protocol: u8, payload_len: usize) -> Ipv4Header {
-    Ipv4Header::new(
-        payload_len as u16,
-        64,
-        IpNumber(protocol),
-        LB4.octets(),
-        REAL4.octets(),
-    )
-    .unwrap()
+    Ipv4Header::new(payload_len as u16, 64, IpNumber(protocol), LB4.octets(), REAL4.octets()).unwrap()
 }
 
 fn v4_bytes(mut header: Ipv4Header, payload: &[u8]) -> Vec<u8> {
@@ -189,10 +169,7 @@ struct Case {
 
 fn counted(stat: DecapStat, bytes: usize) -> [LbCounter; 3] {
     let mut out = [LbCounter::default(); 3];
-    out[stat as usize] = LbCounter {
-        v1: 1,
-        v2: bytes as u64,
-    };
+    out[stat as usize] = LbCounter { v1: 1, v2: bytes as u64 };
     out
 }
 
@@ -216,13 +193,7 @@ fn decapsulated(
 
 /// `input` passes untouched and is counted in PASS with its frame length.
 fn untouched(name: &'static str, input: Vec<u8>) -> Case {
-    Case {
-        name,
-        verdict: XDP_PASS,
-        output: input.clone(),
-        counted: counted(DecapStat::Pass, input.len()),
-        input,
-    }
+    Case { name, verdict: XDP_PASS, output: input.clone(), counted: counted(DecapStat::Pass, input.len()), input }
 }
 
 fn cases() -> Vec<Case> {
@@ -292,43 +263,21 @@ fn cases() -> Vec<Case> {
         untouched("plain TCP SYN", cat(&[&eth(ETH_P_IP), &syn4])),
         untouched("plain IPv6 TCP", cat(&[&eth(ETH_P_IPV6), &tcp6])),
         untouched("ARP request", arp_request()),
-        untouched(
-            "tagged plain TCP",
-            cat(&[&eth_tagged(ETH_P_8021Q, ETH_P_IP), &syn4]),
-        ),
+        untouched("tagged plain TCP", cat(&[&eth_tagged(ETH_P_8021Q, ETH_P_IP), &syn4])),
         untouched(
             "double-tagged IPv4-in-IPv4",
-            cat(&[
-                &eth_tagged(ETH_P_8021AD, ETH_P_8021Q),
-                &[0, 42, 0x08, 0],
-                &outer_v4(IPPROTO_IPIP, &syn4),
-            ]),
+            cat(&[&eth_tagged(ETH_P_8021AD, ETH_P_8021Q), &[0, 42, 0x08, 0], &outer_v4(IPPROTO_IPIP, &syn4)]),
         ),
-        untouched(
-            "GRE in IPv4",
-            cat(&[&eth(ETH_P_IP), &outer_v4(IPPROTO_GRE, &syn4)]),
-        ),
+        untouched("GRE in IPv4", cat(&[&eth(ETH_P_IP), &outer_v4(IPPROTO_GRE, &syn4)])),
         // Not weir's encapsulation, or not consistent: passed untouched.
-        untouched(
-            "outer IPv4 with options",
-            cat(&[&eth(ETH_P_IP), &v4_bytes(with_options, &syn4)]),
-        ),
-        untouched(
-            "outer IPv4 fragment",
-            cat(&[&eth(ETH_P_IP), &v4_bytes(fragment, &syn4)]),
-        ),
+        untouched("outer IPv4 with options", cat(&[&eth(ETH_P_IP), &v4_bytes(with_options, &syn4)])),
+        untouched("outer IPv4 fragment", cat(&[&eth(ETH_P_IP), &v4_bytes(fragment, &syn4)])),
         untouched(
             "outer IPv6 with a hop-by-hop header",
             cat(&[&eth(ETH_P_IPV6), &outer_v6(IPPROTO_HOPOPTS, &hop_by_hop)]),
         ),
-        untouched(
-            "protocol 4 carrying IPv6",
-            cat(&[&eth(ETH_P_IP), &outer_v4(IPPROTO_IPIP, &tcp6)]),
-        ),
-        untouched(
-            "next header 41 carrying IPv4",
-            cat(&[&eth(ETH_P_IPV6), &outer_v6(IPPROTO_IPV6, &udp4)]),
-        ),
+        untouched("protocol 4 carrying IPv6", cat(&[&eth(ETH_P_IP), &outer_v4(IPPROTO_IPIP, &tcp6)])),
+        untouched("next header 41 carrying IPv4", cat(&[&eth(ETH_P_IPV6), &outer_v6(IPPROTO_IPV6, &udp4)])),
         untouched("ethertype IPv4, header version 6", {
             let mut frame = cat(&[&eth(ETH_P_IP), &outer_v4(IPPROTO_IPIP, &syn4)]);
             frame[14] = 0x65;
@@ -337,46 +286,23 @@ fn cases() -> Vec<Case> {
         // Truncated: passed untouched.
         untouched("Ethernet only", eth(ETH_P_IP)),
         untouched("cut VLAN tag", cat(&[&eth(ETH_P_8021Q), &[0, 42]])),
-        untouched(
-            "cut outer IPv4",
-            cat(&[&eth(ETH_P_IP), &outer_v4(IPPROTO_IPIP, &syn4)[..19]]),
-        ),
-        untouched(
-            "cut outer IPv6",
-            cat(&[&eth(ETH_P_IPV6), &outer_v6(IPPROTO_IPV6, &tcp6)[..39]]),
-        ),
-        untouched(
-            "cut inner IPv4",
-            cat(&[&eth(ETH_P_IP), &outer_v4(IPPROTO_IPIP, &syn4)[..20 + 19]]),
-        ),
-        untouched(
-            "cut inner IPv6",
-            cat(&[&eth(ETH_P_IPV6), &outer_v6(IPPROTO_IPV6, &tcp6)[..40 + 39]]),
-        ),
+        untouched("cut outer IPv4", cat(&[&eth(ETH_P_IP), &outer_v4(IPPROTO_IPIP, &syn4)[..19]])),
+        untouched("cut outer IPv6", cat(&[&eth(ETH_P_IPV6), &outer_v6(IPPROTO_IPV6, &tcp6)[..39]])),
+        untouched("cut inner IPv4", cat(&[&eth(ETH_P_IP), &outer_v4(IPPROTO_IPIP, &syn4)[..20 + 19]])),
+        untouched("cut inner IPv6", cat(&[&eth(ETH_P_IPV6), &outer_v6(IPPROTO_IPV6, &tcp6)[..40 + 39]])),
         untouched(
             "tagged, cut inner IPv4",
-            cat(&[
-                &eth_tagged(ETH_P_8021Q, ETH_P_IP),
-                &outer_v4(IPPROTO_IPIP, &syn4)[..30],
-            ]),
+            cat(&[&eth_tagged(ETH_P_8021Q, ETH_P_IP), &outer_v4(IPPROTO_IPIP, &syn4)[..30]]),
         ),
     ]
 }
 
 /// Runs `frame` through the program; returns the verdict and the frame out.
 fn test_run(ebpf: &Ebpf, frame: &[u8]) -> (u32, Vec<u8>) {
-    let program: &Xdp = ebpf
-        .program(weir_ebpf::DECAP_PROGRAM)
-        .expect("decap program")
-        .try_into()
-        .unwrap();
+    let program: &Xdp = ebpf.program(weir_ebpf::DECAP_PROGRAM).expect("decap program").try_into().unwrap();
     let mut out = vec![0u8; frame.len() + 256];
     let result = program
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        })
+        .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::default() })
         .expect("BPF_PROG_TEST_RUN");
     out.truncate(result.data_size_out as usize);
     (result.return_value, out)
@@ -397,10 +323,7 @@ fn read_counters(ebpf: &Ebpf) -> [LbCounter; 3] {
 }
 
 fn delta(after: [LbCounter; 3], before: [LbCounter; 3]) -> [LbCounter; 3] {
-    std::array::from_fn(|i| LbCounter {
-        v1: after[i].v1 - before[i].v1,
-        v2: after[i].v2 - before[i].v2,
-    })
+    std::array::from_fn(|i| LbCounter { v1: after[i].v1 - before[i].v1, v2: after[i].v2 - before[i].v2 })
 }
 
 #[test]
@@ -418,10 +341,7 @@ fn packet_table() {
         let (verdict, output) = test_run(&ebpf, &case.input);
         let counted = delta(read_counters(&ebpf), before);
         if verdict != case.verdict {
-            failures.push(format!(
-                "{}: verdict {verdict}, expected {}",
-                case.name, case.verdict
-            ));
+            failures.push(format!("{}: verdict {verdict}, expected {}", case.name, case.verdict));
         }
         if output != case.output {
             failures.push(format!(
@@ -438,12 +358,7 @@ fn packet_table() {
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failure(s):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} failure(s):\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
@@ -466,10 +381,7 @@ fn load_unattached_leaves_nothing_pinned() {
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .filter(|name| name.starts_with(&prefix) || name == abi::map::DECAP_STATS)
         .collect();
-    assert!(
-        leftovers.is_empty(),
-        "pinned by load_unattached: {leftovers:?}"
-    );
+    assert!(leftovers.is_empty(), "pinned by load_unattached: {leftovers:?}");
     // The map is still there for the loaded program.
     assert_eq!(read_counters(&ebpf), [LbCounter::default(); 3]);
 }
@@ -480,10 +392,7 @@ fn attach_refuses_unknown_and_invalid_interfaces() {
     for iface in ["weir-no-such0", "../escape", "", "a-name-far-too-long"] {
         match decap::attach(iface, AttachMode::Driver, root) {
             Err(err @ Error::InvalidRequest { .. }) => {
-                assert!(
-                    err.to_string().contains(iface),
-                    "{err} does not name {iface:?}"
-                )
+                assert!(err.to_string().contains(iface), "{err} does not name {iface:?}")
             }
             other => panic!("attach({iface:?}) = {other:?}, expected InvalidRequest"),
         }
@@ -500,10 +409,7 @@ fn detach_without_attachment_is_not_found() {
         }
         other => panic!("detach = {other:?}, expected NotFound"),
     }
-    assert!(matches!(
-        decap::counters("weir-none0", root),
-        Err(Error::NotFound { .. })
-    ));
+    assert!(matches!(decap::counters("weir-none0", root), Err(Error::NotFound { .. })));
 }
 
 // ---- Attach and detach in a network namespace ----
@@ -538,16 +444,13 @@ impl Netns {
     /// (not `ip netns exec`, which remounts /sys and hides bpffs). Panics in
     /// `f` are resumed here.
     fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let fd =
-            std::fs::File::open(Path::new("/run/netns").join(&self.name)).expect("open the netns");
+        let fd = std::fs::File::open(Path::new("/run/netns").join(&self.name)).expect("open the netns");
         std::thread::scope(|scope| {
             let thread = scope.spawn(|| {
                 nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
                 f()
             });
-            thread
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
 
@@ -558,11 +461,7 @@ impl Netns {
         let json: serde_json::Value = serde_json::from_str(&out).expect("ip -j output");
         let xdp = json.get(0)?.get("xdp")?;
         let prog = xdp.get("prog")?;
-        Some((
-            prog.get("id")?.as_u64()?,
-            prog.get("name")?.as_str()?.to_owned(),
-            xdp.get("mode")?.as_u64()?,
-        ))
+        Some((prog.get("id")?.as_u64()?, prog.get("name")?.as_str()?.to_owned(), xdp.get("mode")?.as_u64()?))
     }
 }
 
@@ -579,10 +478,7 @@ struct PinRoot(PathBuf);
 
 impl PinRoot {
     fn new(label: &str) -> PinRoot {
-        let root = PinRoot(PathBuf::from(format!(
-            "/sys/fs/bpf/weir-test-{}-{label}",
-            std::process::id()
-        )));
+        let root = PinRoot(PathBuf::from(format!("/sys/fs/bpf/weir-test-{}-{label}", std::process::id())));
         let _ = std::fs::remove_dir_all(&root.0);
         root
     }
@@ -599,25 +495,15 @@ impl Drop for PinRoot {
 }
 
 fn cmd(program: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("spawn {program}: {e}"))?;
+    let out = Command::new(program).args(args).output().map_err(|e| format!("spawn {program}: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "{program} {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(format!("{program} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn mac(bytes: [u8; 6]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -653,11 +539,7 @@ fn send_frame(iface: &str, frame: &[u8]) {
     assert_ne!(ifindex, 0, "{iface} not found");
     // SAFETY: socket has no memory-safety preconditions.
     let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-    assert!(
-        raw >= 0,
-        "socket(AF_PACKET): {}",
-        std::io::Error::last_os_error()
-    );
+    assert!(raw >= 0, "socket(AF_PACKET): {}", std::io::Error::last_os_error());
     // SAFETY: `raw` is a fresh descriptor owned by nobody else.
     let socket = unsafe { OwnedFd::from_raw_fd(raw) };
     // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
@@ -677,12 +559,7 @@ fn send_frame(iface: &str, frame: &[u8]) {
             std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
         )
     };
-    assert_eq!(
-        sent,
-        frame.len() as isize,
-        "sendto: {}",
-        std::io::Error::last_os_error()
-    );
+    assert_eq!(sent, frame.len() as isize, "sendto: {}", std::io::Error::last_os_error());
 }
 
 /// Polls `f` until it returns true or `limit` passes.
@@ -710,29 +587,17 @@ fn attach_outlives_the_loader_and_detach_detaches() {
     veth_pair(&ns);
     let dir = pin_root.0.join("decap").join("wd0");
 
-    ns.run(|| decap::attach("wd0", AttachMode::Driver, &pin_root.0))
-        .expect("attach");
-    assert!(
-        dir.join("link").exists(),
-        "link not pinned in {}",
-        dir.display()
-    );
-    assert!(
-        dir.join(abi::map::DECAP_STATS).exists(),
-        "map not pinned in {}",
-        dir.display()
-    );
+    ns.run(|| decap::attach("wd0", AttachMode::Driver, &pin_root.0)).expect("attach");
+    assert!(dir.join("link").exists(), "link not pinned in {}", dir.display());
+    assert!(dir.join(abi::map::DECAP_STATS).exists(), "map not pinned in {}", dir.display());
     // attach() dropped its Ebpf and the thread that called it has ended.
-    let (first_id, name, mode) = ns
-        .xdp_prog("wd0")
-        .expect("not attached once the loader is gone");
+    let (first_id, name, mode) = ns.xdp_prog("wd0").expect("not attached once the loader is gone");
     assert_eq!(name, weir_ebpf::DECAP_PROGRAM);
     assert_eq!(mode, 1, "not attached in driver mode");
 
     // Attaching again swaps a new program into the pinned link, which keeps
     // its mode, even when asked for another one.
-    ns.run(|| decap::attach("wd0", AttachMode::Generic, &pin_root.0))
-        .expect("attach again");
+    ns.run(|| decap::attach("wd0", AttachMode::Generic, &pin_root.0)).expect("attach again");
     let (second_id, name, mode) = ns.xdp_prog("wd0").expect("not attached after re-attach");
     assert_eq!(name, weir_ebpf::DECAP_PROGRAM);
     assert_ne!(second_id, first_id, "the program was not replaced");
@@ -749,17 +614,8 @@ fn attach_outlives_the_loader_and_detach_detaches() {
     });
     assert!(arrived, "the encapsulated frame was never counted");
     let after = decap::counters("wd0", &pin_root.0).expect("counters");
-    assert_eq!(
-        delta(after, before)[DecapStat::V4 as usize],
-        LbCounter {
-            v1: 1,
-            v2: inner.len() as u64
-        }
-    );
-    assert_eq!(
-        delta(after, before)[DecapStat::V6 as usize],
-        LbCounter::default()
-    );
+    assert_eq!(delta(after, before)[DecapStat::V4 as usize], LbCounter { v1: 1, v2: inner.len() as u64 });
+    assert_eq!(delta(after, before)[DecapStat::V6 as usize], LbCounter::default());
 
     // Detach from outside the namespace: it works on the pins alone.
     decap::detach("wd0", &pin_root.0).expect("detach");
@@ -771,14 +627,8 @@ fn attach_outlives_the_loader_and_detach_detaches() {
         "still attached after detach: {:?}",
         ns.xdp_prog("wd0")
     );
-    assert!(matches!(
-        decap::detach("wd0", &pin_root.0),
-        Err(Error::NotFound { .. })
-    ));
-    assert!(matches!(
-        decap::counters("wd0", &pin_root.0),
-        Err(Error::NotFound { .. })
-    ));
+    assert!(matches!(decap::detach("wd0", &pin_root.0), Err(Error::NotFound { .. })));
+    assert!(matches!(decap::counters("wd0", &pin_root.0), Err(Error::NotFound { .. })));
 }
 
 #[test]
@@ -789,27 +639,18 @@ fn attach_replaces_a_link_whose_interface_is_gone() {
     let ns = Netns::new("decap");
     let pin_root = PinRoot::new("decap-defunct");
     veth_pair(&ns);
-    ns.run(|| decap::attach("wd0", AttachMode::Generic, &pin_root.0))
-        .expect("attach");
-    assert_eq!(
-        ns.xdp_prog("wd0").map(|p| p.2),
-        Some(2),
-        "not attached in generic mode"
-    );
+    ns.run(|| decap::attach("wd0", AttachMode::Generic, &pin_root.0)).expect("attach");
+    assert_eq!(ns.xdp_prog("wd0").map(|p| p.2), Some(2), "not attached in generic mode");
 
     // The interface goes; its pinned link stays, defunct. A new interface of
     // the same name gets a new link.
     ns.ip(&["link", "del", "wd0"]);
     veth_pair(&ns);
     assert!(ns.xdp_prog("wd0").is_none());
-    ns.run(|| decap::attach("wd0", AttachMode::Driver, &pin_root.0))
-        .expect("attach to the new wd0");
+    ns.run(|| decap::attach("wd0", AttachMode::Driver, &pin_root.0)).expect("attach to the new wd0");
     let (_, name, mode) = ns.xdp_prog("wd0").expect("not attached to the new wd0");
     assert_eq!((name.as_str(), mode), (weir_ebpf::DECAP_PROGRAM, 1));
 
     decap::detach("wd0", &pin_root.0).expect("detach");
-    assert!(
-        wait_for(Duration::from_secs(5), || ns.xdp_prog("wd0").is_none()),
-        "still attached after detach"
-    );
+    assert!(wait_for(Duration::from_secs(5), || ns.xdp_prog("wd0").is_none()), "still attached after detach");
 }

@@ -50,9 +50,8 @@ fn main() -> anyhow::Result<()> {
     let udp = VipId { addr: VIP.parse()?, port: 53, proto: 17 };
     for vip in [tcp, udp] {
         balancer.add_vip(VipSpec { id: vip, flags: 0 })?;
-        let reals: Vec<RealSpec> = (1..=10u8)
-            .map(|i| RealSpec { addr: IpAddr::from([10, 1, 0, i]), weight: 1, flags: 0 })
-            .collect();
+        let reals: Vec<RealSpec> =
+            (1..=10u8).map(|i| RealSpec { addr: IpAddr::from([10, 1, 0, i]), weight: 1, flags: 0 }).collect();
         balancer.modify_reals(&vip, RealAction::Add, &reals)?;
     }
     let want = |case: &str| args.only.as_deref().is_none_or(|only| case.contains(only));
@@ -68,12 +67,9 @@ fn main() -> anyhow::Result<()> {
     let program = program(&balancer)?;
     // tcp_syn repeats one SYN, as Katran's figure was measured: after the first
     // run the flow's entry exists and is refreshed in place.
-    for (case, input, verdict) in [
-        ("tcp_syn", &syn, 3),
-        ("established", &ack, 3),
-        ("udp", &dgram, 3),
-        ("non_vip", &other, 2),
-    ] {
+    for (case, input, verdict) in
+        [("tcp_syn", &syn, 3), ("established", &ack, 3), ("udp", &dgram, 3), ("non_vip", &other, 2)]
+    {
         if want(case) {
             let median = median_ns(program, std::iter::repeat_n(input.as_slice(), args.runs), verdict)?;
             report(case, median, METHOD);

@@ -22,10 +22,10 @@ use weir_ebpf::abi::{self, LbCounter, LbCtl, RealDef, Stat, VipFilter, VipKey, V
 use super::config::BalancerConfig;
 use super::maglev::{self, Endpoint, HashFunction};
 use super::maps::{map_err, Maps};
-use super::state::{Real, State, Vip};
-pub use super::state::VipId;
-use super::stats::Counter;
 use super::pin;
+pub use super::state::VipId;
+use super::state::{Real, State, Vip};
+use super::stats::Counter;
 use crate::{Error, Result};
 
 /// Protocols a VIP can carry.
@@ -105,9 +105,7 @@ impl Balancer {
             }
             _ => None,
         };
-        let state_file = pin_dir.as_ref().map(|_| {
-            config.state_dir.join(format!("{}.json", config.main_interface))
-        });
+        let state_file = pin_dir.as_ref().map(|_| config.state_dir.join(format!("{}.json", config.main_interface)));
         let link_path = pin_dir.as_ref().map(|dir| dir.join(pin::LINK));
         let adopting = link_path.as_ref().is_some_and(|p| p.exists());
         let saved = match (&state_file, adopting) {
@@ -191,8 +189,10 @@ impl Balancer {
         let mode = self.config.attach_mode;
         let program = program_mut(&mut self.ebpf)?;
         if adopting {
-            let pinned = PinnedLink::from_pin(&link_path).map_err(|e| Error::bpf(format!("open {}", link_path.display()), e))?;
-            let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| Error::bpf("adopt the pinned XDP link", e))?;
+            let pinned =
+                PinnedLink::from_pin(&link_path).map_err(|e| Error::bpf(format!("open {}", link_path.display()), e))?;
+            let link =
+                XdpLink::try_from(FdLink::from(pinned)).map_err(|e| Error::bpf("adopt the pinned XDP link", e))?;
             program.attach_to_link(link).map_err(|e| Error::bpf(format!("replace the program on {iface}"), e))?;
             tracing::info!(%iface, "adopted the pinned datapath");
             return Ok(());
@@ -231,7 +231,8 @@ impl Balancer {
             .state
             .free_vip_num(self.config.max_vips)
             .ok_or(Error::SpaceExhausted { what: "VIPs", limit: self.config.max_vips })?;
-        let vip = Vip { id: spec.id, vip_num, flags: spec.flags, hash: self.config.hash_function, reals: BTreeMap::new() };
+        let vip =
+            Vip { id: spec.id, vip_num, flags: spec.flags, hash: self.config.hash_function, reals: BTreeMap::new() };
         // A reused vip_num starts with an empty ring and zeroed counters.
         self.maps.rings.write(vip_num, &vec![abi::REAL_NONE; self.config.ch_ring_size as usize]);
         zero_counter(&mut self.maps.vip_stats, vip_num, abi::map::VIP_STATS)?;
@@ -394,6 +395,18 @@ impl Balancer {
         if src.is_ipv6() != id.addr.is_ipv6() {
             return Err(Error::invalid("src_ip", format!("{src} is not of the VIP's address family")));
         }
+        if id.port == 0 && vip.flags & (abi::VIP_F_DPORT_HASH | abi::VIP_F_HASH_SRC_DST_PORT) != 0 {
+            // Such entries are keyed by the packet's destination port, which
+            // (VIP, source address, source port) does not name.
+            return Err(Error::invalid(
+                "dst_vip",
+                format!(
+                    "VIP {id} is port-less with {}: its flows are keyed by destination port, which this request \
+                     does not name; purge the VIP's entries instead",
+                    vip_flag_names(vip.flags & (abi::VIP_F_DPORT_HASH | abi::VIP_F_HASH_SRC_DST_PORT))
+                ),
+            ));
+        }
         let key = super::flow::conn_key(vip, src, src_port);
         match self.maps.conns.remove(&key) {
             Ok(()) => Ok(true),
@@ -441,7 +454,10 @@ impl Balancer {
     /// Packets (v1) and L3 bytes (v2) sent to the real with `index`.
     pub fn real_stats(&self, index: u32) -> Result<Counter> {
         if index == abi::REAL_NONE || index > self.config.max_reals {
-            return Err(Error::invalid("index", format!("{index} is not a real index (1..={})", self.config.max_reals)));
+            return Err(Error::invalid(
+                "index",
+                format!("{index} is not a real index (1..={})", self.config.max_reals),
+            ));
         }
         Maps::sum(&self.maps.real_stats, index, abi::map::REAL_STATS).map(Counter::from)
     }
@@ -634,14 +650,19 @@ fn ring_of(vip: &Vip, state: &State, ring_size: u32) -> Vec<u32> {
     let endpoints: Vec<Endpoint> = vip
         .reals
         .iter()
-        .map(|(addr, weight)| Endpoint { index: state.reals[addr].index, weight: *weight, key: maglev::endpoint_key(*addr) })
+        .map(|(addr, weight)| Endpoint {
+            index: state.reals[addr].index,
+            weight: *weight,
+            key: maglev::endpoint_key(*addr),
+        })
         .collect();
     maglev::build_ring(&endpoints, ring_size, vip.hash)
 }
 
 fn zero_counter(map: &mut aya::maps::PerCpuArray<aya::maps::MapData, LbCounter>, index: u32, name: &str) -> Result<()> {
     let cpus = aya::util::nr_cpus().map_err(|(op, e)| Error::system(op, e))?;
-    let zeros = PerCpuValues::try_from(vec![LbCounter::default(); cpus]).map_err(|e| Error::system("per-CPU values", e))?;
+    let zeros =
+        PerCpuValues::try_from(vec![LbCounter::default(); cpus]).map_err(|e| Error::system("per-CPU values", e))?;
     map.set(index, zeros, 0).map_err(|e| map_err(name, "reset", e))
 }
 
@@ -701,11 +722,16 @@ fn validate_unicast(field: &'static str, addr: IpAddr) -> Result<()> {
 
 fn validate_vip_flags(flags: u32) -> Result<()> {
     if flags & !VIP_F_KNOWN != 0 {
-        return Err(Error::invalid("flags", format!("{flags:#x} has bits no VIP flag uses ({:#x})", flags & !VIP_F_KNOWN)));
+        return Err(Error::invalid(
+            "flags",
+            format!("{flags:#x} has bits no VIP flag uses ({:#x})", flags & !VIP_F_KNOWN),
+        ));
     }
     let unsupported = flags & !abi::VIP_F_SUPPORTED;
     if unsupported != 0 {
-        return Err(Error::FeatureDisabled { feature: format!("VIP flag {} ({unsupported:#x})", vip_flag_names(unsupported)) });
+        return Err(Error::FeatureDisabled {
+            feature: format!("VIP flag {} ({unsupported:#x})", vip_flag_names(unsupported)),
+        });
     }
     Ok(())
 }

@@ -44,15 +44,11 @@ use crate::{Error, Result};
 pub fn attach(iface: &str, mode: AttachMode, pin_root: &Path) -> Result<()> {
     check_iface_name(iface)?;
     if if_index(iface) == 0 {
-        return Err(Error::invalid(
-            "interface",
-            format!("{iface} does not exist in this network namespace"),
-        ));
+        return Err(Error::invalid("interface", format!("{iface} does not exist in this network namespace")));
     }
     pin::ensure_bpffs(pin_root)?;
     let dir = pin::decap_dir(pin_root, iface);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::system(format!("create {}", dir.display()), e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::system(format!("create {}", dir.display()), e))?;
 
     let mut ebpf = load(&dir)?;
     let program = program_mut(&mut ebpf)?;
@@ -126,15 +122,10 @@ pub fn counters(iface: &str, pin_root: &Path) -> Result<[LbCounter; DecapStat::C
     let op = || format!("read {}", path.display());
     let data = MapData::from_pin(&path).map_err(|e| Error::bpf(op(), e))?;
     let map = Map::from_map_data(data).map_err(|e| Error::bpf(op(), e))?;
-    let array: PerCpuArray<MapData, LbCounter> =
-        PerCpuArray::try_from(map).map_err(|e| Error::bpf(op(), e))?;
+    let array: PerCpuArray<MapData, LbCounter> = PerCpuArray::try_from(map).map_err(|e| Error::bpf(op(), e))?;
     let mut out = [LbCounter::default(); DecapStat::COUNT as usize];
     for (index, total) in (0u32..).zip(out.iter_mut()) {
-        for cpu in array
-            .get(&index, 0)
-            .map_err(|e| Error::bpf(op(), e))?
-            .iter()
-        {
+        for cpu in array.get(&index, 0).map_err(|e| Error::bpf(op(), e))?.iter() {
             total.v1 = total.v1.wrapping_add(cpu.v1);
             total.v2 = total.v2.wrapping_add(cpu.v2);
         }
@@ -149,17 +140,13 @@ fn load(map_dir: &Path) -> Result<Ebpf> {
         .default_map_pin_directory(map_dir)
         .load(DECAP)
         .map_err(|e| Error::bpf("load the decap object", e))?;
-    program_mut(&mut ebpf)?
-        .load()
-        .map_err(|e| Error::bpf(format!("load program {DECAP_PROGRAM}"), e))?;
+    program_mut(&mut ebpf)?.load().map_err(|e| Error::bpf(format!("load program {DECAP_PROGRAM}"), e))?;
     Ok(ebpf)
 }
 
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
     ebpf.program_mut(DECAP_PROGRAM)
-        .ok_or_else(|| Error::NotFound {
-            what: format!("program {DECAP_PROGRAM} in the decap object"),
-        })?
+        .ok_or_else(|| Error::NotFound { what: format!("program {DECAP_PROGRAM} in the decap object") })?
         .try_into()
         .map_err(|e| Error::bpf(format!("program {DECAP_PROGRAM} as XDP"), e))
 }
@@ -173,10 +160,7 @@ fn open_pinned_link(path: &Path) -> Result<Option<PinnedLink>> {
         {
             Ok(None)
         }
-        Err(e) => Err(Error::bpf(
-            format!("open pinned link {}", path.display()),
-            e,
-        )),
+        Err(e) => Err(Error::bpf(format!("open pinned link {}", path.display()), e)),
     }
 }
 
@@ -191,9 +175,7 @@ fn replace_program(program: &mut Xdp, pinned: PinnedLink, path: &Path) -> Result
     match program.attach_to_link(link) {
         Ok(id) => {
             // Dropping the taken link closes our descriptor; the pin keeps it attached.
-            let _link = program
-                .take_link(id)
-                .map_err(|e| Error::bpf("take the replaced link", e))?;
+            let _link = program.take_link(id).map_err(|e| Error::bpf("take the replaced link", e))?;
             Ok(true)
         }
         // bpf_xdp_link_update(): "link might have been auto-released already".
@@ -202,27 +184,18 @@ fn replace_program(program: &mut Xdp, pinned: PinnedLink, path: &Path) -> Result
         {
             Ok(false)
         }
-        Err(e) => Err(Error::bpf(
-            format!("replace the program in {}", path.display()),
-            e,
-        )),
+        Err(e) => Err(Error::bpf(format!("replace the program in {}", path.display()), e)),
     }
 }
 
 /// Attaches `program` to `iface` with a new bpf_link and pins the link at `path`.
 fn attach_new_link(program: &mut Xdp, iface: &str, mode: AttachMode, path: &Path) -> Result<()> {
-    let id = program
-        .attach(iface, mode.xdp_mode())
-        .map_err(|e| match e {
-            ProgramError::UnknownInterface { .. } => Error::invalid(
-                "interface",
-                format!("{iface} does not exist in this network namespace"),
-            ),
-            e => Error::bpf(
-                format!("attach {DECAP_PROGRAM} to {iface} ({mode:?} mode)"),
-                e,
-            ),
-        })?;
+    let id = program.attach(iface, mode.xdp_mode()).map_err(|e| match e {
+        ProgramError::UnknownInterface { .. } => {
+            Error::invalid("interface", format!("{iface} does not exist in this network namespace"))
+        }
+        e => Error::bpf(format!("attach {DECAP_PROGRAM} to {iface} ({mode:?} mode)"), e),
+    })?;
     // aya falls back to a netlink attachment when bpf_link_create fails with
     // EINVAL. Such an attachment cannot be pinned, and converting it into an
     // FdLink would drop it without detaching, so detach it here. aya 0.14 has
@@ -231,20 +204,14 @@ fn attach_new_link(program: &mut Xdp, iface: &str, mode: AttachMode, path: &Path
         let _ = program.detach(id);
         return Err(Error::bpf(
             format!("attach {DECAP_PROGRAM} to {iface}"),
-            io::Error::other(
-                "the kernel refused a bpf_link for XDP; a netlink attachment cannot be pinned",
-            ),
+            io::Error::other("the kernel refused a bpf_link for XDP; a netlink attachment cannot be pinned"),
         ));
     }
-    let link = program
-        .take_link(id)
-        .map_err(|e| Error::bpf("take the new link", e))?;
-    let link =
-        FdLink::try_from(link).map_err(|e| Error::bpf("the new XDP link as an fd link", e))?;
+    let link = program.take_link(id).map_err(|e| Error::bpf("take the new link", e))?;
+    let link = FdLink::try_from(link).map_err(|e| Error::bpf("the new XDP link as an fd link", e))?;
     // On failure the FdLink is dropped, which detaches the program: no
     // attachment without a pin.
-    link.pin(path)
-        .map_err(|e| Error::bpf(format!("pin the link at {}", path.display()), e))?;
+    link.pin(path).map_err(|e| Error::bpf(format!("pin the link at {}", path.display()), e))?;
     Ok(())
 }
 
@@ -274,23 +241,16 @@ fn check_iface_name(iface: &str) -> Result<()> {
         && iface.len() < libc::IFNAMSIZ
         && iface != "."
         && iface != ".."
-        && !iface
-            .chars()
-            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace());
+        && !iface.chars().any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace());
     if valid {
         Ok(())
     } else {
-        Err(Error::invalid(
-            "interface",
-            format!("{iface:?} is not a valid interface name"),
-        ))
+        Err(Error::invalid("interface", format!("{iface:?} is not a valid interface name")))
     }
 }
 
 fn not_attached(iface: &str) -> Error {
-    Error::NotFound {
-        what: format!("decap program on interface {iface}"),
-    }
+    Error::NotFound { what: format!("decap program on interface {iface}") }
 }
 
 /// A scratch pin directory, removed (with the map pinned in it) when dropped.

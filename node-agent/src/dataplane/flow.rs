@@ -66,15 +66,22 @@ pub struct Simulated {
     pub packet: Vec<u8>,
 }
 
+/// The largest frame a test run hands the program in one buffer (a page
+/// less XDP headroom and skb_shared_info). Larger frames become multi-buffer,
+/// which the balancer (not a frags program) never sees on a live link.
+pub const MAX_SIMULATED_FRAME: usize = 3520;
 /// Room for the largest frame plus the outer header the program may add.
-const MAX_FRAME: usize = 9216 + 64;
+const MAX_FRAME: usize = MAX_SIMULATED_FRAME + 64;
 
 pub(crate) fn simulate(program: &Xdp, frame: &[u8]) -> Result<Simulated> {
     if frame.len() < 14 {
         return Err(Error::invalid("packet", format!("{} bytes is shorter than an Ethernet header", frame.len())));
     }
-    if frame.len() > 9216 {
-        return Err(Error::invalid("packet", format!("{} bytes is longer than 9216", frame.len())));
+    if frame.len() > MAX_SIMULATED_FRAME {
+        return Err(Error::invalid(
+            "packet",
+            format!("{} bytes is longer than the {MAX_SIMULATED_FRAME} a single-buffer XDP frame holds", frame.len()),
+        ));
     }
     let mut out = vec![0u8; MAX_FRAME];
     let result = program

@@ -103,10 +103,7 @@ pub fn endpoint_key(addr: IpAddr) -> u64 {
 pub fn build_ring(endpoints: &[Endpoint], ring_size: u32, func: HashFunction) -> Vec<u32> {
     let mut live = endpoints.to_vec();
     live.sort_unstable_by_key(|e| e.key);
-    debug_assert!(
-        live.windows(2).all(|w| w[0].key != w[1].key),
-        "maglev: duplicate endpoint keys"
-    );
+    debug_assert!(live.windows(2).all(|w| w[0].key != w[1].key), "maglev: duplicate endpoint keys");
     live.retain(|e| e.weight > 0);
     match live.as_slice() {
         [] => return vec![NO_REAL; ring_size as usize],
@@ -157,10 +154,8 @@ fn fill_v2(table: &mut Table, live: &[Endpoint]) {
     // Katran's round for a real's k-th turn; `k <= ring_size` and `max_w < 2^32`,
     // so the product fits in u64. Ties within a round go in key order (`i`).
     let round = |k: u64, w: u32| (k * max_w).div_ceil(u64::from(w));
-    let mut heap: BinaryHeap<Reverse<(u64, usize)>> = (0..live.len())
-        .filter(|&i| quota[i] > 0)
-        .map(|i| Reverse((round(1, live[i].weight), i)))
-        .collect();
+    let mut heap: BinaryHeap<Reverse<(u64, usize)>> =
+        (0..live.len()).filter(|&i| quota[i] > 0).map(|i| Reverse((round(1, live[i].weight), i))).collect();
     let mut taken = vec![0u64; live.len()];
     // sum(quota) == ring_size turns in all, so every claim finds a free slot.
     while let Some(mut top) = heap.peek_mut() {
@@ -248,11 +243,7 @@ impl Probe {
         let cur = (katran_murmur(key, SEED2, SEED0) % n) as u32;
         // Katran's formula divides by ring_size - 1: sizes 1 and 2 only have skip 1
         // (for size 1 every step lands on slot 0 anyway).
-        let mut skip = if ring_size > 2 {
-            (katran_murmur(key, SEED3, SEED1) % (n - 1)) as u32 + 1
-        } else {
-            1
-        };
+        let mut skip = if ring_size > 2 { (katran_murmur(key, SEED3, SEED1) % (n - 1)) as u32 + 1 } else { 1 };
         // Composite sizes only: a full cycle needs gcd(skip, size) == 1; size - 1
         // is always coprime, so this stops within 1..size.
         while gcd(skip, ring_size) != 1 {
@@ -265,11 +256,7 @@ impl Probe {
     #[inline]
     fn step(&mut self, n: u32) {
         let room = n - self.skip;
-        self.cur = if self.cur >= room {
-            self.cur - room
-        } else {
-            self.cur + self.skip
-        };
+        self.cur = if self.cur >= room { self.cur - room } else { self.cur + self.skip };
     }
 }
 
@@ -298,27 +285,16 @@ fn murmur3_x64_128(data: &[u8], seed: u32) -> (u64, u64) {
     let mix2 = |k: u64| k.wrapping_mul(C2).rotate_left(33).wrapping_mul(C1);
     let halves = |b: &[u8]| {
         let (lo, hi) = b.split_at(8);
-        (
-            u64::from_le_bytes(lo.try_into().unwrap()),
-            u64::from_le_bytes(hi.try_into().unwrap()),
-        )
+        (u64::from_le_bytes(lo.try_into().unwrap()), u64::from_le_bytes(hi.try_into().unwrap()))
     };
     let (mut h1, mut h2) = (u64::from(seed), u64::from(seed));
     let mut blocks = data.chunks_exact(16);
     for block in &mut blocks {
         let (k1, k2) = halves(block);
         h1 ^= mix1(k1);
-        h1 = h1
-            .rotate_left(27)
-            .wrapping_add(h2)
-            .wrapping_mul(5)
-            .wrapping_add(0x52dc_e729);
+        h1 = h1.rotate_left(27).wrapping_add(h2).wrapping_mul(5).wrapping_add(0x52dc_e729);
         h2 ^= mix2(k2);
-        h2 = h2
-            .rotate_left(31)
-            .wrapping_add(h1)
-            .wrapping_mul(5)
-            .wrapping_add(0x3849_5ab5);
+        h2 = h2.rotate_left(31).wrapping_add(h1).wrapping_mul(5).wrapping_add(0x3849_5ab5);
     }
     let tail = blocks.remainder();
     if !tail.is_empty() {
@@ -363,10 +339,7 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self, below: u32) -> u32 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+            self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             ((self.0 >> 33) % u64::from(below)) as u32
         }
     }
@@ -378,11 +351,7 @@ mod tests {
             .enumerate()
             .map(|(i, &weight)| {
                 let addr = Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8);
-                Endpoint {
-                    index: i as u32 + 1,
-                    weight,
-                    key: endpoint_key(addr.into()),
-                }
+                Endpoint { index: i as u32 + 1, weight, key: endpoint_key(addr.into()) }
             })
             .collect()
     }
@@ -423,18 +392,10 @@ mod tests {
             let (mut h1, mut h2) = (u64::from(seed), u64::from(seed));
             let k1 = a.wrapping_mul(C1).rotate_left(31).wrapping_mul(C2);
             h1 ^= k1;
-            h1 = h1
-                .rotate_left(27)
-                .wrapping_add(h2)
-                .wrapping_mul(5)
-                .wrapping_add(0x52dc_e729);
+            h1 = h1.rotate_left(27).wrapping_add(h2).wrapping_mul(5).wrapping_add(0x52dc_e729);
             let k2 = b.wrapping_mul(C2).rotate_left(33).wrapping_mul(C1);
             h2 ^= k2;
-            h2 = h2
-                .rotate_left(31)
-                .wrapping_add(h1)
-                .wrapping_mul(5)
-                .wrapping_add(0x3849_5ab5);
+            h2 = h2.rotate_left(31).wrapping_add(h1).wrapping_mul(5).wrapping_add(0x3849_5ab5);
             h1 ^= 16;
             h2 ^= 16;
             h1 = h1.wrapping_add(h2);
@@ -510,10 +471,7 @@ mod tests {
         for (n, ring) in [(2, 7), (10, RING), (100, RING), (300, 65521)] {
             let weights: Vec<u32> = (0..n).map(|_| 1 + rng.next(20)).collect();
             let eps = reals(&weights);
-            assert_eq!(
-                build_ring(&eps, ring, HashFunction::Maglev),
-                katran_v1(&eps, ring)
-            );
+            assert_eq!(build_ring(&eps, ring, HashFunction::Maglev), katran_v1(&eps, ring));
         }
     }
 
@@ -562,15 +520,8 @@ mod tests {
             let weights: Vec<u32> = (0..n).map(|_| 1 + rng.next(100)).collect();
             let eps = reals(&weights);
             let ours = build_ring(&eps, RING, HashFunction::MaglevV2);
-            let same = ours
-                .iter()
-                .zip(katran_v2(&eps, RING))
-                .filter(|(a, b)| **a == *b)
-                .count();
-            assert!(
-                same as f64 >= 0.99 * f64::from(RING),
-                "n={n}: only {same} slots agree"
-            );
+            let same = ours.iter().zip(katran_v2(&eps, RING)).filter(|(a, b)| **a == *b).count();
+            assert!(same as f64 >= 0.99 * f64::from(RING), "n={n}: only {same} slots agree");
         }
     }
 
@@ -584,23 +535,14 @@ mod tests {
         for n in [2, 3, 5, 10, 50, 100, 333, 1000] {
             let weights: Vec<u32> = (0..n).map(|_| 1 + rng.next(100)).collect();
             let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
-            let got = counts(
-                &build_ring(&reals(&weights), RING, HashFunction::MaglevV2),
-                n,
-            );
+            let got = counts(&build_ring(&reals(&weights), RING, HashFunction::MaglevV2), n);
             assert_eq!(got[0], 0, "n={n}: unfilled slots");
             for (i, &w) in weights.iter().enumerate() {
                 let expected = f64::from(RING) * f64::from(w) / total;
                 let (count, share) = (got[i + 1] as f64, f64::from(w) / total);
-                assert!(
-                    (count / f64::from(RING) - share).abs() <= 0.01,
-                    "n={n} real {i}: share"
-                );
+                assert!((count / f64::from(RING) - share).abs() <= 0.01, "n={n} real {i}: share");
                 let slack = (0.01 * expected).max(1.0);
-                assert!(
-                    (count - expected).abs() <= slack,
-                    "n={n} real {i}: {count} vs {expected:.2}"
-                );
+                assert!((count - expected).abs() <= slack, "n={n} real {i}: {count} vs {expected:.2}");
             }
         }
     }
@@ -615,10 +557,7 @@ mod tests {
                 let got = counts(&build_ring(&reals(&vec![w; n]), RING, f), n);
                 let fair = f64::from(RING) / n as f64;
                 for (i, &c) in got.iter().enumerate().skip(1) {
-                    assert!(
-                        (c as f64 - fair).abs() < 1.0,
-                        "{f:?} n={n} real {i}: {c} vs {fair:.1}"
-                    );
+                    assert!((c as f64 - fair).abs() < 1.0, "{f:?} n={n} real {i}: {c} vs {fair:.1}");
                 }
             }
         }
@@ -642,10 +581,7 @@ mod tests {
                 let eps = reals(&weights);
                 let base = build_ring(&eps[..n], RING, f);
                 let changed = |other: &[Endpoint]| {
-                    let (a, b) = (
-                        keys_of(&base, &eps),
-                        keys_of(&build_ring(other, RING, f), &eps),
-                    );
+                    let (a, b) = (keys_of(&base, &eps), keys_of(&build_ring(other, RING, f), &eps));
                     a.iter().zip(&b).filter(|(x, y)| x != y).count()
                 };
                 for gone in [0, n / 2, n - 1] {
@@ -653,10 +589,7 @@ mod tests {
                     let removed = fewer.remove(gone);
                     let must = counts(&base, n)[removed.index as usize];
                     let moved = changed(&fewer);
-                    assert!(
-                        moved <= must + margin,
-                        "{f:?} n={n} remove {gone}: {moved} vs {must}"
-                    );
+                    assert!(moved <= must + margin, "{f:?} n={n} remove {gone}: {moved} vs {must}");
                 }
                 let must = counts(&build_ring(&eps, RING, f), n + 1)[n + 1];
                 let moved = changed(&eps);
@@ -668,31 +601,18 @@ mod tests {
     #[test]
     fn ring_depends_only_on_keys_and_weights() {
         let mut rng = Lcg(9);
-        let weights: Vec<u32> = (0..200)
-            .map(|i| if i % 17 == 0 { 0 } else { 1 + rng.next(50) })
-            .collect();
+        let weights: Vec<u32> = (0..200).map(|i| if i % 17 == 0 { 0 } else { 1 + rng.next(50) }).collect();
         let eps = reals(&weights);
         // Same reals, reversed and shuffled, with unrelated indices (as another node
         // would number them).
-        let mut other: Vec<Endpoint> = eps
-            .iter()
-            .rev()
-            .map(|e| Endpoint {
-                index: 5000 - e.index * 3,
-                ..*e
-            })
-            .collect();
+        let mut other: Vec<Endpoint> = eps.iter().rev().map(|e| Endpoint { index: 5000 - e.index * 3, ..*e }).collect();
         for i in (1..other.len()).rev() {
             other.swap(i, rng.next(i as u32 + 1) as usize);
         }
         for f in ALL {
             let ring = build_ring(&eps, RING, f);
             assert_eq!(ring, build_ring(&eps, RING, f), "{f:?}: not repeatable");
-            assert_eq!(
-                keys_of(&ring, &eps),
-                keys_of(&build_ring(&other, RING, f), &other),
-                "{f:?}"
-            );
+            assert_eq!(keys_of(&ring, &eps), keys_of(&build_ring(&other, RING, f), &other), "{f:?}");
         }
     }
 
@@ -707,25 +627,13 @@ mod tests {
         assert_eq!(build_ring(&eps, 13, HashFunction::Maglev), v1_13);
         assert_eq!(build_ring(&eps, 13, HashFunction::MaglevV2), v2_13);
         let golden = [
-            (
-                HashFunction::Maglev,
-                [4, 3, 1, 1, 3, 2, 4],
-                [0, 16383, 16384, 16385, 16385],
-            ),
-            (
-                HashFunction::MaglevV2,
-                [4, 3, 4, 3, 3, 2, 4],
-                [0, 6554, 13107, 19661, 26215],
-            ),
+            (HashFunction::Maglev, [4, 3, 1, 1, 3, 2, 4], [0, 16383, 16384, 16385, 16385]),
+            (HashFunction::MaglevV2, [4, 3, 4, 3, 3, 2, 4], [0, 6554, 13107, 19661, 26215]),
         ];
         for (f, slots, per_real) in golden {
             let ring = build_ring(&eps, RING, f);
             let pinned = [0, 1, 2, 3, 1000, 30000, 65536].map(|s| ring[s]);
-            assert_eq!(
-                (pinned, counts(&ring, 4)),
-                (slots, per_real.to_vec()),
-                "{f:?}"
-            );
+            assert_eq!((pinned, counts(&ring, 4)), (slots, per_real.to_vec()), "{f:?}");
         }
     }
 
@@ -743,11 +651,7 @@ mod tests {
             // (V1: it may come second in key order, after a one-slot turn).
             let got = counts(&build_ring(&reals(&[1, u32::MAX, 1]), RING, f), 3);
             assert!(got[2] >= RING as usize - 2, "{f:?}: {got:?}");
-            assert_eq!(
-                build_ring(&reals(&[1, 2]), 0, f),
-                Vec::<u32>::new(),
-                "{f:?}"
-            );
+            assert_eq!(build_ring(&reals(&[1, 2]), 0, f), Vec::<u32>::new(), "{f:?}");
             // Tiny and composite sizes: every slot filled, all reals used while they
             // fit (the skip adjustment makes each walk a full cycle).
             for size in [1u32, 2, 3, 4, 6, 12, 100, 65536] {
@@ -772,10 +676,7 @@ mod tests {
             for _ in 0..50 {
                 std::hint::black_box(build_ring(std::hint::black_box(&eps), RING, f));
             }
-            println!(
-                "{f:?}: {:?} per ring of {RING} slots, 1000 reals",
-                start.elapsed() / 50
-            );
+            println!("{f:?}: {:?} per ring of {RING} slots, 1000 reals", start.elapsed() / 50);
         }
     }
 }

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use aya::Ebpf;
-use weir_ebpf::abi::{self, ConnEntry, FlowKey, GlobalStats, LbCounter, LbCtl, RealDef, Stat, VipFilter, VipKey, VipMeta};
+use weir_ebpf::abi::{
+    self, ConnEntry, FlowKey, GlobalStats, LbCounter, LbCtl, RealDef, Stat, VipFilter, VipKey, VipMeta,
+};
 
 use crate::{Error, Result};
 
@@ -59,10 +61,9 @@ impl Maps {
 
 /// Counters of all CPUs added up.
 pub(crate) fn sum(per_cpu: &[LbCounter]) -> LbCounter {
-    per_cpu.iter().fold(LbCounter::default(), |acc, c| LbCounter {
-        v1: acc.v1.wrapping_add(c.v1),
-        v2: acc.v2.wrapping_add(c.v2),
-    })
+    per_cpu
+        .iter()
+        .fold(LbCounter::default(), |acc, c| LbCounter { v1: acc.v1.wrapping_add(c.v1), v2: acc.v2.wrapping_add(c.v2) })
 }
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {

@@ -21,10 +21,10 @@ mod state;
 mod stats;
 
 pub use balancer::{vip_flag_names, Balancer, RealAction, RealSpec, VipInfo, VipSpec};
-pub use flow::{flow_frame, outer_destination, Flow, Simulated, Verdict};
-pub use state::VipId;
 pub use config::{AttachMode, BalancerConfig};
+pub use flow::{flow_frame, outer_destination, Flow, Simulated, Verdict};
 pub use maglev::HashFunction;
+pub use state::VipId;
 pub use stats::Counter;
 
 use std::net::IpAddr;

@@ -14,9 +14,6 @@ use crate::{Error, Result};
 /// Where weir pins everything unless told otherwise.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/weir";
 
-/// `BPF_FS_MAGIC` from linux/magic.h.
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
-
 /// Makes sure `root` is on a bpffs, mounting one at its bpffs ancestor
 /// (`/sys/fs/bpf`) when nothing is mounted there, then creates `root`.
 pub fn ensure_bpffs(root: &Path) -> Result<()> {
@@ -24,14 +21,8 @@ pub fn ensure_bpffs(root: &Path) -> Result<()> {
     if root.starts_with(mount_point) && !is_bpffs(mount_point) {
         std::fs::create_dir_all(mount_point)
             .map_err(|e| Error::system(format!("create {}", mount_point.display()), e))?;
-        nix::mount::mount(
-            Some("bpffs"),
-            mount_point,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .map_err(|e| Error::system("mount bpffs at /sys/fs/bpf", e.into()))?;
+        nix::mount::mount(Some("bpffs"), mount_point, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+            .map_err(|e| Error::system("mount bpffs at /sys/fs/bpf", e.into()))?;
     }
     std::fs::create_dir_all(root).map_err(|e| Error::system(format!("create {}", root.display()), e))?;
     if !is_bpffs(root) {
@@ -41,9 +32,7 @@ pub fn ensure_bpffs(root: &Path) -> Result<()> {
 }
 
 fn is_bpffs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path)
-        .map(|fs| i64::from(fs.filesystem_type().0) == BPF_FS_MAGIC)
-        .unwrap_or(false)
+    nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
 }
 
 /// The pin directory of the balancer on `iface`.

@@ -66,14 +66,8 @@ pub fn frame(seg: Seg, src: SocketAddr, dst: SocketAddr, payload_len: usize) -> 
     };
     let mut out = Vec::new();
     match seg {
-        Seg::Syn => ip
-            .tcp(src.port(), dst.port(), 0x1000_0000, 64240)
-            .syn()
-            .write(&mut out, &payload),
-        Seg::Ack => ip
-            .tcp(src.port(), dst.port(), 0x1000_0001, 502)
-            .ack(0x2000_0001)
-            .write(&mut out, &payload),
+        Seg::Syn => ip.tcp(src.port(), dst.port(), 0x1000_0000, 64240).syn().write(&mut out, &payload),
+        Seg::Ack => ip.tcp(src.port(), dst.port(), 0x1000_0001, 502).ack(0x2000_0001).write(&mut out, &payload),
         Seg::Udp => ip.udp(src.port(), dst.port()).write(&mut out, &payload),
     }
     .expect("etherparse builds the frame");
@@ -134,14 +128,12 @@ pub fn echo(src: IpAddr, dst: IpAddr) -> Vec<u8> {
     let eth = PacketBuilder::ethernet2(MAC_UPSTREAM, MAC_LB);
     let mut out = Vec::new();
     match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => eth
-            .ipv4(s.octets(), d.octets(), 64)
-            .icmpv4_echo_request(0x77, 1)
-            .write(&mut out, PAYLOAD),
-        (IpAddr::V6(s), IpAddr::V6(d)) => eth
-            .ipv6(s.octets(), d.octets(), 64)
-            .icmpv6_echo_request(0x77, 1)
-            .write(&mut out, PAYLOAD),
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            eth.ipv4(s.octets(), d.octets(), 64).icmpv4_echo_request(0x77, 1).write(&mut out, PAYLOAD)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            eth.ipv6(s.octets(), d.octets(), 64).icmpv6_echo_request(0x77, 1).write(&mut out, PAYLOAD)
+        }
         _ => panic!("mixed families"),
     }
     .expect("etherparse builds the frame");
@@ -151,25 +143,16 @@ pub fn echo(src: IpAddr, dst: IpAddr) -> Vec<u8> {
 /// An ICMP error (`icmp_type`/`code`, `rest` = bytes 5..8, e.g. the MTU) sent
 /// by `router` to `to`, quoting `quoted`: an IP packet (header and at least
 /// the first 8 bytes of its payload) as the router saw it.
-pub fn icmp_error(
-    router: IpAddr,
-    to: IpAddr,
-    icmp_type: u8,
-    code: u8,
-    rest: [u8; 4],
-    quoted: &[u8],
-) -> Vec<u8> {
+pub fn icmp_error(router: IpAddr, to: IpAddr, icmp_type: u8, code: u8, rest: [u8; 4], quoted: &[u8]) -> Vec<u8> {
     let eth = PacketBuilder::ethernet2(MAC_UPSTREAM, MAC_LB);
     let mut out = Vec::new();
     match (router, to) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => eth
-            .ipv4(s.octets(), d.octets(), 64)
-            .icmpv4_raw(icmp_type, code, rest)
-            .write(&mut out, quoted),
-        (IpAddr::V6(s), IpAddr::V6(d)) => eth
-            .ipv6(s.octets(), d.octets(), 64)
-            .icmpv6_raw(icmp_type, code, rest)
-            .write(&mut out, quoted),
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            eth.ipv4(s.octets(), d.octets(), 64).icmpv4_raw(icmp_type, code, rest).write(&mut out, quoted)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            eth.ipv6(s.octets(), d.octets(), 64).icmpv6_raw(icmp_type, code, rest).write(&mut out, quoted)
+        }
         _ => panic!("mixed families"),
     }
     .expect("etherparse builds the frame");
@@ -285,10 +268,7 @@ pub fn truncated(frame: &[u8], len: usize) -> Vec<u8> {
 
 /// The Internet checksum (RFC 1071) of `bytes`.
 pub fn inet_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
-        .sum();
+    let mut sum: u32 = bytes.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))).sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -395,11 +375,7 @@ pub fn encapsulated(input: &[u8], mac: [u8; 6], real: IpAddr) -> Vec<u8> {
     let (client, port) = client_of(input);
     let p = port.to_be_bytes();
     let inner_v6 = inner[0] >> 4 == 6;
-    let tos = if inner_v6 {
-        (inner[0] << 4) | (inner[1] >> 4)
-    } else {
-        inner[1]
-    };
+    let tos = if inner_v6 { (inner[0] << 4) | (inner[1] >> 4) } else { inner[1] };
     let inner_len = l3_len(input) as u16;
 
     let mut out = Vec::with_capacity(input.len() + 40);
@@ -457,17 +433,11 @@ pub fn encapsulated(input: &[u8], mac: [u8; 6], real: IpAddr) -> Vec<u8> {
 
 /// A compact dump of where two frames first differ, for assertion messages.
 pub fn first_difference(got: &[u8], want: &[u8]) -> String {
-    let at = got
-        .iter()
-        .zip(want)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(want.len()));
+    let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
     let window = |f: &[u8]| {
         let start = at.saturating_sub(4);
         let end = (at + 12).min(f.len());
-        f.get(start..end)
-            .map(|b| format!("{b:02x?}"))
-            .unwrap_or_default()
+        f.get(start..end).map(|b| format!("{b:02x?}")).unwrap_or_default()
     };
     format!(
         "lengths got {} want {}; first difference at byte {at}: got {} want {}",
