@@ -17,10 +17,10 @@ int main(void) {
   printf("/// (name, size or offset) of every ABI struct and field, as C lays them out.\n");
   printf("pub const C_LAYOUT: &[(&str, usize)] = &[\n");
   SIZE(vip_key); FIELD(vip_key, addr); FIELD(vip_key, port); FIELD(vip_key, proto);
-  SIZE(vip_meta); FIELD(vip_meta, flags); FIELD(vip_meta, vip_num);
+  SIZE(vip_meta); FIELD(vip_meta, flags); FIELD(vip_meta, vip_num); FIELD(vip_meta, conn_tag);
   SIZE(real_def); FIELD(real_def, addr); FIELD(real_def, flags);
-  SIZE(flow_key); FIELD(flow_key, src); FIELD(flow_key, dst); FIELD(flow_key, sport);
-  FIELD(flow_key, dport); FIELD(flow_key, proto);
+  SIZE(conn_key); FIELD(conn_key, src); FIELD(conn_key, conn_tag); FIELD(conn_key, sport);
+  FIELD(conn_key, dport);
   SIZE(conn_entry); FIELD(conn_entry, real_index); FIELD(conn_entry, atime_ns);
   SIZE(lb_ctl); FIELD(lb_ctl, default_mac);
   SIZE(lb_counter); FIELD(lb_counter, v1); FIELD(lb_counter, v2);

@@ -25,6 +25,12 @@
 const volatile __u32 weir_ring_size = WEIR_DEFAULT_RING_SIZE;
 const volatile __u32 weir_mtu = WEIR_DEFAULT_MTU;
 
+/*
+ * Connection ages (30 s for UDP) and the flood window (1 s) need no better
+ * than a scheduler tick, so the datapath reads the coarse clock: a fraction of
+ * the cost of bpf_ktime_get_ns, which reads the TSC. Both are CLOCK_MONOTONIC.
+ */
+
 /* Seeds of the flow hash: fixed, so that every node hashes a flow alike. */
 #define HASH_SEED 0x77656972    /* "weir" */
 #define HASH_SEED_V6 0x6c623436 /* "lb46" */
@@ -115,7 +121,7 @@ static __always_inline bool under_flood(struct global_stats *st, __u64 now) {
 static __always_inline bool conn_fresh(const struct packet *pkt, struct conn_entry *conn) {
   if (pkt->flow.proto != IPPROTO_UDP)
     return true;
-  __u64 now = bpf_ktime_get_ns();
+  __u64 now = bpf_ktime_get_coarse_ns();
   if (now - conn->atime_ns > WEIR_UDP_CONN_TIMEOUT_NS)
     return false;
   conn->atime_ns = now;
@@ -130,8 +136,9 @@ static __always_inline bool conn_fresh(const struct packet *pkt, struct conn_ent
  * node from the LRU, whose free-list rotation is the dearest step of a SYN.
  */
 static __always_inline void conn_remember(struct global_stats *st, const struct packet *pkt,
-                                          struct conn_entry *conn, __u32 real_index) {
-  __u64 now = bpf_ktime_get_ns();
+                                          const struct conn_key *key, struct conn_entry *conn,
+                                          __u32 real_index) {
+  __u64 now = bpf_ktime_get_coarse_ns();
   if (under_flood(st, now))
     return;
   __u64 atime = pkt->flow.proto == IPPROTO_UDP ? now : 0;
@@ -141,7 +148,7 @@ static __always_inline void conn_remember(struct global_stats *st, const struct 
     return;
   }
   struct conn_entry fresh = {.real_index = real_index, .atime_ns = atime};
-  bpf_map_update_elem(&WEIR_MAP_CONNS, &pkt->flow, &fresh, BPF_ANY);
+  bpf_map_update_elem(&WEIR_MAP_CONNS, key, &fresh, BPF_ANY);
 }
 
 /**
@@ -172,8 +179,10 @@ static __always_inline __u32 pick_real(struct global_stats *st, const struct pac
   bool syn = pkt->flags & PKT_F_SYN;
   bool stateful = !(vip->flags & VIP_F_NO_LRU) && !(pkt->flags & PKT_F_ICMP);
   struct conn_entry *conn = NULL;
+  struct conn_key key = {.conn_tag = vip->conn_tag, .sport = pkt->flow.sport, .dport = pkt->flow.dport};
+  __builtin_memcpy(key.src, pkt->flow.src, 16);
   if (!(vip->flags & VIP_F_NO_LRU)) {
-    conn = bpf_map_lookup_elem(&WEIR_MAP_CONNS, &pkt->flow);
+    conn = bpf_map_lookup_elem(&WEIR_MAP_CONNS, &key);
     if (conn && !syn && conn_fresh(pkt, conn))
       return conn->real_index;
   }
@@ -182,7 +191,7 @@ static __always_inline __u32 pick_real(struct global_stats *st, const struct pac
   count(st, WEIR_STAT_LRU, 0, 1);
   __u32 real_index = ring_pick(st, pkt, vip);
   if (real_index != WEIR_REAL_NONE && stateful)
-    conn_remember(st, pkt, conn, real_index);
+    conn_remember(st, pkt, &key, conn, real_index);
   return real_index;
 }
 

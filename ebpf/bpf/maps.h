@@ -51,7 +51,7 @@ struct {
  */
 struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
-  __type(key, struct flow_key);
+  __type(key, struct conn_key);
   __type(value, struct conn_entry);
   __uint(max_entries, WEIR_DEFAULT_CONNS);
   __uint(map_flags, BPF_F_NO_COMMON_LRU);

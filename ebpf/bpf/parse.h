@@ -53,9 +53,18 @@ struct vlan_hdr {
   __be16 encap_proto;
 };
 
+/* A flow's 5-tuple, as parsed (network byte order). */
+struct flow {
+  __be32 src[4];
+  __be32 dst[4];
+  __be16 sport;
+  __be16 dport;
+  __u8 proto;
+};
+
 /* What the balancer knows about a packet once parsed. */
 struct packet {
-  struct flow_key flow; /* as received; the VIP's flags reshape it before hashing */
+  struct flow flow;     /* as received; the VIP's flags reshape it before hashing */
   __be32 client_tail;   /* last 4 bytes of the client address (outer source seed) */
   __be16 client_port;   /* the client's port (outer source seed) */
   __u16 l2_len;         /* Ethernet header plus VLAN tag: 14 or 18 */

@@ -76,12 +76,17 @@ struct vip_key {
 };
 _Static_assert(sizeof(struct vip_key) == 20, "vip_key layout");
 
-/* weir_vips value. vip_num indexes the VIP's ring and its counters. */
+/*
+ * weir_vips value. vip_num indexes the VIP's ring and its counters (and is
+ * reused); conn_tag names the VIP in connection-table keys and is never
+ * reused, so no entry outlives the VIP it was made for.
+ */
 struct vip_meta {
   __u32 flags;
   __u32 vip_num;
+  __u32 conn_tag;
 };
-_Static_assert(sizeof(struct vip_meta) == 8, "vip_meta layout");
+_Static_assert(sizeof(struct vip_meta) == 12, "vip_meta layout");
 
 /* weir_reals value, indexed by real index (1..max_reals; 0 = none). */
 struct real_def {
@@ -91,16 +96,19 @@ struct real_def {
 };
 _Static_assert(sizeof(struct real_def) == 20, "real_def layout");
 
-/* weir_conns key: the 5-tuple of a flow, as hashed (after the VIP's flags). */
-struct flow_key {
+/*
+ * weir_conns key: a flow of one VIP, after the VIP's flags shaped it. The VIP
+ * (address, port, protocol) is named by its conn_tag: 24 bytes hash in one
+ * jhash round where a full 5-tuple takes three, and the table is 16 bytes a
+ * flow smaller.
+ */
+struct conn_key {
   __be32 src[4];
-  __be32 dst[4];
+  __u32 conn_tag;
   __be16 sport;
   __be16 dport;
-  __u8 proto;
-  __u8 pad[3];
 };
-_Static_assert(sizeof(struct flow_key) == 40, "flow_key layout");
+_Static_assert(sizeof(struct conn_key) == 24, "conn_key layout");
 
 /* weir_conns value: where the flow goes and, for UDP, when it was last seen. */
 struct conn_entry {

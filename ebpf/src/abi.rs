@@ -120,6 +120,8 @@ pub struct VipKey {
 pub struct VipMeta {
     pub flags: u32,
     pub vip_num: u32,
+    /// Names the VIP in [`ConnKey`]s; never reused.
+    pub conn_tag: u32,
 }
 
 /// `struct real_def`.
@@ -131,16 +133,15 @@ pub struct RealDef {
     pub pad: [u8; 3],
 }
 
-/// `struct flow_key`: a flow's 5-tuple as the datapath hashes it.
+/// `struct conn_key`: a flow of one VIP (named by its conn_tag), as the
+/// VIP's flags shaped it.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct FlowKey {
+pub struct ConnKey {
     pub src: [u8; 16],
-    pub dst: [u8; 16],
+    pub conn_tag: u32,
     pub sport: [u8; 2],
     pub dport: [u8; 2],
-    pub proto: u8,
-    pub pad: [u8; 3],
 }
 
 /// `struct conn_entry`.
@@ -194,7 +195,7 @@ impl GlobalStats {
 unsafe impl aya::Pod for VipKey {}
 unsafe impl aya::Pod for VipMeta {}
 unsafe impl aya::Pod for RealDef {}
-unsafe impl aya::Pod for FlowKey {}
+unsafe impl aya::Pod for ConnKey {}
 unsafe impl aya::Pod for ConnEntry {}
 unsafe impl aya::Pod for LbCtl {}
 unsafe impl aya::Pod for LbCounter {}
@@ -264,15 +265,15 @@ mod tests {
             ("vip_meta", size_of::<VipMeta>()),
             ("vip_meta.flags", offset_of!(VipMeta, flags)),
             ("vip_meta.vip_num", offset_of!(VipMeta, vip_num)),
+            ("vip_meta.conn_tag", offset_of!(VipMeta, conn_tag)),
             ("real_def", size_of::<RealDef>()),
             ("real_def.addr", offset_of!(RealDef, addr)),
             ("real_def.flags", offset_of!(RealDef, flags)),
-            ("flow_key", size_of::<FlowKey>()),
-            ("flow_key.src", offset_of!(FlowKey, src)),
-            ("flow_key.dst", offset_of!(FlowKey, dst)),
-            ("flow_key.sport", offset_of!(FlowKey, sport)),
-            ("flow_key.dport", offset_of!(FlowKey, dport)),
-            ("flow_key.proto", offset_of!(FlowKey, proto)),
+            ("conn_key", size_of::<ConnKey>()),
+            ("conn_key.src", offset_of!(ConnKey, src)),
+            ("conn_key.conn_tag", offset_of!(ConnKey, conn_tag)),
+            ("conn_key.sport", offset_of!(ConnKey, sport)),
+            ("conn_key.dport", offset_of!(ConnKey, dport)),
             ("conn_entry", size_of::<ConnEntry>()),
             ("conn_entry.real_index", offset_of!(ConnEntry, real_index)),
             ("conn_entry.atime_ns", offset_of!(ConnEntry, atime_ns)),

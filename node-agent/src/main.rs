@@ -45,8 +45,11 @@ enum Mode {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Logs go to stderr, so that stdout carries only the command's result.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
         Command::Decap { iface, remove: true, pin_root, .. } => {

@@ -32,14 +32,18 @@ struct Args {
 }
 
 const FRAME_LEN: usize = 64;
+/// Rounds over which the single-frame cases are interleaved.
+const ROUNDS: usize = 20;
 const VIP: &str = "10.0.0.1";
-const METHOD: &str = "BPF_PROG_TEST_RUN, one 64-byte frame per run, kernel-reported duration, median";
+const METHOD: &str =
+    "BPF_PROG_TEST_RUN, one 64-byte frame per run, kernel-reported duration, median; pinned to one CPU";
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if unsafe { libc::geteuid() } != 0 {
         bail!("weir-bench loads BPF programs: run it as root");
     }
+    pin_to_last_cpu()?;
     let mut balancer = Balancer::new(BalancerConfig {
         max_vips: 4,
         max_reals: 2048,
@@ -65,25 +69,39 @@ fn main() -> anyhow::Result<()> {
     balancer.simulate(&dgram)?;
 
     let program = program(&balancer)?;
-    // tcp_syn repeats one SYN, as Katran's figure was measured: after the first
-    // run the flow's entry exists and is refreshed in place.
-    for (case, input, verdict) in
-        [("tcp_syn", &syn, 3), ("established", &ack, 3), ("udp", &dgram, 3), ("non_vip", &other, 2)]
-    {
-        if want(case) {
-            let median = median_ns(program, std::iter::repeat_n(input.as_slice(), args.runs), verdict)?;
-            report(case, median, METHOD);
+    let mut pass = aya::Ebpf::load(weir_ebpf::XDP_PASS)?;
+    let pass_program: &mut Xdp = pass.program_mut(weir_ebpf::XDP_PASS_PROGRAM).context("pass program")?.try_into()?;
+    pass_program.load()?;
+    let pass_program: &Xdp = pass_program;
+
+    // The single-frame cases run interleaved, round after round, so that a
+    // burst of noise from the host lands on every case alike. tcp_syn repeats
+    // one SYN, as Katran's figure was measured: after the first run the flow's
+    // entry exists and is refreshed in place. "floor" is a program that only
+    // returns XDP_PASS: the part of every figure that is the measuring itself.
+    let cases: Vec<(&str, &Xdp, &[u8], u32)> = [
+        ("tcp_syn", program, syn.as_slice(), 3),
+        ("established", program, ack.as_slice(), 3),
+        ("udp", program, dgram.as_slice(), 3),
+        ("non_vip", program, other.as_slice(), 2),
+        ("floor", pass_program, other.as_slice(), 2),
+    ]
+    .into_iter()
+    .filter(|(case, ..)| want(case))
+    .collect();
+    let mut samples: Vec<Vec<u64>> = vec![Vec::with_capacity(args.runs); cases.len()];
+    for _ in 0..ROUNDS {
+        for ((_, prog, input, verdict), times) in cases.iter().zip(&mut samples) {
+            times.extend(durations(prog, std::iter::repeat_n(*input, args.runs / ROUNDS), *verdict)?);
         }
     }
-
-    if want("floor") {
-        // What a test run costs with a program that does nothing: the part of
-        // every figure above that is the measuring, not the balancing.
-        let mut pass = aya::Ebpf::load(weir_ebpf::XDP_PASS)?;
-        let program: &mut Xdp = pass.program_mut(weir_ebpf::XDP_PASS_PROGRAM).context("pass program")?.try_into()?;
-        program.load()?;
-        let median = median_ns(program, std::iter::repeat_n(other.as_slice(), args.runs), 2)?;
-        report("floor", median, &format!("{METHOD}; a program that only returns XDP_PASS"));
+    for ((case, ..), mut times) in cases.iter().zip(samples) {
+        let method = if *case == "floor" {
+            format!("{METHOD}; a program that only returns XDP_PASS")
+        } else {
+            METHOD.to_owned()
+        };
+        report(case, median(&mut times), &method);
     }
 
     if want("tcp_syn_new_flow") {
@@ -147,9 +165,14 @@ fn program(balancer: &Balancer) -> anyhow::Result<&Xdp> {
     balancer.program().context("balancer program")
 }
 
-/// Runs each frame once and returns the median kernel-reported duration,
-/// checking every verdict (a benchmark of the wrong path measures nothing).
+/// Runs each frame once and returns the median kernel-reported duration.
 fn median_ns<'a>(program: &Xdp, frames: impl Iterator<Item = &'a [u8]>, verdict: u32) -> anyhow::Result<u64> {
+    Ok(median(&mut durations(program, frames, verdict)?))
+}
+
+/// Runs each frame once and returns the kernel-reported durations, checking
+/// every verdict (a benchmark of the wrong path measures nothing).
+fn durations<'a>(program: &Xdp, frames: impl Iterator<Item = &'a [u8]>, verdict: u32) -> anyhow::Result<Vec<u64>> {
     let mut out = vec![0u8; FRAME_LEN + 128];
     let mut times = Vec::new();
     for input in frames {
@@ -163,11 +186,32 @@ fn median_ns<'a>(program: &Xdp, frames: impl Iterator<Item = &'a [u8]>, verdict:
         }
         times.push(run.duration.as_nanos() as u64);
     }
-    Ok(median(&mut times))
+    Ok(times)
+}
+
+/// Runs the benchmark on one CPU: test runs execute on the calling CPU, and
+/// a migration in the middle of a case would measure cold caches.
+fn pin_to_last_cpu() -> anyhow::Result<()> {
+    let cpus = aya::util::online_cpus().map_err(|(op, e)| anyhow::anyhow!("{op}: {e}"))?;
+    let cpu = *cpus.last().context("no online CPU")? as usize;
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
+    // sched_setaffinity only read and write the set we pass.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!("sched_setaffinity to CPU {cpu}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 fn median(times: &mut [u64]) -> u64 {
     times.sort_unstable();
+    if std::env::var_os("WEIR_BENCH_SPREAD").is_some() {
+        let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+        eprintln!("p5 {} p25 {} p50 {} p75 {} p95 {}", at(0.05), at(0.25), at(0.5), at(0.75), at(0.95));
+    }
     times[times.len() / 2]
 }
 

@@ -157,7 +157,14 @@ impl Balancer {
     /// Makes the maps match `saved` (an adopted datapath) or an empty
     /// configuration (a fresh start, or pinned maps without a saved state).
     fn restore(&mut self, saved: Option<State>) -> Result<()> {
-        let target = saved.unwrap_or_else(|| State { mac: self.config.default_mac, ..State::default() });
+        let target = match saved {
+            Some(saved) => saved,
+            None => {
+                // Without the saved tags, pinned entries could alias new VIPs.
+                self.clear_conns();
+                State { mac: self.config.default_mac, ..State::default() }
+            }
+        };
         // VIPs in the maps but not in the target go first (stale pins).
         let stale: Vec<VipKey> = self
             .maps
@@ -231,8 +238,15 @@ impl Balancer {
             .state
             .free_vip_num(self.config.max_vips)
             .ok_or(Error::SpaceExhausted { what: "VIPs", limit: self.config.max_vips })?;
-        let vip =
-            Vip { id: spec.id, vip_num, flags: spec.flags, hash: self.config.hash_function, reals: BTreeMap::new() };
+        let conn_tag = self.state.take_conn_tag();
+        let vip = Vip {
+            id: spec.id,
+            vip_num,
+            conn_tag,
+            flags: spec.flags,
+            hash: self.config.hash_function,
+            reals: BTreeMap::new(),
+        };
         // A reused vip_num starts with an empty ring and zeroed counters.
         self.maps.rings.write(vip_num, &vec![abi::REAL_NONE; self.config.ch_ring_size as usize]);
         zero_counter(&mut self.maps.vip_stats, vip_num, abi::map::VIP_STATS)?;
@@ -418,21 +432,8 @@ impl Balancer {
 
     /// Deletes every connection-table entry of VIP `id`. Returns how many.
     pub fn purge_vip_conns(&mut self, id: &VipId) -> Result<u64> {
-        let vip = self.vip(id)?;
-        let port_vips: BTreeSet<u16> = self
-            .state
-            .vips
-            .keys()
-            .filter(|other| other.addr == id.addr && other.proto == id.proto && other.port != 0)
-            .map(|other| other.port)
-            .collect();
-        let doomed: Vec<_> = self
-            .maps
-            .conns
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| super::flow::conn_of_vip(vip, k, &port_vips))
-            .collect();
+        let tag = self.vip(id)?.conn_tag;
+        let doomed: Vec<_> = self.maps.conns.keys().filter_map(|k| k.ok()).filter(|k| k.conn_tag == tag).collect();
         let mut deleted = 0;
         for key in doomed {
             // An entry may be evicted between listing and deleting: not an error.
@@ -546,13 +547,21 @@ impl Balancer {
     }
 
     fn write_vip_meta(&mut self, vip: &Vip) -> Result<()> {
-        let meta = VipMeta { flags: vip.flags, vip_num: vip.vip_num };
+        let meta = VipMeta { flags: vip.flags, vip_num: vip.vip_num, conn_tag: vip.conn_tag };
         self.maps.vips.insert(vip_key(&vip.id), meta, 0).map_err(|e| match e {
             aya::maps::MapError::SyscallError(ref s) if s.io_error.raw_os_error() == Some(libc::E2BIG) => {
                 Error::SpaceExhausted { what: "VIPs", limit: self.config.max_vips }
             }
             e => map_err(abi::map::VIPS, "write", e),
         })
+    }
+
+    /// Empties the connection table.
+    fn clear_conns(&mut self) {
+        let keys: Vec<_> = self.maps.conns.keys().filter_map(|k| k.ok()).collect();
+        for key in keys {
+            let _ = self.maps.conns.remove(&key);
+        }
     }
 
     /// Rewrites one bucket of the VIP address filter from the VIPs that exist.

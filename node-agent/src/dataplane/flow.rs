@@ -2,12 +2,11 @@
 //! BPF_PROG_TEST_RUN (simulate-packet, real-for-flow), and computing the
 //! connection-table key of a flow the way the program does.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use etherparse::PacketBuilder;
-use weir_ebpf::abi::{self, FlowKey};
+use weir_ebpf::abi::{self, ConnKey};
 
 use super::state::Vip;
 use crate::{Error, Result};
@@ -151,15 +150,15 @@ pub fn outer_destination(frame: &[u8]) -> Option<IpAddr> {
 }
 
 /// The connection-table key of the flow from `src:src_port` to `vip`, shaped
-/// as `lookup_vip` and `shape_flow` in balancer.bpf.c shape it.
-pub(crate) fn conn_key(vip: &Vip, src: IpAddr, src_port: u16) -> FlowKey {
-    let mut key = FlowKey {
+/// as `lookup_vip` and `shape_flow` in balancer.bpf.c shape it. The caller
+/// makes sure the key does not depend on a destination port the request does
+/// not name (port-less VIPs with DPORT_HASH or HASH_SRC_DST_PORT).
+pub(crate) fn conn_key(vip: &Vip, src: IpAddr, src_port: u16) -> ConnKey {
+    let mut key = ConnKey {
         src: abi::addr_bytes(src),
-        dst: abi::addr_bytes(vip.id.addr),
+        conn_tag: vip.conn_tag,
         sport: src_port.to_be_bytes(),
         dport: vip.id.port.to_be_bytes(),
-        proto: vip.id.proto,
-        pad: [0; 3],
     };
     if vip.flags & abi::VIP_F_DPORT_HASH != 0 {
         key.sport = key.dport;
@@ -169,18 +168,4 @@ pub(crate) fn conn_key(vip: &Vip, src: IpAddr, src_port: u16) -> FlowKey {
         key.sport = [0; 2];
     }
     key
-}
-
-/// Whether a connection-table entry belongs to `vip`. `port_vips` are the
-/// ports of other VIPs on the same address and protocol, which a port-less
-/// VIP does not own.
-pub(crate) fn conn_of_vip(vip: &Vip, key: &FlowKey, port_vips: &BTreeSet<u16>) -> bool {
-    if key.dst != abi::addr_bytes(vip.id.addr) || key.proto != vip.id.proto {
-        return false;
-    }
-    let dport = u16::from_be_bytes(key.dport);
-    if vip.id.port != 0 {
-        return dport == vip.id.port;
-    }
-    dport == 0 || !port_vips.contains(&dport)
 }

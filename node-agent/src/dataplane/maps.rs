@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use aya::Ebpf;
 use weir_ebpf::abi::{
-    self, ConnEntry, FlowKey, GlobalStats, LbCounter, LbCtl, RealDef, Stat, VipFilter, VipKey, VipMeta,
+    self, ConnEntry, ConnKey, GlobalStats, LbCounter, LbCtl, RealDef, Stat, VipFilter, VipKey, VipMeta,
 };
 
 use crate::{Error, Result};
@@ -18,7 +18,7 @@ pub(crate) struct Maps {
     pub vips: HashMap<MapData, VipKey, VipMeta>,
     pub vip_filter: Array<MapData, VipFilter>,
     pub reals: Array<MapData, RealDef>,
-    pub conns: HashMap<MapData, FlowKey, ConnEntry>,
+    pub conns: HashMap<MapData, ConnKey, ConnEntry>,
     pub ctl: Array<MapData, LbCtl>,
     pub vip_stats: PerCpuArray<MapData, LbCounter>,
     pub real_stats: PerCpuArray<MapData, LbCounter>,

@@ -23,6 +23,14 @@ pub fn ensure_bpffs(root: &Path) -> Result<()> {
             .map_err(|e| Error::system(format!("create {}", mount_point.display()), e))?;
         nix::mount::mount(Some("bpffs"), mount_point, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
             .map_err(|e| Error::system("mount bpffs at /sys/fs/bpf", e.into()))?;
+        // Pins live as long as the mount. A process in a private mount
+        // namespace (`ip netns exec` makes one) mounts a bpffs that dies with
+        // it, and with it whatever it pinned.
+        tracing::warn!(
+            "bpffs was not mounted at /sys/fs/bpf; mounted it. If this process runs in a private mount \
+             namespace (e.g. under `ip netns exec`), its pins vanish when it exits: enter only the network \
+             namespace instead (`nsenter --net=/run/netns/NAME`)"
+        );
     }
     std::fs::create_dir_all(root).map_err(|e| Error::system(format!("create {}", root.display()), e))?;
     if !is_bpffs(root) {

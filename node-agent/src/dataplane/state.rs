@@ -30,6 +30,8 @@ impl std::fmt::Display for VipId {
 pub(crate) struct Vip {
     pub id: VipId,
     pub vip_num: u32,
+    /// Names the VIP in connection-table keys; never reused (see weir_abi.h).
+    pub conn_tag: u32,
     pub flags: u32,
     pub hash: HashFunction,
     /// Real address -> weight (0 = drained: keeps its connections, gets no new ones).
@@ -51,6 +53,8 @@ pub(crate) struct State {
     /// Every real in use by at least one VIP, by address.
     pub reals: BTreeMap<IpAddr, Real>,
     pub mac: [u8; 6],
+    /// The conn_tag the next VIP gets.
+    pub next_conn_tag: u32,
 }
 
 /// The on-disk form (JSON maps need string keys, so lists).
@@ -58,6 +62,7 @@ pub(crate) struct State {
 struct Saved {
     config: BalancerConfig,
     mac: [u8; 6],
+    next_conn_tag: u32,
     vips: Vec<Vip>,
     reals: Vec<Real>,
 }
@@ -66,6 +71,14 @@ impl State {
     /// How many VIPs use the real at `addr`.
     pub fn real_refs(&self, addr: IpAddr) -> usize {
         self.vips.values().filter(|v| v.reals.contains_key(&addr)).count()
+    }
+
+    /// A connection tag no VIP has had since the connection table was new.
+    pub fn take_conn_tag(&mut self) -> u32 {
+        // 2^32 VIP additions before a wrap; 0 is skipped to keep it "unset".
+        let tag = self.next_conn_tag.max(1);
+        self.next_conn_tag = tag.wrapping_add(1);
+        tag
     }
 
     /// The lowest vip_num not in use, if any is left below `max_vips`.
@@ -84,6 +97,7 @@ impl State {
         let saved = Saved {
             config: config.clone(),
             mac: self.mac,
+            next_conn_tag: self.next_conn_tag,
             vips: self.vips.values().cloned().collect(),
             reals: self.reals.values().cloned().collect(),
         };
@@ -128,6 +142,7 @@ impl State {
             vips: saved.vips.into_iter().map(|v| (v.id, v)).collect(),
             reals: saved.reals.into_iter().map(|r| (r.addr, r)).collect(),
             mac: saved.mac,
+            next_conn_tag: saved.next_conn_tag,
         }))
     }
 }

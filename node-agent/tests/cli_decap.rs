@@ -1,0 +1,92 @@
+//! `weir-agent decap` as a user runs it: the binary itself, in a network
+//! namespace entered with `nsenter --net` (which keeps the host's bpffs),
+//! attaching, staying attached after it exits, and detaching with --remove.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_weir-agent");
+
+/// A namespace with a veth pair, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Self {
+        let name = format!("weir-cli-{}", std::process::id());
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns(name);
+        ns.ip(&["link", "add", "wc0", "type", "veth", "peer", "name", "wc1"]);
+        ns.ip(&["link", "set", "wc0", "up"]);
+        ns.ip(&["link", "set", "wc1", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", &self.0];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    /// Runs the agent in the namespace's network stack only.
+    fn agent(&self, args: &[&str]) -> std::process::Output {
+        let net = format!("--net=/run/netns/{}", self.0);
+        let mut all = vec![net.as_str(), BIN];
+        all.extend_from_slice(args);
+        Command::new("nsenter").args(&all).output().expect("run nsenter")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn decap_attaches_stays_and_removes() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED (needs root): decap_attaches_stays_and_removes");
+        return;
+    }
+    let ns = Netns::new();
+    let pin_root = format!("/sys/fs/bpf/weir-cli-test-{}", std::process::id());
+
+    let out = ns.agent(&["decap", "--iface", "wc0", "--pin-root", &pin_root]);
+    assert!(out.status.success(), "attach: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "attached the decap program to wc0 (Driver mode); remove with --remove"
+    );
+    // The command has exited; the program is still there, in driver mode.
+    let link = ns.ip(&["-d", "link", "show", "wc0"]);
+    assert!(link.contains("xdp") && link.contains("name weir_decap"), "not attached after exit: {link}");
+    assert!(std::path::Path::new(&pin_root).join("decap/wc0/link").exists());
+
+    let out = ns.agent(&["decap", "--iface", "wc0", "--remove", "--pin-root", &pin_root]);
+    assert!(out.status.success(), "remove: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "detached the decap program from wc0");
+    // The kernel frees the link shortly after its last pin goes.
+    let detached = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        !ns.ip(&["-d", "link", "show", "wc0"]).contains("weir_decap")
+    });
+    assert!(detached, "still attached after --remove");
+
+    // Removing again, or attaching to an interface that does not exist, is a clear error.
+    let out = ns.agent(&["decap", "--iface", "wc0", "--remove", "--pin-root", &pin_root]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wc0"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ns.agent(&["decap", "--iface", "nope0", "--pin-root", &pin_root]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nope0 does not exist"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&pin_root);
+}
