@@ -1282,11 +1282,9 @@ fn vip_lookup_follows_vips_as_they_come_and_go() {
 }
 
 /// BPF_PROG_TEST_RUN hands a frame longer than 3520 bytes (a page less XDP
-/// headroom and tailroom) to the program as a multi-buffer xdp_buff: the
-/// linear part is 3520 bytes and the rest sits in fragments. The program
-/// encapsulates it correctly, but counts `data_end - data` (3520) as the
-/// frame's length in XdpTotal / XdpTx v2 instead of the whole frame.
-#[test]
+/// headroom and tailroom) to the program as a multi-buffer xdp_buff, which
+/// the balancer (not a frags program) never gets from a live link: simulate
+/// refuses such frames rather than report a run no real packet would have.
 #[test]
 fn frames_beyond_one_buffer_are_refused_by_simulate() {
     if skip_unless_root("frames_beyond_one_buffer_are_refused_by_simulate") {
