@@ -26,6 +26,9 @@ struct Args {
     /// Distinct flows in the many_flows case.
     #[arg(long, default_value_t = 1_000_000)]
     flows: u32,
+    /// The CPU to run on (default: CPU 0).
+    #[arg(long, default_value_t = 0)]
+    cpu: usize,
     /// Only the cases whose name contains this.
     #[arg(long)]
     only: Option<String>,
@@ -43,7 +46,7 @@ fn main() -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("weir-bench loads BPF programs: run it as root");
     }
-    pin_to_last_cpu()?;
+    pin_to_cpu(args.cpu)?;
     let mut balancer = Balancer::new(BalancerConfig {
         max_vips: 4,
         max_reals: 2048,
@@ -191,9 +194,11 @@ fn durations<'a>(program: &Xdp, frames: impl Iterator<Item = &'a [u8]>, verdict:
 
 /// Runs the benchmark on one CPU: test runs execute on the calling CPU, and
 /// a migration in the middle of a case would measure cold caches.
-fn pin_to_last_cpu() -> anyhow::Result<()> {
+fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
     let cpus = aya::util::online_cpus().map_err(|(op, e)| anyhow::anyhow!("{op}: {e}"))?;
-    let cpu = *cpus.last().context("no online CPU")? as usize;
+    if !cpus.contains(&(cpu as u32)) {
+        bail!("--cpu {cpu}: not an online CPU (online: {cpus:?})");
+    }
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
     // sched_setaffinity only read and write the set we pass.
     unsafe {
