@@ -5,8 +5,10 @@
 //!   anything changes the datapath — and what it is built from: BPF map access
 //!   (`maps`), Maglev rings (`maglev`), counters (`stats`), the real-side
 //!   decapsulation program (`decap`), bpffs pinning (`pin`);
-//! - [`error`]: the one error type, whose variants are the REST error codes.
+//! - [`error`]: the one error type, whose variants are the REST error codes;
+//! - [`api`]: katran-server's REST API over the Balancer.
 
+pub mod api;
 pub mod dataplane;
 pub mod error;
 

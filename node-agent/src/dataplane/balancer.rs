@@ -784,3 +784,9 @@ fn validate_real_flags(addr: IpAddr, flags: u8) -> Result<()> {
     }
     Ok(())
 }
+
+// The HTTP API shares one Balancer between handler threads.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Balancer>();
+};
