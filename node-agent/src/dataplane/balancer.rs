@@ -98,8 +98,10 @@ impl Balancer {
     /// link, and the saved state is re-applied, so forwarding never stops.
     pub fn new(config: BalancerConfig) -> Result<Self> {
         validate_config(&config)?;
+        // Testing mode never pins: its maps are private to this Balancer, so
+        // tests (and REST "testing" balancers) cannot see each other's state.
         let pin_dir = match &config.pin_root {
-            Some(root) if !config.testing || root.exists() => {
+            Some(root) if !config.testing => {
                 pin::ensure_bpffs(root)?;
                 Some(pin::balancer_dir(root, &config.main_interface))
             }

@@ -51,7 +51,7 @@ pub struct BalancerConfig {
     /// Detach and unpin everything when the Balancer is dropped. When false, the
     /// datapath keeps forwarding and a new Balancer adopts it.
     pub cleanup_on_shutdown: bool,
-    /// Pin root on bpffs; `None` disables pinning (testing mode only).
+    /// Pin root on bpffs (required unless testing; testing mode never pins).
     pub pin_root: Option<PathBuf>,
     /// Where the control-plane state of a pinned datapath is saved
     /// (`<state_dir>/<main_interface>.json`), so a restarted agent can adopt it.
