@@ -6,10 +6,15 @@
 //!   (`maps`), Maglev rings (`maglev`), counters (`stats`), the real-side
 //!   decapsulation program (`decap`), bpffs pinning (`pin`);
 //! - [`error`]: the one error type, whose variants are the REST error codes;
-//! - [`api`]: katran-server's REST API over the Balancer.
+//! - [`api`]: katran-server's REST API over the Balancer;
+//! - [`server`]: the HTTP server around it (flags, listener, TLS, security
+//!   layers, request logging) and the standalone program;
+//! - [`metrics`]: Prometheus metrics (API requests, the datapath's counters).
 
 pub mod api;
 pub mod dataplane;
 pub mod error;
+pub mod metrics;
+pub mod server;
 
 pub use error::{Error, Result};

@@ -1,5 +1,7 @@
 //! weir-agent: the node agent's command line.
 //!
+//! - `weir-agent [FLAGS]`: the standalone API server, a drop-in katran-server
+//!   (its flags as `-port 8080` or `--port 8080`); stops on SIGTERM/SIGINT;
 //! - `weir-agent decap --iface IF [--remove]`: attach (or detach) the
 //!   real-side decapsulation program; it stays attached after the command exits.
 
@@ -7,12 +9,22 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use weir_agent::dataplane::{decap, pin, AttachMode};
+use weir_agent::server::{self, flags, ServeFlags};
 
 #[derive(Parser)]
-#[command(name = "weir-agent", version, about = "weir's node agent: owns the XDP datapath of a node")]
+#[command(
+    name = "weir-agent",
+    version,
+    about = "weir's node agent: owns the XDP datapath of a node",
+    long_about = "weir's node agent: owns the XDP datapath of a node.\n\nWithout a subcommand it serves \
+                  katran-server's REST API. Every long flag is also accepted with one dash (-port 8080, -cors=false).",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(flatten)]
+    serve: ServeFlags,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -51,7 +63,13 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match Cli::parse().command {
+    let cli = Cli::parse_from(flags::normalize_args(std::env::args_os()));
+    let Some(command) = cli.command else {
+        let runtime = tokio::runtime::Runtime::new()?;
+        runtime.block_on(server::serve(cli.serve, server::signal::shutdown()))?;
+        return Ok(());
+    };
+    match command {
         Command::Decap { iface, remove: true, pin_root, .. } => {
             decap::detach(&iface, &pin_root)?;
             println!("detached the decap program from {iface}");

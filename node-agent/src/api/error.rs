@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use super::reply::{ErrorDetail, Failure};
 use crate::Error;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,10 @@ impl ApiError {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+    }
+
+    pub fn already_exists(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "ALREADY_EXISTS", message)
     }
 
     pub fn not_initialized() -> Self {
@@ -83,10 +88,7 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "success": false,
-            "error": { "code": self.code, "message": self.message },
-        });
+        let body = Failure { success: false, error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
         (self.status, Json(body)).into_response()
     }
 }

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::PathBuf;
 
 use aya::maps::PerCpuValues;
@@ -592,6 +593,58 @@ impl Balancer {
             Some(path) => self.state.save(&self.config, path),
             None => Ok(()),
         }
+    }
+
+    // ---- For the REST API (reload, fds) ----
+
+    /// Replaces the running program with a freshly loaded and verified copy
+    /// (katran's `/lb/reload`): a new Balancer with the same configuration
+    /// adopts the pinned datapath — maps, connection table, counters and
+    /// state stay, and the new program replaces this one atomically on the
+    /// same XDP link — then this one is let go without cleanup. On error
+    /// nothing has changed. A testing-mode Balancer has no pinned datapath to
+    /// adopt, so it cannot be reloaded.
+    pub fn reload(&mut self) -> Result<()> {
+        if self.config.testing || self.pin_dir.is_none() {
+            return Err(Error::FeatureDisabled {
+                feature: "reloading a testing-mode balancer (nothing is pinned for a new program to adopt; \
+                          close and create it instead)"
+                    .to_owned(),
+            });
+        }
+        let next = Balancer::new(self.config.clone())?;
+        let mut previous = std::mem::replace(self, next);
+        // The new Balancer owns the pinned datapath now: dropping the previous
+        // one must not detach or unpin it.
+        previous.config.cleanup_on_shutdown = false;
+        Ok(())
+    }
+
+    /// The file descriptor (in this process) of the balancer program, valid
+    /// while this Balancer lives (katran's `getKatranProgFd`).
+    pub fn prog_fd(&self) -> Result<RawFd> {
+        let fd = program(&self.ebpf)?.fd().map_err(|e| Error::bpf("get the balancer program's fd", e))?;
+        Ok(fd.as_fd().as_raw_fd())
+    }
+
+    /// The file descriptor (in this process) of the balancer's map `name`
+    /// (one of weir's `abi::map` names), valid while this Balancer lives
+    /// (katran's `getBpfMapFdByName`).
+    pub fn map_fd(&self, name: &str) -> Result<RawFd> {
+        use aya::maps::IterableMap;
+        let data = match name {
+            abi::map::VIPS => IterableMap::map(&self.maps.vips),
+            abi::map::VIP_FILTER => IterableMap::map(&self.maps.vip_filter),
+            abi::map::REALS => IterableMap::map(&self.maps.reals),
+            abi::map::CONNS => IterableMap::map(&self.maps.conns),
+            abi::map::CTL => IterableMap::map(&self.maps.ctl),
+            abi::map::VIP_STATS => IterableMap::map(&self.maps.vip_stats),
+            abi::map::REAL_STATS => IterableMap::map(&self.maps.real_stats),
+            abi::map::STATS => IterableMap::map(&self.maps.stats),
+            abi::map::CH_RINGS => return Ok(self.maps.rings.fd().as_raw_fd()),
+            _ => return Err(Error::NotFound { what: format!("map {name}") }),
+        };
+        Ok(data.fd().as_fd().as_raw_fd())
     }
 }
 

@@ -119,6 +119,11 @@ impl Rings {
         Ok(Self { _map: data, mmap, ring_size: ring_size as usize })
     }
 
+    /// The ring map's file descriptor (for the REST API's map-fd endpoint).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self._map.fd().as_fd()
+    }
+
     /// The slots of `vip_num`'s ring: every other u32 of the mapping.
     fn slots(&self, vip_num: u32) -> impl Iterator<Item = &AtomicU32> {
         let words = self.mmap.len() / std::mem::size_of::<u32>();

@@ -1,0 +1,99 @@
+//! The balancer's lifecycle after `/lb/create` (in `create`): status, close,
+//! reload, and Katran's two-phase load/attach, answered truthfully for weir,
+//! whose create loads and (unless testing) attaches in one step:
+//!
+//! - `GET /lb/status`: `{initialized, ready}`, 200 even before create;
+//! - `POST /lb/close`: drops the balancer — with `cleanup_on_shutdown` it
+//!   detaches and unpins everything, otherwise the datapath keeps forwarding
+//!   for the next create to adopt;
+//! - `POST /lb/load-bpf-progs`: the program is loaded by create, so 200 once
+//!   a balancer exists (nothing left to do), 503 before;
+//! - `POST /lb/attach-bpf-progs`: 200 when attached (create attached it);
+//!   for a testing balancer 400 — it is never attached, by its configuration;
+//! - `POST /lb/reload`: loads and verifies a fresh copy of weir's program,
+//!   which adopts the pinned datapath (maps, connections, counters stay) and
+//!   replaces the running program atomically on the same XDP link. `path`
+//!   (another object file) and `config` (another configuration) are 501: weir
+//!   runs its own built-in program, and a new configuration is close + create.
+//!   A testing balancer has nothing pinned to adopt: 501.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+
+use super::error::ApiError;
+use super::extract::OptionalBody;
+use super::health::is_ready;
+use super::reply::{Acknowledged, Data, Done, Success};
+use super::types::{LbStatus, Reload};
+use super::ApiState;
+
+endpoints!(lb_status, lb_close, lb_load_bpf_progs, lb_attach_bpf_progs, lb_reload);
+
+/// Whether a balancer exists, and whether it is attached (or testing).
+#[utoipa::path(get, path = "/api/v1/lb/status", tag = "lb",
+    responses((status = 200, description = "The balancer's state", body = Success<LbStatus>)))]
+async fn lb_status(State(state): State<ApiState>) -> Data<LbStatus> {
+    let guard = state.read_lock();
+    Data(LbStatus { initialized: guard.is_some(), ready: guard.as_ref().is_some_and(is_ready) })
+}
+
+/// Closes the balancer (detaching and unpinning it with `cleanup_on_shutdown`).
+#[utoipa::path(post, path = "/api/v1/lb/close", tag = "lb",
+    responses((status = 200, description = "Closed", body = Acknowledged)))]
+async fn lb_close(State(state): State<ApiState>) -> Result<Done, ApiError> {
+    let mut guard = state.write_lock();
+    let lb = guard.take().ok_or_else(ApiError::not_initialized)?;
+    // Dropped under the lock: a create must not adopt pins this drop removes.
+    drop(lb);
+    Ok(Done)
+}
+
+/// The program is loaded by `/lb/create`: nothing left to do.
+#[utoipa::path(post, path = "/api/v1/lb/load-bpf-progs", tag = "lb",
+    responses((status = 200, description = "Loaded (by /lb/create)", body = Acknowledged)))]
+async fn lb_load_bpf_progs(State(state): State<ApiState>) -> Result<Done, ApiError> {
+    state.read(|_| Ok(()))?;
+    Ok(Done)
+}
+
+/// The program is attached by `/lb/create` unless testing.
+#[utoipa::path(post, path = "/api/v1/lb/attach-bpf-progs", tag = "lb",
+    responses((status = 200, description = "Attached (by /lb/create)", body = Acknowledged)))]
+async fn lb_attach_bpf_progs(State(state): State<ApiState>) -> Result<Done, ApiError> {
+    let guard = state.read_lock();
+    let lb = guard.as_ref().ok_or_else(ApiError::not_initialized)?;
+    if lb.is_attached() {
+        return Ok(Done);
+    }
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "INVALID_REQUEST",
+        "the balancer was created with testing: true, which loads the program for BPF_PROG_TEST_RUN and never \
+         attaches it; create it with testing: false to attach",
+    ))
+}
+
+/// Reloads weir's program, keeping the datapath's maps and state.
+#[utoipa::path(post, path = "/api/v1/lb/reload", tag = "lb", request_body = Reload,
+    responses((status = 200, description = "Reloaded", body = Acknowledged)))]
+async fn lb_reload(
+    State(state): State<ApiState>,
+    OptionalBody(request): OptionalBody<Reload>,
+) -> Result<Done, ApiError> {
+    if let Some(path) = request.path.as_deref().filter(|p| !p.is_empty()) {
+        return Err(ApiError::feature_disabled(format!(
+            "path: weir's balancer program is built into weir-agent; it cannot load {path} (omit path to reload \
+             weir's own program)"
+        )));
+    }
+    if request.config.as_ref().is_some_and(|c| !c.is_null()) {
+        return Err(ApiError::feature_disabled(
+            "config: reloading with another configuration is not supported; POST /lb/close, then /lb/create",
+        ));
+    }
+    // Loading runs the verifier: off the async workers.
+    tokio::task::spawn_blocking(move || state.write(|lb| lb.reload()))
+        .await
+        .map_err(|e| ApiError::internal(format!("reload: {e}")))??;
+    Ok(Done)
+}

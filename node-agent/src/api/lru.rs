@@ -1,0 +1,35 @@
+//! The connection table ("LRU" in Katran): delete one flow's entry, or
+//! purge a VIP's. weir has one connection table, `weir_conns` (Katran has
+//! per-CPU tables plus a fallback, hence a list of maps in the answer).
+
+use axum::extract::State;
+use weir_ebpf::abi;
+
+use super::error::ApiError;
+use super::extract::Body;
+use super::reply::{Data, Success};
+use super::types::{DeletedCount, LruEntry, LruMaps, VipKey};
+use super::ApiState;
+
+endpoints!(delete_lru, purge_vip_lru);
+
+/// Deletes the entry of the flow from `src_ip:src_port` to `dst_vip`; the
+/// maps it was in (`["weir_conns"]`, or `[]` when there was none).
+#[utoipa::path(delete, path = "/api/v1/lru", tag = "lru", request_body = LruEntry,
+    responses((status = 200, description = "The maps the entry was deleted from", body = Success<LruMaps>)))]
+async fn delete_lru(State(state): State<ApiState>, Body(req): Body<LruEntry>) -> Result<Data<LruMaps>, ApiError> {
+    let id = state.vip_id("dst_vip.", &req.dst_vip)?;
+    let src = state.ip("src_ip", &req.src_ip)?;
+    let deleted = state.write(|lb| lb.delete_conn(&id, src, req.src_port))?;
+    let maps = if deleted { vec![abi::map::CONNS.to_owned()] } else { Vec::new() };
+    Ok(Data(LruMaps { maps }))
+}
+
+/// Deletes every connection-table entry of a VIP.
+#[utoipa::path(delete, path = "/api/v1/lru/vip", tag = "lru", request_body = VipKey,
+    responses((status = 200, description = "How many entries were deleted", body = Success<DeletedCount>)))]
+async fn purge_vip_lru(State(state): State<ApiState>, Body(key): Body<VipKey>) -> Result<Data<DeletedCount>, ApiError> {
+    let id = state.vip_id("", &key)?;
+    let deleted_count = state.write(|lb| lb.purge_vip_conns(&id))?;
+    Ok(Data(DeletedCount { deleted_count }))
+}

@@ -1,0 +1,94 @@
+//! Reals: a VIP's reals (get, add, delete, batch), a real's index and flags.
+//! Reals are shared across VIPs by address (one index each); weight 0
+//! drains a real (its connections stay, new flows avoid it).
+
+use axum::extract::State;
+
+use super::error::ApiError;
+use super::extract::{Body, Params};
+use super::reply::{Acknowledged, Created, Data, Done, Success};
+use super::types::{ModifyRealFlags, Real, RealAddress, RealIndex, RealsBatch, VipKey, VipReal, VipRealDelete};
+use super::ApiState;
+use crate::dataplane::{RealAction, RealSpec};
+
+endpoints!(get_reals, add_real, del_real, batch_reals, real_index, modify_real_flags);
+
+/// A VIP's reals.
+#[utoipa::path(get, path = "/api/v1/vips/reals", tag = "reals", params(VipKey),
+    request_body(content = Option<VipKey>, description = "The parameters as a JSON body, instead of the query string"),
+    responses((status = 200, description = "The VIP's reals", body = Success<Vec<Real>>)))]
+async fn get_reals(State(state): State<ApiState>, Params(key): Params<VipKey>) -> Result<Data<Vec<Real>>, ApiError> {
+    let id = state.vip_id("", &key)?;
+    let reals = state.read(|lb| lb.reals(&id))?;
+    Ok(Data(
+        reals.into_iter().map(|r| Real { address: r.addr.to_string(), weight: r.weight, flags: r.flags }).collect(),
+    ))
+}
+
+/// Adds a real to a VIP, or updates its weight and flags.
+#[utoipa::path(post, path = "/api/v1/vips/reals", tag = "reals", request_body = VipReal,
+    responses((status = 201, description = "Added", body = Acknowledged)))]
+async fn add_real(State(state): State<ApiState>, Body(req): Body<VipReal>) -> Result<Created, ApiError> {
+    let id = state.vip_id("vip.", &req.vip)?;
+    let addr = state.ip("real.address", &req.real.address)?;
+    state.write(|lb| lb.add_real(&id, RealSpec { addr, weight: req.real.weight, flags: req.real.flags }))?;
+    Ok(Created)
+}
+
+/// Removes a real from a VIP (404 if the VIP does not have it).
+#[utoipa::path(delete, path = "/api/v1/vips/reals", tag = "reals", request_body = VipRealDelete,
+    responses((status = 200, description = "Removed", body = Acknowledged)))]
+async fn del_real(State(state): State<ApiState>, Body(req): Body<VipRealDelete>) -> Result<Done, ApiError> {
+    let id = state.vip_id("vip.", &req.vip)?;
+    let addr = state.ip("real.address", &req.real.address)?;
+    state.write(|lb| lb.del_real(&id, addr))?;
+    Ok(Done)
+}
+
+/// Adds (action 0) or deletes (action 1) many reals with one ring
+/// computation, all or nothing. Deleting a real the VIP lacks is not an error.
+#[utoipa::path(put, path = "/api/v1/vips/reals/batch", tag = "reals", request_body = RealsBatch,
+    responses((status = 200, description = "Applied", body = Acknowledged)))]
+async fn batch_reals(State(state): State<ApiState>, Body(req): Body<RealsBatch>) -> Result<Done, ApiError> {
+    let action = match req.action {
+        0 => RealAction::Add,
+        1 => RealAction::Delete,
+        other => return Err(ApiError::invalid(format!("action: {other} is not 0 (add) or 1 (delete)"))),
+    };
+    let id = state.vip_id("vip.", &req.vip)?;
+    let mut reals = Vec::with_capacity(req.reals.len());
+    for (i, real) in req.reals.iter().enumerate() {
+        let addr = state.ip(&format!("reals[{i}].address"), &real.address)?;
+        let weight = match (action, real.weight) {
+            (RealAction::Add, None) => {
+                return Err(ApiError::invalid(format!("reals[{i}].weight: required to add a real")));
+            }
+            (_, weight) => weight.unwrap_or(0),
+        };
+        reals.push(RealSpec { addr, weight, flags: real.flags });
+    }
+    state.write(|lb| lb.modify_reals(&id, action, &reals))?;
+    Ok(Done)
+}
+
+/// A real's datapath index; -1 when no VIP uses the address.
+#[utoipa::path(get, path = "/api/v1/reals/index", tag = "reals", params(RealAddress),
+    request_body(content = Option<RealAddress>, description = "The parameters as a JSON body, instead of the query string"),
+    responses((status = 200, description = "The real's index, or -1", body = Success<RealIndex>)))]
+async fn real_index(
+    State(state): State<ApiState>,
+    Params(req): Params<RealAddress>,
+) -> Result<Data<RealIndex>, ApiError> {
+    let addr = state.ip("address", &req.address)?;
+    let index = state.read(|lb| Ok(lb.real_index(addr)))?;
+    Ok(Data(RealIndex { index: index.map_or(-1, i64::from) }))
+}
+
+/// Sets (`set: true`) or clears real flag bits (LOCAL_REAL 2).
+#[utoipa::path(put, path = "/api/v1/reals/flags", tag = "reals", request_body = ModifyRealFlags,
+    responses((status = 200, description = "Changed", body = Acknowledged)))]
+async fn modify_real_flags(State(state): State<ApiState>, Body(req): Body<ModifyRealFlags>) -> Result<Done, ApiError> {
+    let addr = state.ip("address", &req.address)?;
+    state.write(|lb| lb.modify_real_flags(addr, req.flags, req.set))?;
+    Ok(Done)
+}

@@ -1,0 +1,138 @@
+//! How handlers reach the balancer, and katran's userspace counters.
+//!
+//! Every Balancer call of a handler goes through [`ApiState::read`] or
+//! [`ApiState::write`]: they take the lock only for the call (no await can
+//! happen inside the closure), answer 503 LB_NOT_INITIALIZED before
+//! `/lb/create`, and count failures for `/stats/userspace`.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLockReadGuard, RwLockWriteGuard};
+
+use super::error::ApiError;
+use super::types::VipKey;
+use super::ApiState;
+use crate::dataplane::{Balancer, VipId};
+use crate::Error;
+
+/// Fields whose Balancer errors are address validation failures.
+const ADDRESS_FIELDS: &[&str] = &["address", "real address", "src_ip", "src"];
+
+/// katran's `lb_stats` (`/stats/userspace`), counted by the API for real:
+/// Balancer calls that failed with BPF_FAILED, and addresses that failed
+/// validation (unparsable, or not a unicast address the Balancer accepts).
+/// They live as long as the process (not the balancer), like the metrics.
+#[derive(Debug, Default)]
+pub struct UserspaceCounters {
+    bpf_failed_calls: AtomicU64,
+    addr_validation_failed: AtomicU64,
+}
+
+/// A reading of [`UserspaceCounters`]; the `/stats/userspace` data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct UserspaceStats {
+    /// Balancer operations that failed in a BPF syscall (BPF_FAILED).
+    pub bpf_failed_calls: u64,
+    /// Addresses in requests that were not valid IP addresses, or not
+    /// addresses the Balancer accepts (e.g. multicast VIPs).
+    pub addr_validation_failed: u64,
+}
+
+impl UserspaceCounters {
+    pub fn snapshot(&self) -> UserspaceStats {
+        UserspaceStats {
+            bpf_failed_calls: self.bpf_failed_calls.load(Ordering::Relaxed),
+            addr_validation_failed: self.addr_validation_failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts a failed Balancer call by what failed.
+    fn count(&self, err: &Error) {
+        match err {
+            Error::Bpf { .. } => {
+                self.bpf_failed_calls.fetch_add(1, Ordering::Relaxed);
+            }
+            Error::InvalidRequest { field, .. } if ADDRESS_FIELDS.contains(field) => self.count_bad_address(),
+            _ => {}
+        }
+    }
+
+    fn count_bad_address(&self) {
+        self.addr_validation_failed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl ApiState {
+    /// Runs `f` on the balancer under the read lock.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Balancer) -> crate::Result<T>) -> Result<T, ApiError> {
+        let guard = self.read_lock();
+        let lb = guard.as_ref().ok_or_else(ApiError::not_initialized)?;
+        f(lb).map_err(|e| self.failed(e))
+    }
+
+    /// Runs `f` on the balancer under the write lock.
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut Balancer) -> crate::Result<T>) -> Result<T, ApiError> {
+        let mut guard = self.write_lock();
+        let lb = guard.as_mut().ok_or_else(ApiError::not_initialized)?;
+        f(lb).map_err(|e| self.failed(e))
+    }
+
+    /// The read guard. A handler that panicked while holding the lock (the
+    /// server turns that into a 500) poisons it; the Balancer checks requests
+    /// before changing anything, so carrying on beats refusing every request
+    /// until a restart.
+    pub(crate) fn read_lock(&self) -> RwLockReadGuard<'_, Option<Balancer>> {
+        self.balancer.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The write guard (see [`Self::read_lock`] about poisoning).
+    pub(crate) fn write_lock(&self) -> RwLockWriteGuard<'_, Option<Balancer>> {
+        self.balancer.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A Balancer error as the API answers it, counted.
+    pub(crate) fn failed(&self, err: Error) -> ApiError {
+        self.counters.count(&err);
+        err.into()
+    }
+
+    /// Parses the IP address in request field `field`.
+    pub(crate) fn ip(&self, field: &str, text: &str) -> Result<IpAddr, ApiError> {
+        text.parse().map_err(|_| {
+            self.counters.count_bad_address();
+            ApiError::invalid(format!("{field}: {text:?} is not an IP address"))
+        })
+    }
+
+    /// The VIP a request names; `prefix` is where the key sits in the
+    /// request (`""` at the top, `"vip."` nested), for error messages.
+    pub(crate) fn vip_id(&self, prefix: &str, key: &VipKey) -> Result<VipId, ApiError> {
+        self.vip_of(prefix, &key.address, key.port, key.proto)
+    }
+
+    /// [`Self::vip_id`] for requests that carry the key's fields inline.
+    pub(crate) fn vip_of(&self, prefix: &str, address: &str, port: u16, proto: u8) -> Result<VipId, ApiError> {
+        Ok(VipId { addr: self.ip(&format!("{prefix}address"), address)?, port, proto })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_counted_by_kind() {
+        let counters = UserspaceCounters::default();
+        counters.count(&Error::bpf("write map weir_vips", std::io::Error::other("EPERM")));
+        counters.count(&Error::invalid("address", "224.0.0.1 is not a unicast address"));
+        counters.count(&Error::invalid("real address", "ff02::1 is not a unicast address"));
+        counters.count(&Error::invalid("flags", "0x400"));
+        counters.count(&Error::NotFound { what: "VIP".into() });
+        assert_eq!(counters.snapshot(), UserspaceStats { bpf_failed_calls: 1, addr_validation_failed: 2 });
+
+        let state = ApiState::default();
+        assert!(state.ip("src_ip", "10.0.0.1").is_ok());
+        assert_eq!(state.ip("src_ip", "10.0.0").unwrap_err().message, "src_ip: \"10.0.0\" is not an IP address");
+        assert_eq!(state.counters.snapshot().addr_validation_failed, 1);
+    }
+}

@@ -1,0 +1,361 @@
+//! The wire types of katran-server's API: request bodies (and query
+//! parameters) and response `data`, field for field as the document names
+//! them. Addresses travel as strings and are parsed by the handlers, so a bad
+//! one answers 400 naming its field and counts in `addr_validation_failed`.
+//! Unknown fields are ignored; a missing required field is a 400.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+// ---- VIPs and reals ----
+
+/// A VIP: address, port (0 = every port) and IP protocol (6 TCP, 17 UDP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VipKey {
+    #[schema(example = "10.0.0.1")]
+    pub address: String,
+    #[schema(example = 80, maximum = 65535)]
+    #[param(maximum = 65535)]
+    pub port: u16,
+    #[schema(example = 6, maximum = 255)]
+    #[param(maximum = 255)]
+    pub proto: u8,
+}
+
+/// `POST /vips`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct NewVip {
+    #[schema(example = "10.0.0.1")]
+    pub address: String,
+    pub port: u16,
+    pub proto: u8,
+    /// Katran VIP flags (NO_SPORT 1, NO_LRU 2, DPORT_HASH 8, LOCAL_VIP 32,
+    /// HASH_SRC_DST_PORT 128; the others answer 501). Default 0.
+    #[serde(default)]
+    pub flags: u32,
+}
+
+/// `GET /vips/flags` data.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VipFlags {
+    pub flags: u32,
+}
+
+/// `PUT /vips/flags`: sets (`set: true`) or clears the bits of `flag`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ModifyVipFlags {
+    pub address: String,
+    pub port: u16,
+    pub proto: u8,
+    pub flag: u32,
+    pub set: bool,
+}
+
+/// `PUT /vips/hash-function`: 0 Maglev, 1 Maglev V2.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct HashFunctionChange {
+    pub address: String,
+    pub port: u16,
+    pub proto: u8,
+    pub hash_function: u32,
+}
+
+/// A real of a VIP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Real {
+    #[schema(example = "192.168.1.1")]
+    pub address: String,
+    /// Relative weight; 0 drains the real (its connections stay).
+    pub weight: u32,
+    /// Real flags: LOCAL_REAL 2 (IPV6 1 follows the address). Default 0.
+    #[serde(default)]
+    pub flags: u8,
+}
+
+/// A real named by its address; other fields (weight, flags) are ignored.
+#[derive(Debug, Clone, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RealAddress {
+    #[schema(example = "192.168.1.1")]
+    pub address: String,
+}
+
+/// `POST /vips/reals`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct VipReal {
+    pub vip: VipKey,
+    pub real: Real,
+}
+
+/// `DELETE /vips/reals`: the real's weight and flags are ignored.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct VipRealDelete {
+    pub vip: VipKey,
+    pub real: RealAddress,
+}
+
+/// A real of a batch: `weight` is required to add, ignored to delete.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct BatchReal {
+    pub address: String,
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub flags: u8,
+}
+
+/// `PUT /vips/reals/batch`: action 0 adds (or updates), 1 deletes.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct RealsBatch {
+    pub vip: VipKey,
+    pub action: u32,
+    pub reals: Vec<BatchReal>,
+}
+
+/// `GET /reals/index` data: -1 when no VIP uses the address.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RealIndex {
+    pub index: i64,
+}
+
+/// `PUT /reals/flags`: sets (`set: true`) or clears the bits of `flags`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ModifyRealFlags {
+    pub address: String,
+    pub flags: u8,
+    pub set: bool,
+}
+
+// ---- Stats ----
+
+/// A counter pair summed over CPUs; what v1 and v2 count depends on the
+/// endpoint (for VIPs and reals: packets and L3 bytes).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct Counter {
+    pub v1: u64,
+    pub v2: u64,
+}
+
+/// `GET /stats/real` parameters.
+#[derive(Debug, Clone, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RealStatsQuery {
+    /// The real's index (`GET /reals/index`).
+    pub index: u32,
+}
+
+/// A BPF map by name: weir's (`weir_vips`, ...) or Katran's (`vip_map`, ...).
+#[derive(Debug, Clone, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MapName {
+    #[schema(example = "vip_map")]
+    pub map_name: String,
+}
+
+/// `GET /stats/bpf-map` data.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MapUsage {
+    pub max_entries: u32,
+    pub current_entries: u32,
+}
+
+/// `GET /stats/per-core-packets` data: packets per CPU (all possible CPUs,
+/// or the configured `forwarding_cores` in their order).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PerCorePackets {
+    pub counts: Vec<u64>,
+}
+
+/// `GET /stats/flood-status` data.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FloodStatus {
+    pub under_flood: bool,
+}
+
+// ---- LRU ----
+
+/// `DELETE /lru`: one flow's connection-table entry.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct LruEntry {
+    pub dst_vip: VipKey,
+    #[schema(example = "192.168.1.100")]
+    pub src_ip: String,
+    pub src_port: u16,
+}
+
+/// `DELETE /lru` data: the maps the entry was deleted from (weir has one
+/// connection table, `weir_conns`; empty when there was no entry).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LruMaps {
+    pub maps: Vec<String>,
+}
+
+/// `DELETE /lru/vip` data.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeletedCount {
+    pub deleted_count: u64,
+}
+
+// ---- Utils ----
+
+/// A MAC address, `aa:bb:cc:dd:ee:ff`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Mac {
+    #[schema(example = "aa:bb:cc:dd:ee:ff")]
+    pub mac: String,
+}
+
+/// `GET /utils/real-for-flow` parameters.
+#[derive(Debug, Clone, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FlowQuery {
+    #[schema(example = "192.168.1.100")]
+    pub src: String,
+    #[schema(example = "10.0.0.1")]
+    pub dst: String,
+    #[schema(maximum = 65535)]
+    #[param(maximum = 65535)]
+    pub src_port: u16,
+    #[schema(maximum = 65535)]
+    #[param(maximum = 65535)]
+    pub dst_port: u16,
+    #[schema(maximum = 255)]
+    #[param(maximum = 255)]
+    pub proto: u8,
+}
+
+/// An address in response data.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Address {
+    #[schema(example = "192.168.1.1")]
+    pub address: String,
+}
+
+/// `POST /utils/simulate-packet`: an Ethernet frame, standard base64.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct SimulatePacket {
+    pub packet: String,
+}
+
+/// `POST /utils/simulate-packet` data: the frame the program sent
+/// (standard base64) when the verdict is XDP_TX, otherwise `null`; and the
+/// verdict (a weir addition: `XDP_TX`, `XDP_PASS`, `XDP_DROP`, ...).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SimulatedPacket {
+    pub packet: Option<String>,
+    #[schema(example = "XDP_TX")]
+    pub verdict: String,
+}
+
+/// A file descriptor of this process.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Fd {
+    pub fd: i32,
+}
+
+// ---- Lifecycle, health, features ----
+
+/// `GET /lb/status` data.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LbStatus {
+    /// A balancer exists (`/lb/create` succeeded).
+    pub initialized: bool,
+    /// It is attached to its interface (or exists in testing mode).
+    pub ready: bool,
+}
+
+/// `POST /lb/reload`: weir reloads its own program with the same
+/// configuration; `path` and `config` must be empty.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct Reload {
+    pub path: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<serde_json::Value>,
+}
+
+/// `/health` and `/health/ready` data.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HealthStatus {
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
+/// `GET /features/check` parameters: a Katran feature bit.
+#[derive(Debug, Clone, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FeatureQuery {
+    /// SrcRouting 1, InlineDecap 2, Introspection 4, GUEEncap 8, DirectHC 16,
+    /// LocalDeliveryOpt 32, FlowDebug 64.
+    pub feature: u32,
+}
+
+/// `GET /features/check` data.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FeatureAvailable {
+    pub available: bool,
+}
+
+/// `POST /features/install` and `/features/remove`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct FeatureChange {
+    pub feature: u32,
+    pub prog_path: Option<String>,
+}
+
+/// `POST /lb/create`: katran's `KatranConfig`. Every field is optional; a
+/// missing field (or `null`) means Katran's default, an explicit value means
+/// that value (so `root_map_pos: 0` is 0, unlike the reference server). How
+/// each maps onto weir — used, checked and accepted, or refused — is the
+/// table in the `create` module's documentation.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct CreateLb {
+    #[schema(example = "eth0")]
+    pub main_interface: Option<String>,
+    pub balancer_prog_path: Option<String>,
+    pub healthchecking_prog_path: Option<String>,
+    pub v4_tun_interface: Option<String>,
+    pub v6_tun_interface: Option<String>,
+    pub hc_interface: Option<String>,
+    #[schema(example = "aa:bb:cc:dd:ee:ff")]
+    pub default_mac: Option<String>,
+    pub local_mac: Option<String>,
+    pub root_map_path: Option<String>,
+    pub root_map_pos: Option<u32>,
+    pub use_root_map: Option<bool>,
+    #[schema(example = 512)]
+    pub max_vips: Option<u32>,
+    #[schema(example = 4096)]
+    pub max_reals: Option<u32>,
+    #[schema(example = 65537)]
+    pub ch_ring_size: Option<u32>,
+    #[schema(example = 8000000)]
+    pub lru_size: Option<u32>,
+    pub max_lpm_src_size: Option<u32>,
+    pub max_decap_dst: Option<u32>,
+    pub global_lru_size: Option<u32>,
+    pub enable_hc: Option<bool>,
+    pub tunnel_based_hc_encap: Option<bool>,
+    pub testing: Option<bool>,
+    pub memlock_unlimited: Option<bool>,
+    pub flow_debug: Option<bool>,
+    pub enable_cid_v3: Option<bool>,
+    pub cleanup_on_shutdown: Option<bool>,
+    pub forwarding_cores: Option<Vec<u32>>,
+    pub numa_nodes: Option<Vec<u32>>,
+    pub xdp_attach_flags: Option<u32>,
+    pub priority: Option<u32>,
+    pub main_interface_index: Option<u32>,
+    pub hc_interface_index: Option<u32>,
+    pub katran_src_v4: Option<String>,
+    pub katran_src_v6: Option<String>,
+    pub hash_func: Option<u32>,
+    /// weir: the L3 MTU of the egress link (default 1500); packets larger
+    /// once encapsulated are dropped and counted.
+    pub mtu: Option<u32>,
+}
+
+impl From<crate::dataplane::VipId> for VipKey {
+    fn from(id: crate::dataplane::VipId) -> Self {
+        Self { address: id.addr.to_string(), port: id.port, proto: id.proto }
+    }
+}

@@ -1,0 +1,74 @@
+//! VIPs: list, add, delete, flags, hash function (`/api/v1/vips...`).
+//! A duplicate VIP is 409 ALREADY_EXISTS, an unknown one 404, a full table
+//! 507, a VIP flag the datapath lacks 501 (the Balancer's errors).
+
+use axum::extract::State;
+
+use super::error::ApiError;
+use super::extract::{Body, Params};
+use super::reply::{Acknowledged, Created, Data, Done, Success};
+use super::types::{HashFunctionChange, ModifyVipFlags, NewVip, VipFlags, VipKey};
+use super::ApiState;
+use crate::dataplane::{HashFunction, VipSpec};
+
+endpoints!(list_vips, add_vip, del_vip, get_vip_flags, modify_vip_flags, change_hash_function);
+
+/// Every VIP.
+#[utoipa::path(get, path = "/api/v1/vips", tag = "vips",
+    responses((status = 200, description = "The VIPs", body = Success<Vec<VipKey>>)))]
+async fn list_vips(State(state): State<ApiState>) -> Result<Data<Vec<VipKey>>, ApiError> {
+    let vips = state.read(|lb| Ok(lb.vips()))?;
+    Ok(Data(vips.into_iter().map(|vip| VipKey::from(vip.id)).collect()))
+}
+
+/// Adds a VIP (with no reals: it drops nothing and forwards nothing until it has some).
+#[utoipa::path(post, path = "/api/v1/vips", tag = "vips", request_body = NewVip,
+    responses((status = 201, description = "Added", body = Acknowledged)))]
+async fn add_vip(State(state): State<ApiState>, Body(vip): Body<NewVip>) -> Result<Created, ApiError> {
+    let id = state.vip_of("", &vip.address, vip.port, vip.proto)?;
+    state.write(|lb| lb.add_vip(VipSpec { id, flags: vip.flags }))?;
+    Ok(Created)
+}
+
+/// Deletes a VIP (its reals are released when no other VIP uses them).
+#[utoipa::path(delete, path = "/api/v1/vips", tag = "vips", request_body = VipKey,
+    responses((status = 200, description = "Deleted", body = Acknowledged)))]
+async fn del_vip(State(state): State<ApiState>, Body(key): Body<VipKey>) -> Result<Done, ApiError> {
+    let id = state.vip_id("", &key)?;
+    state.write(|lb| lb.del_vip(&id))?;
+    Ok(Done)
+}
+
+/// A VIP's flags.
+#[utoipa::path(get, path = "/api/v1/vips/flags", tag = "vips", params(VipKey),
+    request_body(content = Option<VipKey>, description = "The parameters as a JSON body, instead of the query string"),
+    responses((status = 200, description = "The VIP's flags", body = Success<VipFlags>)))]
+async fn get_vip_flags(State(state): State<ApiState>, Params(key): Params<VipKey>) -> Result<Data<VipFlags>, ApiError> {
+    let id = state.vip_id("", &key)?;
+    let info = state.read(|lb| lb.vip_info(&id))?;
+    Ok(Data(VipFlags { flags: info.flags }))
+}
+
+/// Sets (`set: true`) or clears the VIP flag bits in `flag`.
+#[utoipa::path(put, path = "/api/v1/vips/flags", tag = "vips", request_body = ModifyVipFlags,
+    responses((status = 200, description = "Changed", body = Acknowledged)))]
+async fn modify_vip_flags(State(state): State<ApiState>, Body(req): Body<ModifyVipFlags>) -> Result<Done, ApiError> {
+    let id = state.vip_of("", &req.address, req.port, req.proto)?;
+    state.write(|lb| lb.modify_vip_flags(&id, req.flag, req.set))?;
+    Ok(Done)
+}
+
+/// Changes a VIP's hash function (0 Maglev, 1 Maglev V2) and recomputes its ring.
+#[utoipa::path(put, path = "/api/v1/vips/hash-function", tag = "vips", request_body = HashFunctionChange,
+    responses((status = 200, description = "Changed", body = Acknowledged)))]
+async fn change_hash_function(
+    State(state): State<ApiState>,
+    Body(req): Body<HashFunctionChange>,
+) -> Result<Done, ApiError> {
+    let id = state.vip_of("", &req.address, req.port, req.proto)?;
+    let hash = HashFunction::from_katran(req.hash_function).ok_or_else(|| {
+        ApiError::invalid(format!("hash_function: {} is not 0 (Maglev) or 1 (Maglev V2)", req.hash_function))
+    })?;
+    state.write(|lb| lb.change_hash_function(&id, hash))?;
+    Ok(Done)
+}

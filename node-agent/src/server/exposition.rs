@@ -1,0 +1,46 @@
+//! The metrics listener: `GET /metrics` answers the OpenMetrics text of
+//! [`Metrics`]; nothing else is served there.
+//!
+//! It is a separate listener (`--metrics-addr`) without the API's allowlist or
+//! token, so a Prometheus server can scrape it without being able to change
+//! the datapath; its bind address is the operator's access control. It runs
+//! on the same accept loop as the API ([`run`]), with the same timeouts.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use super::{run, Timeouts};
+use crate::metrics::{self, Metrics};
+
+/// The metrics listener's routes.
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new().route("/metrics", get(move || scrape(metrics.clone())))
+}
+
+async fn scrape(metrics: Arc<Metrics>) -> Response {
+    // Reading the datapath is a series of BPF syscalls under the balancer lock: off the async threads.
+    match tokio::task::spawn_blocking(move || metrics.encode()).await {
+        Ok(text) => ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(err) => {
+            tracing::error!(%err, "metrics: encoding failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "encoding the metrics failed\n").into_response()
+        }
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    timeouts: Timeouts,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    run(listener, None, timeouts, router(metrics), shutdown).await
+}

@@ -1,0 +1,164 @@
+//! The HTTP server around the API: what makes `weir-agent` a drop-in
+//! katran-server, and a safe admin surface.
+//!
+//! - `flags`: katran-server's flags and weir's, as `-flag` and `--flag`;
+//!   `duration`: their Go durations;
+//! - [`app`]: the layer stack over [`api::router`](crate::api::router) (below);
+//! - `security`: source allowlist, bearer token, read-only mode;
+//!   `limits`: body size, read and write deadlines; `observe`: access log,
+//!   API metrics, panic answer;
+//! - `listener`: [`run`], the accept loop (plain or TLS), HTTP/1.1 and HTTP/2,
+//!   graceful shutdown; `conn`: per-connection timeouts; `tls`: rustls, mTLS;
+//! - `exposition`: the metrics listener's `GET /metrics`;
+//! - `standalone`: [`serve`], the standalone program from its flags;
+//!   `signal`: SIGTERM and SIGINT.
+//!
+//! The layers run after routing (`Router::layer`), so the metrics see the
+//! matched route, and unknown paths and methods still get the router's
+//! envelope. Outermost first:
+//!
+//! 1. access log (unless `-no-logging`);
+//! 2. API metrics (when a metrics listener exists);
+//! 3. panic → 500 INTERNAL_ERROR (unless `-no-recovery`);
+//! 4. source allowlist → 403 FORBIDDEN;
+//! 5. CORS (with `-cors`): preflights are answered here, before the token
+//!    (browsers send none with them), and every answer carries the headers;
+//! 6. bearer token (with `--token-file`) → 401 UNAUTHORIZED;
+//! 7. read-only (with `--read-only`) → 403 READ_ONLY;
+//! 8. write deadline → 500 INTERNAL_ERROR; 9. body: size → 413, read deadline → 408.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::Method;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::Router;
+use ipnet::IpNet;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::metrics::ApiMetrics;
+
+mod conn;
+pub mod duration;
+pub mod exposition;
+pub mod flags;
+mod limits;
+mod listener;
+mod observe;
+pub mod security;
+pub mod signal;
+mod standalone;
+pub mod tls;
+
+pub use conn::Timeouts;
+pub use flags::{CorsOrigins, ServeFlags};
+pub use listener::run;
+pub use security::{Allowlist, Token};
+pub use standalone::{serve, StartError};
+
+/// `Access-Control-Max-Age` of preflight answers: one day, a number of seconds
+/// as the header requires (katran-server sends a garbage character there).
+/// Browsers cap it lower (Chromium: 2 hours), which is fine.
+pub const CORS_MAX_AGE: Duration = Duration::from_secs(86_400);
+
+/// How the API is wrapped; [`Default`] is weir's defaults.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// Source networks allowed (the TCP peer's address).
+    pub allow: Vec<IpNet>,
+    pub token: Option<Token>,
+    pub body_limit: usize,
+    pub read_only: bool,
+    /// CORS origins, when CORS is on.
+    pub cors: Option<CorsOrigins>,
+    pub request_logging: bool,
+    pub panic_recovery: bool,
+    /// The read and write timeouts bound each request here; the listener applies all three per connection.
+    pub timeouts: Timeouts,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            allow: vec!["127.0.0.0/8".parse().expect("CIDR"), "::1/128".parse().expect("CIDR")],
+            token: None,
+            body_limit: 64 * 1024,
+            read_only: false,
+            cors: None,
+            request_logging: true,
+            panic_recovery: true,
+            timeouts: Timeouts {
+                read: Some(Duration::from_secs(30)),
+                write: Some(Duration::from_secs(30)),
+                idle: Some(Duration::from_secs(120)),
+            },
+        }
+    }
+}
+
+impl AppOptions {
+    /// The options the flags ask for; the token is read by the caller.
+    pub fn from_flags(flags: &ServeFlags, token: Option<Token>) -> Self {
+        Self {
+            allow: flags.allow_cidr.clone(),
+            token,
+            body_limit: usize::try_from(flags.body_limit).unwrap_or(usize::MAX),
+            read_only: flags.read_only,
+            cors: flags.cors.then(|| flags.cors_origins.clone()),
+            request_logging: !flags.no_logging,
+            panic_recovery: !flags.no_recovery,
+            timeouts: Timeouts::from_flags(flags.read_timeout, flags.write_timeout, flags.effective_idle_timeout()),
+        }
+    }
+}
+
+/// Wraps the API router (or any router: tests add routes) in the layer stack
+/// described in the module documentation. `metrics`: where API requests are
+/// recorded, if anywhere.
+pub fn app(router: Router, options: &AppOptions, metrics: Option<Arc<ApiMetrics>>) -> Router {
+    let request_limits =
+        limits::Limits { body: options.body_limit, read: options.timeouts.read, write: options.timeouts.write };
+    // Innermost first: each `layer` wraps everything before it.
+    let mut router = router
+        // Extractors must agree with --body-limit (axum's default is 2 MB).
+        .layer(DefaultBodyLimit::max(options.body_limit))
+        .layer(from_fn_with_state(request_limits, limits::body))
+        .layer(from_fn_with_state(request_limits, limits::write_deadline));
+    if options.read_only {
+        router = router.layer(from_fn(security::read_only));
+    }
+    if let Some(token) = &options.token {
+        router = router.layer(from_fn_with_state(token.clone(), security::bearer));
+    }
+    if let Some(origins) = &options.cors {
+        router = router.layer(cors(origins));
+    }
+    router = router.layer(from_fn_with_state(Allowlist::new(options.allow.iter().copied()), security::allowlist));
+    if options.panic_recovery {
+        router = router.layer(CatchPanicLayer::custom(observe::panic_response));
+    }
+    if let Some(metrics) = metrics {
+        router = router.layer(from_fn_with_state(metrics, observe::record));
+    }
+    if options.request_logging {
+        router = router.layer(from_fn(observe::log_request));
+    }
+    router
+}
+
+/// CORS as katran-server offers it (its methods; JSON bodies and the token
+/// header allowed), with a numeric Max-Age.
+fn cors(origins: &CorsOrigins) -> CorsLayer {
+    let allow_origin = match origins {
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(list.iter().cloned()),
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([CONTENT_TYPE, AUTHORIZATION])
+        .max_age(CORS_MAX_AGE)
+}

@@ -1,0 +1,144 @@
+//! An attached balancer driven over HTTP: in a private network namespace
+//! with a veth pair (generic XDP), `/lb/create` attaches and pins,
+//! `/lb/status` and `/health/ready` say ready, `/lb/reload` swaps in a fresh
+//! program on the same link keeping VIPs, connections and counters, and
+//! `/lb/close` honours `cleanup_on_shutdown` (unpins and detaches, or leaves
+//! the datapath forwarding for the next `/lb/create` to adopt). Needs root:
+//! without it, prints `SKIPPED (needs root)`.
+
+mod api_support;
+mod common {
+    pub mod packets;
+}
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Command;
+
+use axum::http::StatusCode;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use nix::sched::CloneFlags;
+use serde_json::{json, Value};
+
+use api_support::*;
+use common::packets::{sock, syn};
+
+/// Runs `f` on a thread of its own in a new, empty network namespace (it is
+/// gone, with its interfaces, when the thread ends), on a tokio runtime
+/// created there: the blocking threads that load the program inherit it.
+fn in_private_netns<F: std::future::Future<Output = ()>>(f: impl FnOnce(String) -> F + Send + 'static) {
+    std::thread::spawn(move || {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("unshare the network namespace");
+        // Unique per process: pins and the state file live outside the namespace.
+        let iface = format!("wapi{}", std::process::id() % 1_000_000);
+        let peer = format!("{iface}p");
+        ip(&["link", "add", &iface, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &iface, "up"]);
+        ip(&["link", "set", &peer, "up"]);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(f(iface));
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The id of the XDP program attached to `iface`, if any.
+fn xdp_prog_id(iface: &str) -> Option<u64> {
+    let links: Value = serde_json::from_str(&ip(&["-json", "-details", "link", "show", "dev", iface])).unwrap();
+    links[0]["xdp"]["prog"]["id"].as_u64()
+}
+
+/// Removes what a failed run would leave outside the namespace (pins, the
+/// state file); after a successful run there is nothing left to remove.
+struct Leftovers(Vec<std::path::PathBuf>);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+        }
+    }
+}
+
+fn create_body(iface: &str, cleanup: bool) -> Value {
+    json!({
+        "main_interface": iface, "default_mac": "02:00:00:00:00:aa", "xdp_attach_flags": 2,
+        "max_vips": 4, "max_reals": 8, "lru_size": 1024, "cleanup_on_shutdown": cleanup,
+    })
+}
+
+#[test]
+fn attached_balancer_reloads_and_cleans_up() {
+    if skip_without_root("attached_balancer_reloads_and_cleans_up") {
+        return;
+    }
+    in_private_netns(|iface| async move {
+        let pins = Path::new("/sys/fs/bpf/weir").join(&iface);
+        let state_file = Path::new("/run/weir").join(format!("{iface}.json"));
+        let _cleanup = Leftovers(vec![pins.clone(), state_file.clone()]);
+        let api = Api::new();
+        let answer = api.send("POST", "/api/v1/lb/create", create_body(&iface, true)).await;
+        assert_eq!((answer.status, answer.body), (StatusCode::CREATED, ok()));
+        assert!(pins.join("link").exists() && state_file.exists());
+        let first_prog = xdp_prog_id(&iface).expect("attached");
+
+        assert_eq!(api.data("/api/v1/lb/status").await, json!({"initialized": true, "ready": true}));
+        assert_eq!(api.data("/health/ready").await, json!({"status": "ready"}));
+        for phase in ["/api/v1/lb/load-bpf-progs", "/api/v1/lb/attach-bpf-progs"] {
+            let answer = api.call("POST", phase).await;
+            assert_eq!((answer.status, answer.body), (StatusCode::OK, ok()), "{phase}");
+        }
+
+        // Some state: a VIP, a real, a connection, counters.
+        api.add_vip("10.0.0.1", 80, 6, 0).await;
+        api.add_real(vip("10.0.0.1", 80, 6), "10.1.0.1", 1).await;
+        let frame =
+            syn(sock("198.51.100.7".parse::<IpAddr>().unwrap(), 1), sock("10.0.0.1".parse::<IpAddr>().unwrap(), 80));
+        let out = api.send("POST", "/api/v1/utils/simulate-packet", json!({"packet": STANDARD.encode(&frame)})).await;
+        assert_eq!(out.body["data"]["verdict"], json!("XDP_TX"));
+        // (The VIP's counters: the link is live, the kernel sends its own packets on it.)
+        let vip_stats = "/api/v1/stats/vip?address=10.0.0.1&port=80&proto=6";
+        let before = (api.data(vip_stats).await, api.data("/api/v1/stats/lru").await);
+        assert_eq!(before.0["v1"], json!(1));
+
+        // Reload: a new program on the same link; the datapath's contents stay.
+        let answer = api.call("POST", "/api/v1/lb/reload").await;
+        assert_eq!((answer.status, answer.body), (StatusCode::OK, ok()));
+        let second_prog = xdp_prog_id(&iface).expect("still attached");
+        assert_ne!(first_prog, second_prog, "the program was replaced");
+        assert_eq!(api.data("/api/v1/vips").await, json!([vip("10.0.0.1", 80, 6)]));
+        assert_eq!(api.data("/api/v1/reals/index?address=10.1.0.1").await, json!({"index": 1}));
+        assert_eq!(api.data("/api/v1/stats/bpf-map?map_name=weir_conns").await["current_entries"], json!(1));
+        assert_eq!((api.data(vip_stats).await, api.data("/api/v1/stats/lru").await), before);
+        assert_eq!(api.data("/api/v1/utils/mac").await, json!({"mac": "02:00:00:00:00:aa"}));
+        assert_eq!(api.data("/api/v1/lb/status").await, json!({"initialized": true, "ready": true}));
+
+        // Close with cleanup: detached, unpinned, state file gone.
+        let answer = api.call("POST", "/api/v1/lb/close").await;
+        assert_eq!((answer.status, answer.body), (StatusCode::OK, ok()));
+        assert_eq!(xdp_prog_id(&iface), None);
+        assert!(!pins.exists() && !state_file.exists());
+
+        // Without cleanup, the datapath stays and the next create adopts it.
+        let answer = api.send("POST", "/api/v1/lb/create", create_body(&iface, false)).await;
+        assert_eq!((answer.status, answer.body), (StatusCode::CREATED, ok()));
+        api.add_vip("10.0.0.2", 443, 6, 0).await;
+        let answer = api.call("POST", "/api/v1/lb/close").await;
+        assert_eq!((answer.status, answer.body), (StatusCode::OK, ok()));
+        assert!(xdp_prog_id(&iface).is_some() && pins.join("link").exists() && state_file.exists());
+        let answer = api.send("POST", "/api/v1/lb/create", create_body(&iface, true)).await;
+        assert_eq!((answer.status, answer.body), (StatusCode::CREATED, ok()));
+        assert_eq!(api.data("/api/v1/vips").await, json!([vip("10.0.0.2", 443, 6)]));
+        let answer = api.call("POST", "/api/v1/lb/close").await;
+        assert_eq!((answer.status, answer.body), (StatusCode::OK, ok()));
+        assert_eq!(xdp_prog_id(&iface), None);
+        assert!(!pins.exists() && !state_file.exists());
+    });
+}
