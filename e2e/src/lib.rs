@@ -24,6 +24,7 @@
 //!   encapsulates them towards a real; the real's XDP decapsulates and its TCP
 //!   stack answers the client directly through the router.
 //! - [`lb`]: weir's Balancer attached to a topology's lb host.
+//! - [`rest`]: weir-agent's HTTP API in the lb namespace, and a client for it.
 //! - [`tcp`]: small TCP servers and clients with timeouts, so a broken datapath
 //!   fails a test in seconds instead of hanging it.
 //!
@@ -31,6 +32,7 @@
 
 pub mod lb;
 pub mod netns;
+pub mod rest;
 pub mod tcp;
 pub mod topology;
 

@@ -107,6 +107,9 @@ fn config_of(state: &ApiState, r: &CreateLb) -> Result<BalancerConfig, ApiError>
     let mut c = BalancerConfig { testing, ..BalancerConfig::default() };
     if testing {
         c.pin_root = None;
+    } else if let Some(pins) = &state.pins {
+        c.pin_root = Some(pins.pin_root.clone());
+        c.state_dir = pins.state_dir.clone();
     }
 
     c.main_interface = r.main_interface.clone().unwrap_or_default();

@@ -86,6 +86,16 @@ pub struct ApiState {
     /// katran's userspace counters (`/stats/userspace`), counted by the
     /// handlers; shared so that metrics can read them too.
     pub counters: Arc<UserspaceCounters>,
+    /// Where balancers this API creates pin and save their state (the
+    /// agent's --pin-root / --state-dir); `None`: BalancerConfig's defaults.
+    pub pins: Option<Pins>,
+}
+
+/// Pinning locations for balancers created through the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pins {
+    pub pin_root: std::path::PathBuf,
+    pub state_dir: std::path::PathBuf,
 }
 
 /// Every route of the API: `/api/v1/...`, `/health`, `/health/ready` and

@@ -188,6 +188,16 @@ pub struct ServeFlags {
     #[arg(long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true", value_parser = go_bool)]
     pub metrics_conn_table_usage: bool,
+
+    /// Where a balancer (not in testing mode) pins its program link and maps
+    /// on bpffs, so a restarted agent adopts them: `<pin-root>/<interface>/`.
+    #[arg(long, value_name = "DIR", default_value = crate::dataplane::pin::DEFAULT_PIN_ROOT)]
+    pub pin_root: std::path::PathBuf,
+
+    /// Where a balancer saves its control-plane state (VIPs, reals, weights)
+    /// beside its pins: `<state-dir>/<interface>.json`.
+    #[arg(long, value_name = "DIR", default_value = "/run/weir")]
+    pub state_dir: std::path::PathBuf,
 }
 
 /// The origins of `--cors-origins`.

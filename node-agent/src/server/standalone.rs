@@ -49,7 +49,10 @@ pub enum StartError {
 pub async fn serve(flags: ServeFlags, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
     // Everything that can fail cheaply (files, addresses) is checked before
     // the balancer is created, so a typo never leaves a datapath behind.
-    let state = ApiState::default();
+    let state = ApiState {
+        pins: Some(api::Pins { pin_root: flags.pin_root.clone(), state_dir: flags.state_dir.clone() }),
+        ..ApiState::default()
+    };
     let token = match &flags.token_file {
         Some(path) => Some(Token::from_file(path).map_err(|reason| StartError::Token { path: path.clone(), reason })?),
         None => None,
