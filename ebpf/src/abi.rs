@@ -17,6 +17,9 @@ pub mod map {
     pub const STATS: &str = "weir_stats";
     pub const DECAP_STATS: &str = "weir_decaps";
     pub const VIP_FILTER: &str = "weir_vip_filter";
+
+    /// Every map of the balancer program.
+    pub const BALANCER: &[&str] = &[VIPS, VIP_FILTER, REALS, CH_RINGS, CONNS, CTL, VIP_STATS, REAL_STATS, STATS];
 }
 
 /// Load-time constants (`const volatile` globals in `balancer.bpf.c`).

@@ -59,30 +59,17 @@ const KATRAN_MAPS: &[(&str, &str)] = &[
     ("ctl_array", abi::map::CTL),
 ];
 
-/// The balancer program's maps.
-const WEIR_MAPS: &[&str] = &[
-    abi::map::VIPS,
-    abi::map::VIP_FILTER,
-    abi::map::REALS,
-    abi::map::CH_RINGS,
-    abi::map::CONNS,
-    abi::map::CTL,
-    abi::map::VIP_STATS,
-    abi::map::REAL_STATS,
-    abi::map::STATS,
-];
-
 /// The weir map a request's `map_name` names (a weir name, or a Katran
 /// name with a weir twin); 404 naming the accepted names otherwise.
 pub(super) fn weir_map(name: &str) -> Result<&'static str, ApiError> {
-    if let Some(weir) = WEIR_MAPS.iter().find(|m| **m == name) {
+    if let Some(weir) = abi::map::BALANCER.iter().find(|m| **m == name) {
         return Ok(weir);
     }
     KATRAN_MAPS.iter().find(|(katran, _)| *katran == name).map(|(_, weir)| *weir).ok_or_else(|| {
         let katran: Vec<&str> = KATRAN_MAPS.iter().map(|(k, _)| *k).collect();
         ApiError::not_found(format!(
             "map_name: no map {name:?}; weir's maps are {}, and Katran's names {} are accepted",
-            WEIR_MAPS.join(", "),
+            abi::map::BALANCER.join(", "),
             katran.join(", ")
         ))
     })

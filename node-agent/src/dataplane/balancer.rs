@@ -664,7 +664,7 @@ impl Drop for Balancer {
             let _ = std::fs::remove_file(dir.join(pin::LINK));
         }
         if let Some(dir) = &self.pin_dir {
-            for name in MAP_NAMES {
+            for name in abi::map::BALANCER {
                 let _ = std::fs::remove_file(dir.join(name));
             }
             let _ = std::fs::remove_dir(dir);
@@ -674,18 +674,6 @@ impl Drop for Balancer {
         }
     }
 }
-
-const MAP_NAMES: &[&str] = &[
-    abi::map::VIPS,
-    abi::map::VIP_FILTER,
-    abi::map::REALS,
-    abi::map::CH_RINGS,
-    abi::map::CONNS,
-    abi::map::CTL,
-    abi::map::VIP_STATS,
-    abi::map::REAL_STATS,
-    abi::map::STATS,
-];
 
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
     ebpf.program_mut(weir_ebpf::BALANCER_PROGRAM)
