@@ -325,16 +325,16 @@ impl Balancer {
         }
         match action {
             RealAction::Add => {
-                let mut new_indices = BTreeSet::new();
-                let mut allocated = Vec::new();
-                for real in reals.iter().filter(|r| !self.state.reals.contains_key(&r.addr)) {
-                    let index = self
-                        .state
-                        .free_real_index(self.config.max_reals, &new_indices)
-                        .ok_or(Error::SpaceExhausted { what: "reals", limit: self.config.max_reals })?;
-                    new_indices.insert(index);
-                    allocated.push(Real { addr: real.addr, index, flags: real.flags });
-                }
+                let new: Vec<&RealSpec> = reals.iter().filter(|r| !self.state.reals.contains_key(&r.addr)).collect();
+                let indices = self
+                    .state
+                    .free_real_indices(self.config.max_reals, new.len())
+                    .ok_or(Error::SpaceExhausted { what: "reals", limit: self.config.max_reals })?;
+                let allocated: Vec<Real> = new
+                    .iter()
+                    .zip(indices)
+                    .map(|(real, index)| Real { addr: real.addr, index, flags: real.flags })
+                    .collect();
                 // Reals first: no ring slot may point at an index before it holds its real.
                 for real in &allocated {
                     self.write_real(real)?;

@@ -87,10 +87,12 @@ impl State {
         (0..max_vips).find(|n| !used.contains(n))
     }
 
-    /// The lowest real index not in use (1..=max_reals; 0 means "no real").
-    pub fn free_real_index(&self, max_reals: u32, taken: &BTreeSet<u32>) -> Option<u32> {
+    /// The `count` lowest real indices not in use (1..=max_reals; 0 means "no
+    /// real"), found in one pass, or `None` when fewer are free.
+    pub fn free_real_indices(&self, max_reals: u32, count: usize) -> Option<Vec<u32>> {
         let used: BTreeSet<u32> = self.reals.values().map(|r| r.index).collect();
-        (1..=max_reals).find(|n| !used.contains(n) && !taken.contains(n))
+        let free: Vec<u32> = (1..=max_reals).filter(|n| !used.contains(n)).take(count).collect();
+        (free.len() == count).then_some(free)
     }
 
     pub fn save(&self, config: &BalancerConfig, path: &Path) -> Result<()> {
