@@ -16,7 +16,7 @@
 //! | `testing` | load without attaching (BPF_PROG_TEST_RUN only); nothing is pinned, so a test balancer never touches the host's pinned datapath |
 //! | `cleanup_on_shutdown` | default true: `/lb/close` (and shutdown) detach and unpin; false leaves the datapath forwarding for the next agent to adopt |
 //! | `forwarding_cores` | the CPUs `/stats/per-core-packets` reports, in order; a CPU the host lacks is 400 |
-//! | `xdp_attach_flags` | 0 or `XDP_FLAGS_DRV_MODE` (4): driver mode (weir has no "auto": 0 fails on an interface without native XDP — ask for 2 there); `XDP_FLAGS_SKB_MODE` (2): generic mode; `XDP_FLAGS_UPDATE_IF_NOEXIST` (1) accepted (weir's XDP link never replaces another program); `XDP_FLAGS_HW_MODE` (8): 501; other bits, or SKB and DRV together: 400 |
+//! | `xdp_attach_flags` | 0: the kernel picks (driver when supported, else generic), as in Katran; `XDP_FLAGS_DRV_MODE` (4): driver mode; `XDP_FLAGS_SKB_MODE` (2): generic mode; `XDP_FLAGS_UPDATE_IF_NOEXIST` (1) accepted (weir's XDP link never replaces another program); `XDP_FLAGS_HW_MODE` (8): 501; other bits, or SKB and DRV together: 400 |
 //! | `mtu` (weir's) | the egress link's L3 MTU (default 1500) |
 //! | `balancer_prog_path` | non-empty: 501 — weir's balancer is built into weir-agent; it cannot load another object |
 //! | `healthchecking_prog_path`, `enable_hc: true` | 501: weir has no healthcheck program yet |
@@ -217,7 +217,8 @@ fn attach_mode(flags: u32) -> Result<AttachMode, ApiError> {
             Err(ApiError::invalid("xdp_attach_flags: XDP_FLAGS_SKB_MODE (2) and XDP_FLAGS_DRV_MODE (4) are exclusive"))
         }
         (true, false) => Ok(AttachMode::Generic),
-        (false, _) => Ok(AttachMode::Driver),
+        (false, true) => Ok(AttachMode::Driver),
+        (false, false) => Ok(AttachMode::Auto),
     }
 }
 
@@ -276,7 +277,7 @@ mod tests {
         assert_eq!((c.mtu, c.hash_function, c.cleanup_on_shutdown), (d.mtu, HashFunction::Maglev, true));
         assert_eq!(c.default_mac, TESTING_MAC);
         assert!(c.testing && c.pin_root.is_none());
-        assert_eq!(c.attach_mode, AttachMode::Driver);
+        assert_eq!(c.attach_mode, AttachMode::Auto);
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub enum AttachMode {
     Driver,
     /// In the generic (skb) path: works on any interface, slower.
     Generic,
+    /// Whatever the kernel picks: the driver when it supports XDP, else
+    /// generic (Katran's `xdp_attach_flags: 0`).
+    Auto,
 }
 
 impl AttachMode {
@@ -23,6 +26,7 @@ impl AttachMode {
         match self {
             AttachMode::Driver => aya::programs::XdpMode::Driver,
             AttachMode::Generic => aya::programs::XdpMode::Skb,
+            AttachMode::Auto => aya::programs::XdpMode::Default,
         }
     }
 }
