@@ -439,13 +439,7 @@ mod tests {
         fn katran_v1(eps: &[Endpoint], n: u32) -> Vec<u32> {
             let mut eps = eps.to_vec();
             eps.sort_by_key(|e| e.key);
-            let perm: Vec<(u64, u64)> = eps
-                .iter()
-                .map(|e| {
-                    let p = Probe::new(e.key, n);
-                    (u64::from(p.cur), u64::from(p.skip))
-                })
-                .collect();
+            let perm = katran_permutation(&eps, n);
             let (mut result, mut next, mut runs) = (vec![0; n as usize], vec![0u64; eps.len()], 0);
             loop {
                 for i in 0..eps.len() {
@@ -475,17 +469,21 @@ mod tests {
         }
     }
 
-    /// Literal transcription of MaglevHashV2::generateHashRing (on key-sorted input).
-    fn katran_v2(eps: &[Endpoint], n: u32) -> Vec<u32> {
-        let mut eps = eps.to_vec();
-        eps.sort_by_key(|e| e.key);
-        let perm: Vec<(u64, u64)> = eps
-            .iter()
+    /// Katran's (offset, skip) per endpoint, in the endpoints' order.
+    fn katran_permutation(eps: &[Endpoint], n: u32) -> Vec<(u64, u64)> {
+        eps.iter()
             .map(|e| {
                 let p = Probe::new(e.key, n);
                 (u64::from(p.cur), u64::from(p.skip))
             })
-            .collect();
+            .collect()
+    }
+
+    /// Literal transcription of MaglevHashV2::generateHashRing (on key-sorted input).
+    fn katran_v2(eps: &[Endpoint], n: u32) -> Vec<u32> {
+        let mut eps = eps.to_vec();
+        eps.sort_by_key(|e| e.key);
+        let perm = katran_permutation(&eps, n);
         let max_w = eps.iter().map(|e| e.weight).max().unwrap();
         let (mut result, mut next, mut runs) = (vec![0; n as usize], vec![0u64; eps.len()], 0);
         let mut cum_weight = vec![0u32; eps.len()];
