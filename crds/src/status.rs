@@ -1,0 +1,133 @@
+//! Pure helpers that turn verdicts and plans into status: conditions with the shared
+//! types and reasons, and the BalancerNode ↔ VirtualService bookkeeping the operator and
+//! the agents both need. The caller supplies `now`, so everything stays deterministic.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::v1alpha1::{condition, BalancerNodeStatus, ProgrammedVirtualService};
+use crate::validation::{NodePlan, ObjectKey, Verdict};
+
+fn make(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: Time) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: if ok { "True" } else { "False" }.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time: now,
+    }
+}
+
+/// The `Accepted` condition for a verdict.
+pub fn accepted_condition(verdict: &Verdict, generation: Option<i64>, now: Time) -> Condition {
+    make(condition::ACCEPTED, verdict.accepted(), verdict.reason.as_str(), verdict.message.clone(), generation, now)
+}
+
+/// The `Programmed` condition of a VirtualService: True when every target node programs
+/// it; the message is "n/m nodes" (the `Programmed` printer column shows it).
+pub fn programmed_condition(programmed: u32, target: u32, generation: Option<i64>, now: Time) -> Condition {
+    let (ok, reason) = match (programmed, target) {
+        (_, 0) => (false, "NoTargetNodes"),
+        (p, t) if p >= t => (true, "Programmed"),
+        _ => (false, "Pending"),
+    };
+    make(condition::PROGRAMMED, ok, reason, format!("{programmed}/{target} nodes"), generation, now)
+}
+
+/// Replaces the condition of the same type, keeping its `lastTransitionTime` when the
+/// status did not change (as `meta.SetStatusCondition` does), so re-applying an unchanged
+/// verdict is a no-op; keeps the list sorted by type for stable output.
+pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) {
+    if let Some(old) = conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        if old.status == new.status {
+            new.last_transition_time = old.last_transition_time.clone();
+        }
+        *old = new;
+    } else {
+        conditions.push(new);
+        conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    }
+}
+
+/// What an agent reports after applying `plan`: its VirtualServices sorted by
+/// namespace/name, with generation and real count.
+pub fn programmed_virtual_services(plan: &NodePlan) -> Vec<ProgrammedVirtualService> {
+    let mut out: Vec<ProgrammedVirtualService> = plan
+        .vips
+        .iter()
+        .map(|vip| ProgrammedVirtualService {
+            namespace: vip.owner.namespace.clone(),
+            name: vip.owner.name.clone(),
+            generation: vip.generation,
+            reals: u32::try_from(vip.reals.len()).unwrap_or(u32::MAX),
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    out
+}
+
+/// Whether a node reports `key` programmed at `generation` (an older generation means the
+/// node has not caught up yet, so it does not count).
+pub fn node_has_programmed(status: &BalancerNodeStatus, key: &ObjectKey, generation: i64) -> bool {
+    status
+        .virtual_services
+        .iter()
+        .any(|p| p.namespace == key.namespace && p.name == key.name && p.generation == generation)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+    use crate::validation::Reason;
+
+    fn at(s: i64) -> Time {
+        Time(Timestamp::from_second(s).unwrap())
+    }
+
+    #[test]
+    fn programmed_reads_n_of_m_nodes() {
+        let c = programmed_condition(2, 3, Some(4), at(0));
+        assert_eq!((c.status.as_str(), c.reason.as_str(), c.message.as_str()), ("False", "Pending", "2/3 nodes"));
+        assert_eq!(programmed_condition(3, 3, None, at(0)).status, "True");
+        assert_eq!(programmed_condition(0, 0, None, at(0)).reason, "NoTargetNodes");
+    }
+
+    #[test]
+    fn set_condition_keeps_transition_time_when_status_is_unchanged() {
+        let mut cs = Vec::new();
+        let v = Verdict { reason: Reason::Accepted, message: "accepted".into() };
+        set_condition(&mut cs, accepted_condition(&v, Some(1), at(10)));
+        set_condition(&mut cs, accepted_condition(&v, Some(2), at(20)));
+        assert_eq!((cs.len(), cs[0].last_transition_time.clone(), cs[0].observed_generation), (1, at(10), Some(2)));
+        let lost = Verdict { reason: Reason::AddressConflict, message: "older b/x".into() };
+        set_condition(&mut cs, accepted_condition(&lost, Some(2), at(30)));
+        assert_eq!(
+            (cs[0].status.as_str(), cs[0].reason.as_str(), cs[0].last_transition_time.clone()),
+            ("False", "AddressConflict", at(30))
+        );
+        set_condition(&mut cs, programmed_condition(0, 1, None, at(30)));
+        assert_eq!(cs.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(), ["Accepted", "Programmed"]);
+    }
+
+    #[test]
+    fn node_reports_round_trip() {
+        let plan = NodePlan {
+            vips: vec![crate::validation::VipPlan {
+                owner: ObjectKey::new("a", "v"),
+                generation: 3,
+                address: "10.0.0.1".parse().unwrap(),
+                port: 80,
+                protocol: 6,
+                flags: 0,
+                hash_function: 0,
+                reals: vec![],
+            }],
+            ..NodePlan::default()
+        };
+        let status = BalancerNodeStatus { virtual_services: programmed_virtual_services(&plan), ..Default::default() };
+        assert!(node_has_programmed(&status, &ObjectKey::new("a", "v"), 3));
+        assert!(!node_has_programmed(&status, &ObjectKey::new("a", "v"), 4), "stale generation does not count");
+    }
+}
