@@ -6,14 +6,15 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_weir-agent");
 
-/// A namespace with a veth pair, deleted on drop.
-struct Netns(String);
+/// A namespace with a veth pair and a pin root, both removed on drop (also
+/// when an assertion fails half way).
+struct Netns(String, String);
 
 impl Netns {
     fn new() -> Self {
         let name = format!("weir-cli-{}", std::process::id());
         run("ip", &["netns", "add", &name]);
-        let ns = Netns(name);
+        let ns = Netns(name, format!("/sys/fs/bpf/weir-cli-test-{}", std::process::id()));
         ns.ip(&["link", "add", "wc0", "type", "veth", "peer", "name", "wc1"]);
         ns.ip(&["link", "set", "wc0", "up"]);
         ns.ip(&["link", "set", "wc1", "up"]);
@@ -38,6 +39,7 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
@@ -54,7 +56,7 @@ fn decap_attaches_stays_and_removes() {
         return;
     }
     let ns = Netns::new();
-    let pin_root = format!("/sys/fs/bpf/weir-cli-test-{}", std::process::id());
+    let pin_root = ns.1.clone();
 
     let out = ns.agent(&["decap", "--iface", "wc0", "--pin-root", &pin_root]);
     assert!(out.status.success(), "attach: {}", String::from_utf8_lossy(&out.stderr));
@@ -88,5 +90,4 @@ fn decap_attaches_stays_and_removes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_dir_all(&pin_root);
 }
