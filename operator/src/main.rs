@@ -1,0 +1,2 @@
+//! weir-operator (being written, issue #4).
+fn main() {}
