@@ -1,0 +1,214 @@
+//! The pure half of the arbitration controller: from a snapshot of the cluster to the
+//! statuses that must be written. No client and no clock (the caller passes `now`), so the
+//! same snapshot always gives the same answer.
+//!
+//! An object appears in [`Plan`] only when its desired status differs from the one it
+//! has: [`set_condition`] keeps `lastTransitionTime` when a condition's status does not
+//! change, so an unchanged verdict computes to exactly the stored status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt;
+use weir_crds::status::{accepted_condition, node_has_programmed, programmed_condition, set_condition};
+use weir_crds::v1alpha1::{
+    condition, BalancerNode, RealServer, RealServerStatus, VirtualService, VirtualServiceStatus,
+};
+use weir_crds::validation::{arbitrate, selector_matches, ObjectKey, Verdict};
+
+/// Labels of each Node, by Node name (a BalancerNode is named after its Node).
+pub type NodeLabels = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Everything the arbitration looks at.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub virtual_services: Vec<Arc<VirtualService>>,
+    pub real_servers: Vec<Arc<RealServer>>,
+    pub balancer_nodes: Vec<Arc<BalancerNode>>,
+    pub node_labels: NodeLabels,
+}
+
+/// A status to write, and the verdict to announce when the object just became not accepted.
+#[derive(Clone, Debug)]
+pub struct Update<K, S> {
+    pub object: Arc<K>,
+    pub status: S,
+    /// Set when `Accepted` turns False or changes reason while False: worth an Event.
+    pub rejected: Option<Verdict>,
+}
+
+/// The statuses that differ from the stored ones.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub virtual_services: Vec<Update<VirtualService, VirtualServiceStatus>>,
+    pub real_servers: Vec<Update<RealServer, RealServerStatus>>,
+}
+
+fn key_of<K: kube::Resource>(obj: &K) -> ObjectKey {
+    ObjectKey::new(obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Whether `verdict` is a rejection the object did not already carry.
+fn newly_rejected(old: &[Condition], verdict: &Verdict) -> Option<Verdict> {
+    if verdict.accepted() {
+        return None;
+    }
+    let before = old.iter().find(|c| c.type_ == condition::ACCEPTED);
+    let same = before.is_some_and(|c| c.status == "False" && c.reason == verdict.reason.as_str());
+    (!same).then(|| verdict.clone())
+}
+
+/// Computes what to write for `snapshot`.
+pub fn plan(snapshot: &Snapshot, now: &Time) -> Plan {
+    let arbitration = arbitrate(
+        snapshot.virtual_services.iter().map(|vs| vs.as_ref()),
+        snapshot.real_servers.iter().map(|rs| rs.as_ref()),
+    );
+    let reals: BTreeMap<&ObjectKey, u32> = arbitration
+        .accepted_vips()
+        .map(|vip| (&vip.owner, u32::try_from(vip.reals.len()).unwrap_or(u32::MAX)))
+        .collect();
+    let mut out = Plan::default();
+
+    for vs in &snapshot.virtual_services {
+        let key = key_of(vs.as_ref());
+        let Some(verdict) = arbitration.virtual_services.get(&key) else { continue };
+        let generation = vs.metadata.generation;
+        let (target, programmed) = count_nodes(snapshot, vs, &key);
+        let old = vs.status.clone().unwrap_or_default();
+        let mut new = VirtualServiceStatus {
+            observed_generation: generation,
+            conditions: old.conditions.clone(),
+            programmed_nodes: programmed,
+            target_nodes: target,
+            reals: reals.get(&key).copied().unwrap_or(0),
+        };
+        set_condition(&mut new.conditions, accepted_condition(verdict, generation, now.clone()));
+        set_condition(&mut new.conditions, programmed_condition(programmed, target, generation, now.clone()));
+        if new != old {
+            let rejected = newly_rejected(&old.conditions, verdict);
+            out.virtual_services.push(Update { object: vs.clone(), status: new, rejected });
+        }
+    }
+
+    for rs in &snapshot.real_servers {
+        let key = key_of(rs.as_ref());
+        let Some(verdict) = arbitration.real_servers.get(&key) else { continue };
+        let generation = rs.metadata.generation;
+        let old = rs.status.clone().unwrap_or_default();
+        let mut new = RealServerStatus { observed_generation: generation, conditions: old.conditions.clone() };
+        set_condition(&mut new.conditions, accepted_condition(verdict, generation, now.clone()));
+        if new != old {
+            let rejected = newly_rejected(&old.conditions, verdict);
+            out.real_servers.push(Update { object: rs.clone(), status: new, rejected });
+        }
+    }
+    out
+}
+
+/// (target, programmed) nodes of `vs`. A target is a BalancerNode whose Node's labels match
+/// the VirtualService's nodeSelector; a BalancerNode without a Node does not count (its node
+/// is gone; TODO(#4): the DaemonSet manager deletes such BalancerNodes). A target programs
+/// `vs` when it reports it at the current generation.
+fn count_nodes(snapshot: &Snapshot, vs: &VirtualService, key: &ObjectKey) -> (u32, u32) {
+    let generation = vs.metadata.generation.unwrap_or_default();
+    let (mut target, mut programmed) = (0, 0);
+    for bn in &snapshot.balancer_nodes {
+        let Some(labels) = snapshot.node_labels.get(&bn.name_any()) else { continue };
+        if !selector_matches(vs.spec.node_selector.as_ref(), labels) {
+            continue;
+        }
+        target += 1;
+        if bn.status.as_ref().is_some_and(|s| node_has_programmed(s, key, generation)) {
+            programmed += 1;
+        }
+    }
+    (target, programmed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{balancer_node, real_server, virtual_service};
+
+    fn now() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap())
+    }
+
+    /// Stores every update of `plan` back into `snapshot`, as the API server would.
+    fn apply(snapshot: &mut Snapshot, plan: Plan) {
+        for u in plan.virtual_services {
+            let i = snapshot.virtual_services.iter().position(|vs| Arc::ptr_eq(vs, &u.object)).unwrap();
+            let mut vs = (*u.object).clone();
+            vs.status = Some(u.status);
+            snapshot.virtual_services[i] = Arc::new(vs);
+        }
+        for u in plan.real_servers {
+            let i = snapshot.real_servers.iter().position(|rs| Arc::ptr_eq(rs, &u.object)).unwrap();
+            let mut rs = (*u.object).clone();
+            rs.status = Some(u.status);
+            snapshot.real_servers[i] = Arc::new(rs);
+        }
+    }
+
+    fn cond<'a>(conditions: &'a [Condition], type_: &str) -> &'a Condition {
+        conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn accepted_objects_converge_and_then_plan_nothing() {
+        let mut s = Snapshot {
+            virtual_services: vec![Arc::new(virtual_service("web", "10.0.0.1").generation(3).build())],
+            real_servers: vec![Arc::new(real_server("r1", "web", "10.1.0.1").build())],
+            balancer_nodes: vec![Arc::new(balancer_node("n1").programmed("default", "web", 3).build())],
+            node_labels: [("n1".to_owned(), BTreeMap::new())].into(),
+        };
+        let p = plan(&s, &now());
+        assert_eq!((p.virtual_services.len(), p.real_servers.len()), (1, 1));
+        let st = &p.virtual_services[0].status;
+        assert_eq!((st.observed_generation, st.reals, st.target_nodes, st.programmed_nodes), (Some(3), 1, 1, 1));
+        assert_eq!(cond(&st.conditions, "Programmed").message, "1/1 nodes");
+        assert!(p.virtual_services[0].rejected.is_none());
+        apply(&mut s, p);
+        let again = plan(&s, &now());
+        assert!(again.virtual_services.is_empty() && again.real_servers.is_empty(), "steady state writes nothing");
+    }
+
+    #[test]
+    fn rejection_is_announced_once() {
+        let mut s = Snapshot {
+            virtual_services: vec![Arc::new(virtual_service("v6", "2001:db8::1").build())],
+            real_servers: vec![Arc::new(real_server("r4", "v6", "10.1.0.1").build())],
+            ..Snapshot::default()
+        };
+        let p = plan(&s, &now());
+        let rejected = p.real_servers[0].rejected.clone().unwrap();
+        assert_eq!(rejected.reason.as_str(), "AddressFamilyMismatch");
+        apply(&mut s, p);
+        assert!(plan(&s, &now()).real_servers.is_empty());
+    }
+
+    #[test]
+    fn targets_follow_node_labels_and_generation() {
+        let s = Snapshot {
+            virtual_services: vec![Arc::new(
+                virtual_service("web", "10.0.0.1").generation(2).selector("lb", "yes").build(),
+            )],
+            balancer_nodes: vec![
+                Arc::new(balancer_node("a").programmed("default", "web", 1).build()),
+                Arc::new(balancer_node("b").build()),
+                Arc::new(balancer_node("gone").build()),
+            ],
+            node_labels: [
+                ("a".to_owned(), [("lb".to_owned(), "yes".to_owned())].into()),
+                ("b".to_owned(), BTreeMap::new()),
+            ]
+            .into(),
+            ..Snapshot::default()
+        };
+        let st = &plan(&s, &now()).virtual_services[0].status;
+        assert_eq!((st.target_nodes, st.programmed_nodes), (1, 0), "stale generation does not count");
+        assert_eq!(cond(&st.conditions, "Programmed").message, "0/1 nodes");
+    }
+}
