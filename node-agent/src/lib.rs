@@ -9,9 +9,11 @@
 //! - [`api`]: katran-server's REST API over the Balancer;
 //! - [`server`]: the HTTP server around it (flags, listener, TLS, security
 //!   layers, request logging) and the standalone program;
-//! - [`metrics`]: Prometheus metrics (API requests, the datapath's counters).
+//! - [`metrics`]: Prometheus metrics (API requests, the datapath's counters);
+//! - [`cluster`]: cluster mode, the datapath programmed from the CRDs.
 
 pub mod api;
+pub mod cluster;
 pub mod dataplane;
 pub mod error;
 pub mod metrics;

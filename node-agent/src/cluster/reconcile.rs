@@ -1,0 +1,307 @@
+//! From a node's [`NodePlan`] to Balancer calls: a pure, deterministic diff
+//! ([`diff`]) and its application ([`apply`]) through the Balancer API only.
+//!
+//! **Ownership.** Cluster mode touches only the VIPs it owns. A VIP is owned
+//! when the [`Reconciler`] created or adopted it for a planned VirtualService;
+//! the owned set is remembered by the Reconciler. After a restart it is
+//! rebuilt with [`Reconciler::adopt`] from the VirtualServices the node's
+//! BalancerNode status lists as programmed (or set with
+//! [`Reconciler::with_owned`]). The pure [`diff`] takes that set as an argument. Everything
+//! else in the Balancer — VIPs created over REST — is left alone: never
+//! deleted, never changed. A planned VIP whose (address, port, protocol) is
+//! already held by an unowned VIP is not taken over; it is reported as a
+//! [`Conflict`] and no op touches it.
+//!
+//! **Order.** Capacity is freed before it is used, so a plan that fits never
+//! fails with SPACE_EXHAUSTED halfway: (1) delete owned VIPs no longer planned,
+//! (2) delete reals per VIP (one batch each), (3) add VIPs, (4) flags and hash
+//! function of existing VIPs, (5) add/update reals per VIP (one batch each).
+//! Within a phase, VIPs go in [`VipId`] order.
+//!
+//! **Reals shared across VIPs.** The datapath keeps one set of flags per real
+//! address; when VIPs disagree, the first VIP in plan order (the oldest
+//! VirtualService) decides for all, so reapplying stays a no-op.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use weir_crds::validation::{NodePlan, ObjectKey};
+
+use crate::dataplane::{Balancer, HashFunction, RealAction, RealSpec, VipId, VipSpec};
+
+/// One Balancer change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// An owned VIP that is no longer planned.
+    DelVip(VipId),
+    /// Reals leaving a VIP, one batch.
+    DelReals {
+        vip: VipId,
+        addrs: Vec<IpAddr>,
+    },
+    /// A new VIP (with its hash function; its reals follow in [`Op::UpsertReals`]).
+    AddVip {
+        vip: VipId,
+        flags: u32,
+        hash: HashFunction,
+    },
+    /// Flag bits to clear and to set on an existing VIP.
+    SetFlags {
+        vip: VipId,
+        clear: u32,
+        set: u32,
+    },
+    SetHash {
+        vip: VipId,
+        hash: HashFunction,
+    },
+    /// Reals to add or whose weight or flags change, one batch.
+    UpsertReals {
+        vip: VipId,
+        reals: Vec<RealSpec>,
+    },
+}
+
+impl Op {
+    /// The VIP the op is about.
+    pub fn vip(&self) -> &VipId {
+        match self {
+            Op::DelVip(vip)
+            | Op::DelReals { vip, .. }
+            | Op::AddVip { vip, .. }
+            | Op::SetFlags { vip, .. }
+            | Op::SetHash { vip, .. }
+            | Op::UpsertReals { vip, .. } => vip,
+        }
+    }
+}
+
+/// A VIP as the Balancer holds it (what [`diff`] compares against).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedVip {
+    pub flags: u32,
+    pub hash: HashFunction,
+    pub reals: BTreeMap<IpAddr, RealSpec>,
+}
+
+/// A planned VIP that an unowned (REST-created) VIP already holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub vip: VipId,
+    pub owner: ObjectKey,
+}
+
+/// What [`diff`] decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diff {
+    pub ops: Vec<Op>,
+    pub conflicts: Vec<Conflict>,
+    /// Planned VIPs that cannot be programmed as planned (unknown hash function);
+    /// left as they are.
+    pub invalid: Vec<(ObjectKey, String)>,
+    /// The VIPs cluster mode owns once `ops` succeed, with their VirtualService.
+    pub desired_owners: BTreeMap<VipId, ObjectKey>,
+}
+
+/// One op that failed.
+#[derive(Debug)]
+pub struct OpError {
+    pub op: Op,
+    pub error: crate::Error,
+}
+
+/// Reads the Balancer's VIPs and reals.
+pub fn observe(balancer: &Balancer) -> BTreeMap<VipId, ObservedVip> {
+    balancer
+        .vips()
+        .into_iter()
+        .map(|info| {
+            let reals = balancer.reals(&info.id).unwrap_or_default().into_iter().map(|r| (r.addr, r)).collect();
+            (info.id, ObservedVip { flags: info.flags, hash: info.hash_function, reals })
+        })
+        .collect()
+}
+
+/// The ops that bring the owned part of `current` to `plan`. Pure.
+pub fn diff(plan: &NodePlan, current: &BTreeMap<VipId, ObservedVip>, owned: &BTreeSet<VipId>) -> Diff {
+    let mut out = Diff::default();
+    // One set of flags per real address: the first VIP in plan order decides.
+    let mut real_flags: BTreeMap<IpAddr, u8> = BTreeMap::new();
+    for real in plan.vips.iter().flat_map(|v| &v.reals) {
+        real_flags.entry(real.address).or_insert(real.flags);
+    }
+    // VipId -> (flags, hash, reals); BTreeMap gives the phase order.
+    let mut desired: BTreeMap<VipId, (u32, HashFunction, BTreeMap<IpAddr, RealSpec>)> = BTreeMap::new();
+    // Planned VIPs never deleted by this diff, even when not programmable.
+    let mut keep: BTreeSet<VipId> = BTreeSet::new();
+    for vip in &plan.vips {
+        let id = VipId { addr: vip.address, port: vip.port, proto: vip.protocol };
+        keep.insert(id);
+        if current.contains_key(&id) && !owned.contains(&id) {
+            out.conflicts.push(Conflict { vip: id, owner: vip.owner.clone() });
+            continue;
+        }
+        let Some(hash) = HashFunction::from_katran(vip.hash_function) else {
+            out.invalid.push((vip.owner.clone(), format!("unknown hash function {}", vip.hash_function)));
+            continue;
+        };
+        let mut reals = BTreeMap::new();
+        for r in &vip.reals {
+            let spec = RealSpec { addr: r.address, weight: r.weight, flags: real_flags[&r.address] };
+            reals.entry(r.address).or_insert(spec);
+        }
+        out.desired_owners.insert(id, vip.owner.clone());
+        desired.insert(id, (vip.flags, hash, reals));
+    }
+
+    for id in owned.iter().filter(|id| !keep.contains(id) && current.contains_key(id)) {
+        out.ops.push(Op::DelVip(*id));
+    }
+    for (id, (_, _, reals)) in &desired {
+        if let Some(have) = current.get(id) {
+            let addrs: Vec<IpAddr> = have.reals.keys().filter(|a| !reals.contains_key(a)).copied().collect();
+            if !addrs.is_empty() {
+                out.ops.push(Op::DelReals { vip: *id, addrs });
+            }
+        }
+    }
+    for (id, (flags, hash, _)) in &desired {
+        if !current.contains_key(id) {
+            out.ops.push(Op::AddVip { vip: *id, flags: *flags, hash: *hash });
+        }
+    }
+    for (id, (flags, hash, _)) in &desired {
+        let Some(have) = current.get(id) else { continue };
+        if have.flags != *flags {
+            out.ops.push(Op::SetFlags { vip: *id, clear: have.flags & !flags, set: flags & !have.flags });
+        }
+        if have.hash != *hash {
+            out.ops.push(Op::SetHash { vip: *id, hash: *hash });
+        }
+    }
+    for (id, (_, _, reals)) in &desired {
+        let have = current.get(id).map(|v| &v.reals);
+        let changed: Vec<RealSpec> =
+            reals.values().filter(|r| have.and_then(|h| h.get(&r.addr)) != Some(*r)).copied().collect();
+        if !changed.is_empty() {
+            out.ops.push(Op::UpsertReals { vip: *id, reals: changed });
+        }
+    }
+    out
+}
+
+/// Performs `ops` in order through the Balancer API. A failing op does not stop
+/// the others; every failure is returned.
+pub fn apply(balancer: &mut Balancer, ops: &[Op]) -> Vec<OpError> {
+    let mut errors = Vec::new();
+    for op in ops {
+        if let Err(error) = apply_one(balancer, op) {
+            errors.push(OpError { op: op.clone(), error });
+        }
+    }
+    errors
+}
+
+fn apply_one(balancer: &mut Balancer, op: &Op) -> crate::Result<()> {
+    match op {
+        Op::DelVip(id) => balancer.del_vip(id),
+        Op::DelReals { vip, addrs } => {
+            let reals: Vec<RealSpec> = addrs.iter().map(|&addr| RealSpec { addr, weight: 0, flags: 0 }).collect();
+            balancer.modify_reals(vip, RealAction::Delete, &reals)
+        }
+        Op::AddVip { vip, flags, hash } => {
+            balancer.add_vip(VipSpec { id: *vip, flags: *flags })?;
+            if balancer.vip_info(vip)?.hash_function != *hash {
+                balancer.change_hash_function(vip, *hash)?;
+            }
+            Ok(())
+        }
+        Op::SetFlags { vip, clear, set } => {
+            if *clear != 0 {
+                balancer.modify_vip_flags(vip, *clear, false)?;
+            }
+            if *set != 0 {
+                balancer.modify_vip_flags(vip, *set, true)?;
+            }
+            Ok(())
+        }
+        Op::SetHash { vip, hash } => balancer.change_hash_function(vip, *hash),
+        Op::UpsertReals { vip, reals } => balancer.modify_reals(vip, RealAction::Add, reals),
+    }
+}
+
+/// What one [`Reconciler::reconcile`] did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub ops: Vec<Op>,
+    pub errors: Vec<OpError>,
+    pub conflicts: Vec<Conflict>,
+    pub invalid: Vec<(ObjectKey, String)>,
+}
+
+/// Diffs and applies plans, remembering which VIPs cluster mode owns.
+#[derive(Debug, Default, Clone)]
+pub struct Reconciler {
+    owned: BTreeMap<VipId, ObjectKey>,
+}
+
+impl Reconciler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts owning `owned` (e.g. restored after a restart).
+    pub fn with_owned(owned: BTreeMap<VipId, ObjectKey>) -> Self {
+        Reconciler { owned }
+    }
+
+    /// The owned VIPs and their VirtualServices.
+    pub fn owned(&self) -> &BTreeMap<VipId, ObjectKey> {
+        &self.owned
+    }
+
+    /// The VirtualService owning `vip`, if cluster mode owns it.
+    pub fn owner(&self, vip: &VipId) -> Option<&ObjectKey> {
+        self.owned.get(vip)
+    }
+
+    /// After a restart: takes ownership of the VIPs of `plan` that the Balancer
+    /// already holds and whose VirtualService is in `programmed` (what this
+    /// node reported as programmed in its BalancerNode status before it
+    /// stopped). Others stay unowned: a REST VIP is never taken over.
+    pub fn adopt(&mut self, plan: &NodePlan, programmed: &BTreeSet<ObjectKey>, balancer: &Balancer) {
+        for vip in plan.vips.iter().filter(|v| programmed.contains(&v.owner)) {
+            let id = VipId { addr: vip.address, port: vip.port, proto: vip.protocol };
+            if balancer.vip_info(&id).is_ok() {
+                self.owned.entry(id).or_insert_with(|| vip.owner.clone());
+            }
+        }
+    }
+
+    /// The ops that would bring the Balancer to `plan` (nothing is changed).
+    pub fn diff(&self, plan: &NodePlan, balancer: &Balancer) -> Diff {
+        let owned: BTreeSet<VipId> = self.owned.keys().copied().collect();
+        diff(plan, &observe(balancer), &owned)
+    }
+
+    /// Brings the Balancer to `plan`. Afterwards it owns the planned VIPs that
+    /// exist, and keeps owning unplanned ones whose deletion failed (retried
+    /// on the next call).
+    pub fn reconcile(&mut self, plan: &NodePlan, balancer: &mut Balancer) -> Report {
+        let d = self.diff(plan, balancer);
+        let errors = apply(balancer, &d.ops);
+        let present: BTreeSet<VipId> = balancer.vips().into_iter().map(|v| v.id).collect();
+        let mut owned: BTreeMap<VipId, ObjectKey> =
+            d.desired_owners.into_iter().filter(|(id, _)| present.contains(id)).collect();
+        for (id, owner) in &self.owned {
+            if present.contains(id) && !owned.contains_key(id) && !d.conflicts.iter().any(|c| c.vip == *id) {
+                owned.insert(*id, owner.clone());
+            }
+        }
+        self.owned = owned;
+        Report { ops: d.ops, errors, conflicts: d.conflicts, invalid: d.invalid }
+    }
+}
+
+#[cfg(test)]
+mod tests;

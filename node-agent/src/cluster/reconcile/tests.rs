@@ -1,0 +1,173 @@
+//! The pure diff: order, minimality, ownership, idempotence on its own output.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use weir_crds::validation::{NodePlan, ObjectKey, RealPlan, VipPlan};
+
+use super::*;
+
+fn ip(last: u8) -> IpAddr {
+    Ipv4Addr::new(10, 0, 0, last).into()
+}
+
+fn vip_id(last: u8) -> VipId {
+    VipId { addr: Ipv4Addr::new(10, 100, 0, last).into(), port: 80, proto: 6 }
+}
+
+fn vip(last: u8, reals: &[(u8, u32)]) -> VipPlan {
+    VipPlan {
+        owner: ObjectKey::new("default", format!("vs{last}")),
+        generation: 1,
+        address: vip_id(last).addr,
+        port: 80,
+        protocol: 6,
+        flags: 0,
+        hash_function: 0,
+        reals: reals
+            .iter()
+            .map(|&(r, weight)| RealPlan {
+                owner: ObjectKey::new("default", format!("rs{r}")),
+                address: ip(r),
+                weight,
+                flags: 0,
+            })
+            .collect(),
+    }
+}
+
+fn plan(vips: Vec<VipPlan>) -> NodePlan {
+    NodePlan { vips, ..NodePlan::default() }
+}
+
+/// What the Balancer would hold after `plan` was applied.
+fn observed(plan: &NodePlan) -> BTreeMap<VipId, ObservedVip> {
+    plan.vips
+        .iter()
+        .map(|v| {
+            let reals = v
+                .reals
+                .iter()
+                .map(|r| (r.address, RealSpec { addr: r.address, weight: r.weight, flags: r.flags }))
+                .collect();
+            let hash = HashFunction::from_katran(v.hash_function).unwrap();
+            (VipId { addr: v.address, port: v.port, proto: v.protocol }, ObservedVip { flags: v.flags, hash, reals })
+        })
+        .collect()
+}
+
+fn owned_all(current: &BTreeMap<VipId, ObservedVip>) -> BTreeSet<VipId> {
+    current.keys().copied().collect()
+}
+
+#[test]
+fn empty_balancer_gets_vips_then_reals() {
+    let p = plan(vec![vip(2, &[(1, 1)]), vip(1, &[(1, 5), (2, 5)])]);
+    let d = diff(&p, &BTreeMap::new(), &BTreeSet::new());
+    let h = HashFunction::Maglev;
+    assert_eq!(
+        d.ops,
+        vec![
+            Op::AddVip { vip: vip_id(1), flags: 0, hash: h },
+            Op::AddVip { vip: vip_id(2), flags: 0, hash: h },
+            Op::UpsertReals {
+                vip: vip_id(1),
+                reals: vec![
+                    RealSpec { addr: ip(1), weight: 5, flags: 0 },
+                    RealSpec { addr: ip(2), weight: 5, flags: 0 }
+                ],
+            },
+            Op::UpsertReals { vip: vip_id(2), reals: vec![RealSpec { addr: ip(1), weight: 1, flags: 0 }] },
+        ]
+    );
+    assert_eq!(d.desired_owners.len(), 2);
+}
+
+#[test]
+fn applied_plan_diffs_to_nothing() {
+    let p = plan(vec![vip(1, &[(1, 5), (2, 0)]), vip(2, &[])]);
+    let current = observed(&p);
+    let d = diff(&p, &current, &owned_all(&current));
+    assert!(d.ops.is_empty(), "{:?}", d.ops);
+    assert!(d.conflicts.is_empty());
+}
+
+#[test]
+fn weight_change_is_one_batch_of_the_changed_real() {
+    let current = observed(&plan(vec![vip(1, &[(1, 5), (2, 5)])]));
+    let d = diff(&plan(vec![vip(1, &[(1, 5), (2, 9)])]), &current, &owned_all(&current));
+    assert_eq!(
+        d.ops,
+        vec![Op::UpsertReals { vip: vip_id(1), reals: vec![RealSpec { addr: ip(2), weight: 9, flags: 0 }] }]
+    );
+}
+
+#[test]
+fn removals_come_before_additions() {
+    let current = observed(&plan(vec![vip(1, &[(1, 1)]), vip(2, &[(2, 1), (3, 1)])]));
+    let d = diff(&plan(vec![vip(2, &[(2, 1), (4, 1)]), vip(3, &[])]), &current, &owned_all(&current));
+    assert_eq!(
+        d.ops,
+        vec![
+            Op::DelVip(vip_id(1)),
+            Op::DelReals { vip: vip_id(2), addrs: vec![ip(3)] },
+            Op::AddVip { vip: vip_id(3), flags: 0, hash: HashFunction::Maglev },
+            Op::UpsertReals { vip: vip_id(2), reals: vec![RealSpec { addr: ip(4), weight: 1, flags: 0 }] },
+        ]
+    );
+}
+
+#[test]
+fn flags_and_hash_changes() {
+    let mut before = vip(1, &[]);
+    before.flags = 0b0101;
+    let current = observed(&plan(vec![before]));
+    let mut after = vip(1, &[]);
+    after.flags = 0b0110;
+    after.hash_function = 1;
+    let d = diff(&plan(vec![after]), &current, &owned_all(&current));
+    assert_eq!(
+        d.ops,
+        vec![
+            Op::SetFlags { vip: vip_id(1), clear: 0b0001, set: 0b0010 },
+            Op::SetHash { vip: vip_id(1), hash: HashFunction::MaglevV2 },
+        ]
+    );
+}
+
+#[test]
+fn unowned_vips_are_never_touched() {
+    let current = observed(&plan(vec![vip(1, &[(1, 1)]), vip(2, &[(2, 1)])]));
+    // vip 1 is REST's; vip 2 ours. The plan wants neither vip 2 nor a change to vip 1... but names vip 1.
+    let owned: BTreeSet<VipId> = [vip_id(2)].into();
+    let d = diff(&plan(vec![vip(1, &[(3, 1)])]), &current, &owned);
+    assert_eq!(d.ops, vec![Op::DelVip(vip_id(2))]);
+    assert_eq!(d.conflicts, vec![Conflict { vip: vip_id(1), owner: ObjectKey::new("default", "vs1") }]);
+    assert!(d.desired_owners.is_empty());
+    // And an empty plan deletes only what is owned.
+    let d = diff(&NodePlan::default(), &current, &owned);
+    assert_eq!(d.ops, vec![Op::DelVip(vip_id(2))]);
+}
+
+#[test]
+fn shared_real_flags_follow_the_first_vip() {
+    let mut a = vip(1, &[(1, 1)]);
+    a.reals[0].flags = 2;
+    let b = vip(2, &[(1, 1)]);
+    let d = diff(&plan(vec![a, b]), &BTreeMap::new(), &BTreeSet::new());
+    for op in &d.ops {
+        if let Op::UpsertReals { reals, .. } = op {
+            assert_eq!(reals[0].flags, 2, "{op:?}");
+        }
+    }
+}
+
+#[test]
+fn unknown_hash_function_is_reported_and_left_alone() {
+    let current = observed(&plan(vec![vip(1, &[(1, 1)])]));
+    let mut bad = vip(1, &[]);
+    bad.hash_function = 7;
+    let d = diff(&plan(vec![bad]), &current, &owned_all(&current));
+    assert!(d.ops.is_empty(), "{:?}", d.ops);
+    assert_eq!(d.invalid.len(), 1);
+}

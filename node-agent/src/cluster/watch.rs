@@ -1,0 +1,137 @@
+//! The cluster sync loop: kube-runtime reflectors for VirtualService,
+//! RealServer (all namespaces) and the agent's own Node; on every change (bursts
+//! coalesced) `weir_crds::validation::resolve` recomputes the node's plan and
+//! the [`Reconciler`] applies the diff to the shared Balancer.
+//!
+//! Nothing is applied until all three reflectors have listed once, so a
+//! partial view never deletes VIPs. A missing Node object means no labels
+//! (VirtualServices without a node selector are still programmed). Capacity
+//! comes from the Balancer's configuration. Failed ops, and a Balancer not
+//! created yet, are retried with exponential backoff ([`RETRY_MIN`] to
+//! [`RETRY_MAX`]); watch errors are retried by kube-runtime's default backoff.
+//!
+//! Restart: before the first pass the loop reads the node's BalancerNode
+//! status (the agent's own record) and adopts the VIPs of the VirtualServices
+//! it lists as programmed ([`Reconciler::adopt`]), so an adopted datapath is
+//! reconciled, not treated as REST-created.
+//!
+//! Lock order: the Balancer's lock, then the Reconciler's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use weir_crds::v1alpha1::{BalancerNode, RealServer, VirtualService};
+use weir_crds::validation::{resolve, Capacity, NodeInfo, ObjectKey};
+
+use super::Reconciler;
+use crate::api::SharedBalancer;
+
+/// First retry delay after a failed pass.
+pub const RETRY_MIN: Duration = Duration::from_millis(100);
+/// Longest retry delay.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+type Triggers = Pin<Box<dyn Stream<Item = ()> + Send>>;
+
+fn trigger<K>(api: Api<K>, config: watcher::Config, what: &'static str) -> (Store<K>, Triggers)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, config).default_backoff().reflect(writer).map(move |event| {
+        if let Err(e) = event {
+            tracing::warn!(what, error = %e, "cluster watch error");
+        }
+    });
+    (store, stream.boxed())
+}
+
+fn ready<K: kube::Resource<DynamicType = ()> + Clone>(store: &Store<K>) -> bool {
+    matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
+}
+
+/// Runs until the watch streams end (in practice: until the task is dropped).
+pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, reconciler: Arc<Mutex<Reconciler>>) {
+    let (vss, vs_events) = trigger(Api::<VirtualService>::all(client.clone()), watcher::Config::default(), "vs");
+    let (rss, rs_events) = trigger(Api::<RealServer>::all(client.clone()), watcher::Config::default(), "rs");
+    let node_config = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
+    let mut programmed = Some(programmed_before(&client, &node_name).await);
+    let (nodes, node_events) = trigger(Api::<Node>::all(client), node_config, "node");
+    let mut triggers = futures::stream::select_all([vs_events, rs_events, node_events]);
+    let mut retry: Option<Duration> = None;
+    loop {
+        let delay = retry.unwrap_or(RETRY_MAX);
+        tokio::select! {
+            event = triggers.next() => {
+                if event.is_none() {
+                    return;
+                }
+                // Coalesce what is already queued into one pass.
+                while let Some(Some(())) = triggers.next().now_or_never() {}
+            }
+            () = tokio::time::sleep(delay), if retry.is_some() => {}
+        }
+        if !(ready(&vss) && ready(&rss) && ready(&nodes)) {
+            continue;
+        }
+        let labels = nodes.state().first().and_then(|n| n.metadata.labels.clone()).unwrap_or_default();
+        let ok = pass(&balancer, &reconciler, &vss.state(), &rss.state(), labels, &mut programmed);
+        retry = if ok { None } else { Some(retry.map_or(RETRY_MIN, |d| (d * 2).min(RETRY_MAX))) };
+    }
+}
+
+/// The VirtualServices the node's BalancerNode status lists as programmed
+/// (empty when there is none, or it cannot be read).
+async fn programmed_before(client: &Client, node_name: &str) -> BTreeSet<ObjectKey> {
+    match Api::<BalancerNode>::all(client.clone()).get_opt(node_name).await {
+        Ok(node) => node
+            .and_then(|n| n.status)
+            .map(|s| s.virtual_services.into_iter().map(|v| ObjectKey::new(v.namespace, v.name)).collect())
+            .unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read BalancerNode {node_name}: adopting nothing");
+            BTreeSet::new()
+        }
+    }
+}
+
+/// One resolve + reconcile; false when something must be retried. The first
+/// pass with a Balancer adopts `programmed` (then cleared).
+fn pass(
+    balancer: &SharedBalancer,
+    reconciler: &Mutex<Reconciler>,
+    vss: &[Arc<VirtualService>],
+    rss: &[Arc<RealServer>],
+    labels: BTreeMap<String, String>,
+    programmed: &mut Option<BTreeSet<ObjectKey>>,
+) -> bool {
+    let mut guard = balancer.write().unwrap_or_else(|e| e.into_inner());
+    let Some(lb) = guard.as_mut() else {
+        tracing::debug!("cluster sync: no balancer yet");
+        return false;
+    };
+    let capacity = Capacity { max_vips: lb.config().max_vips, max_reals: lb.config().max_reals };
+    let plan = resolve(vss.iter().map(|v| &**v), rss.iter().map(|r| &**r), &NodeInfo { labels, capacity }).plan;
+    let mut reconciler = reconciler.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(programmed) = programmed.take() {
+        reconciler.adopt(&plan, &programmed, lb);
+    }
+    let report = reconciler.reconcile(&plan, lb);
+    if !report.ops.is_empty() {
+        tracing::info!(ops = report.ops.len(), errors = report.errors.len(), "cluster sync applied");
+    }
+    for e in &report.errors {
+        tracing::warn!(vip = %e.op.vip(), error = %e.error, "cluster sync op failed");
+    }
+    for c in &report.conflicts {
+        tracing::warn!(vip = %c.vip, owner = %c.owner, "VIP exists outside cluster mode; VirtualService not programmed");
+    }
+    report.errors.is_empty()
+}

@@ -1,0 +1,258 @@
+//! Cluster-mode reconciliation against a real Balancer in testing mode: plans
+//! come from VirtualService and RealServer objects through
+//! `weir_crds::validation::resolve`, exactly as the agent computes them, and
+//! the result is checked through the Balancer's reads and by simulating SYNs.
+//!
+//! Every test loads the program (BPF_PROG_TEST_RUN needs root): without root
+//! it prints `SKIPPED (needs root): <test>` and returns.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use weir_agent::cluster::{Op, Reconciler};
+use weir_agent::dataplane::{
+    flow_frame, outer_destination, Balancer, BalancerConfig, Flow, HashFunction, RealSpec, Verdict, VipId, VipSpec,
+};
+use weir_crds::v1alpha1::{
+    HashFunction as CrdHash, Protocol, RealServer, RealServerSpec, VipFlag, VirtualService, VirtualServiceSpec,
+};
+use weir_crds::validation::{resolve, Capacity, NodeInfo, NodePlan};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+
+fn skip_unless_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED (needs root): {test}");
+        return true;
+    }
+    false
+}
+
+fn real(i: u8) -> IpAddr {
+    Ipv4Addr::new(10, 0, 0, i).into()
+}
+
+fn vip_id() -> VipId {
+    VipId { addr: VIP.into(), port: 80, proto: 6 }
+}
+
+fn vs(name: &str, address: Ipv4Addr) -> VirtualService {
+    let mut vs = VirtualService::new(
+        name,
+        VirtualServiceSpec {
+            address: address.to_string(),
+            port: 80,
+            protocol: Protocol::Tcp,
+            flags: Vec::new(),
+            hash_function: CrdHash::Maglev,
+            node_selector: None,
+        },
+    );
+    vs.metadata.namespace = Some("default".into());
+    vs
+}
+
+fn rs(name: &str, vs: &str, addr: IpAddr, weight: u32) -> RealServer {
+    let mut rs = RealServer::new(
+        name,
+        RealServerSpec { virtual_service_name: vs.into(), address: addr.to_string(), weight, flags: Vec::new() },
+    );
+    rs.metadata.namespace = Some("default".into());
+    rs
+}
+
+fn plan(vss: &[VirtualService], rss: &[RealServer]) -> NodePlan {
+    let node = NodeInfo { labels: BTreeMap::new(), capacity: Capacity { max_vips: 16, max_reals: 256 } };
+    resolve(vss, rss, &node).plan
+}
+
+/// Reconciles and asserts no op failed; returns the ops.
+fn reconcile(rec: &mut Reconciler, lb: &mut Balancer, plan: &NodePlan) -> Vec<Op> {
+    let report = rec.reconcile(plan, lb);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    report.ops
+}
+
+/// Where a new TCP connection (a SYN) from `src_port` to the VIP goes, if forwarded.
+fn syn_lands_on(lb: &Balancer, src_port: u16) -> Option<IpAddr> {
+    let flow = Flow { src: CLIENT.into(), dst: VIP.into(), src_port, dst_port: 80, proto: 6 };
+    let mut frame = flow_frame(&flow).unwrap();
+    frame[14 + 20 + 13] = 0x02; // TCP flags: SYN only (the datapath does not check checksums)
+    let run = lb.simulate(&frame).unwrap();
+    (run.verdict == Verdict::Tx).then(|| outer_destination(&run.packet)).flatten()
+}
+
+#[test]
+fn plan_is_applied_and_reapplying_is_a_no_op() {
+    if skip_unless_root("plan_is_applied_and_reapplying_is_a_no_op") {
+        return;
+    }
+    let mut lb = Balancer::new(BalancerConfig::testing()).unwrap();
+    let mut rec = Reconciler::new();
+    let p = plan(&[vs("web", VIP)], &[rs("a", "web", real(1), 5), rs("b", "web", real(2), 5)]);
+    let ops = reconcile(&mut rec, &mut lb, &p);
+    assert_eq!(ops.len(), 2, "{ops:?}");
+    assert_eq!(
+        lb.reals(&vip_id()).unwrap(),
+        vec![RealSpec { addr: real(1), weight: 5, flags: 0 }, RealSpec { addr: real(2), weight: 5, flags: 0 }]
+    );
+    assert_eq!(rec.owner(&vip_id()).map(|k| k.to_string()).as_deref(), Some("default/web"));
+    assert!(reconcile(&mut rec, &mut lb, &p).is_empty());
+    let got = syn_lands_on(&lb, 40000).expect("forwarded");
+    assert!(got == real(1) || got == real(2), "{got}");
+}
+
+#[test]
+fn weight_change_is_one_real_batch_and_the_datapath_follows() {
+    if skip_unless_root("weight_change_is_one_real_batch_and_the_datapath_follows") {
+        return;
+    }
+    let mut lb = Balancer::new(BalancerConfig::testing()).unwrap();
+    let mut rec = Reconciler::new();
+    let vss = [vs("web", VIP)];
+    reconcile(&mut rec, &mut lb, &plan(&vss, &[rs("a", "web", real(1), 5), rs("b", "web", real(2), 5)]));
+    // Draining a: weight 0.
+    let ops = reconcile(&mut rec, &mut lb, &plan(&vss, &[rs("a", "web", real(1), 0), rs("b", "web", real(2), 5)]));
+    assert_eq!(
+        ops,
+        vec![Op::UpsertReals { vip: vip_id(), reals: vec![RealSpec { addr: real(1), weight: 0, flags: 0 }] }]
+    );
+    for port in 40000..40016 {
+        assert_eq!(syn_lands_on(&lb, port), Some(real(2)), "source port {port}");
+    }
+}
+
+#[test]
+fn deleted_virtual_service_removes_its_vip() {
+    if skip_unless_root("deleted_virtual_service_removes_its_vip") {
+        return;
+    }
+    let mut lb = Balancer::new(BalancerConfig::testing()).unwrap();
+    let mut rec = Reconciler::new();
+    reconcile(&mut rec, &mut lb, &plan(&[vs("web", VIP)], &[rs("a", "web", real(1), 1)]));
+    let ops = reconcile(&mut rec, &mut lb, &plan(&[], &[rs("a", "web", real(1), 1)]));
+    assert_eq!(ops, vec![Op::DelVip(vip_id())]);
+    assert!(lb.vips().is_empty());
+    assert_eq!(lb.real_index(real(1)), None);
+    assert!(rec.owned().is_empty());
+    assert_eq!(syn_lands_on(&lb, 40000), None);
+}
+
+#[test]
+fn flags_and_hash_function_changes() {
+    if skip_unless_root("flags_and_hash_function_changes") {
+        return;
+    }
+    let mut lb = Balancer::new(BalancerConfig::testing()).unwrap();
+    let mut rec = Reconciler::new();
+    let mut web = vs("web", VIP);
+    web.spec.flags = vec![VipFlag::NoSport];
+    let rss = [rs("a", "web", real(1), 1)];
+    reconcile(&mut rec, &mut lb, &plan(std::slice::from_ref(&web), &rss));
+    assert_eq!(lb.vip_info(&vip_id()).unwrap().flags, VipFlag::NoSport.bit());
+    web.spec.flags = vec![VipFlag::DportHash];
+    web.spec.hash_function = CrdHash::MaglevV2;
+    let ops = reconcile(&mut rec, &mut lb, &plan(std::slice::from_ref(&web), &rss));
+    assert_eq!(
+        ops,
+        vec![
+            Op::SetFlags { vip: vip_id(), clear: VipFlag::NoSport.bit(), set: VipFlag::DportHash.bit() },
+            Op::SetHash { vip: vip_id(), hash: HashFunction::MaglevV2 },
+        ]
+    );
+    let info = lb.vip_info(&vip_id()).unwrap();
+    assert_eq!((info.flags, info.hash_function), (VipFlag::DportHash.bit(), HashFunction::MaglevV2));
+    assert!(reconcile(&mut rec, &mut lb, &plan(&[web], &rss)).is_empty());
+    assert_eq!(syn_lands_on(&lb, 40000), Some(real(1)));
+}
+
+#[test]
+fn rest_vips_are_left_alone() {
+    if skip_unless_root("rest_vips_are_left_alone") {
+        return;
+    }
+    let mut lb = Balancer::new(BalancerConfig::testing()).unwrap();
+    let rest = VipId { addr: Ipv4Addr::new(10, 100, 0, 9).into(), port: 443, proto: 6 };
+    lb.add_vip(VipSpec { id: rest, flags: 0 }).unwrap();
+    lb.add_real(&rest, RealSpec { addr: real(9), weight: 3, flags: 0 }).unwrap();
+    // A VirtualService claiming the REST VIP's address is a conflict, not a takeover.
+    let mut clash = vs("clash", Ipv4Addr::new(10, 100, 0, 9));
+    clash.spec.port = 443;
+    let mut rec = Reconciler::new();
+    let report = rec.reconcile(&plan(&[vs("web", VIP), clash], &[rs("c", "clash", real(1), 1)]), &mut lb);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.conflicts.len(), 1);
+    assert_eq!(report.conflicts[0].vip, rest);
+    assert_eq!(rec.owner(&rest), None);
+    assert_eq!(lb.reals(&rest).unwrap(), vec![RealSpec { addr: real(9), weight: 3, flags: 0 }]);
+    // Nothing planned: only the owned VIP goes.
+    let ops = reconcile(&mut rec, &mut lb, &NodePlan::default());
+    assert_eq!(ops, vec![Op::DelVip(vip_id())]);
+    assert_eq!(lb.vips().iter().map(|v| v.id).collect::<Vec<_>>(), vec![rest]);
+    assert_eq!(lb.reals(&rest).unwrap(), vec![RealSpec { addr: real(9), weight: 3, flags: 0 }]);
+}
+
+#[test]
+fn vip_whose_reals_all_go_stays_with_an_empty_ring() {
+    if skip_unless_root("vip_whose_reals_all_go_stays_with_an_empty_ring") {
+        return;
+    }
+    let mut lb = Balancer::new(BalancerConfig::testing()).unwrap();
+    let mut rec = Reconciler::new();
+    let vss = [vs("web", VIP)];
+    reconcile(&mut rec, &mut lb, &plan(&vss, &[rs("a", "web", real(1), 1), rs("b", "web", real(2), 1)]));
+    let ops = reconcile(&mut rec, &mut lb, &plan(&vss, &[]));
+    assert_eq!(ops, vec![Op::DelReals { vip: vip_id(), addrs: vec![real(1), real(2)] }]);
+    assert_eq!(lb.vip_info(&vip_id()).unwrap().reals, 0);
+    assert_eq!(syn_lands_on(&lb, 40000), None);
+    // A RealServer comes back: the SYN lands on it.
+    reconcile(&mut rec, &mut lb, &plan(&vss, &[rs("c", "web", real(3), 1)]));
+    assert_eq!(syn_lands_on(&lb, 40001), Some(real(3)));
+}
+
+#[test]
+fn restarted_reconciler_adopts_only_what_it_programmed() {
+    if skip_unless_root("restarted_reconciler_adopts_only_what_it_programmed") {
+        return;
+    }
+    let mut lb = Balancer::new(BalancerConfig::testing()).unwrap();
+    let vss = [vs("web", VIP)];
+    reconcile(&mut Reconciler::new(), &mut lb, &plan(&vss, &[rs("a", "web", real(1), 5)]));
+    // A new Reconciler (the agent restarted) knows nothing: the VIP looks REST-made.
+    let next = plan(&vss, &[rs("a", "web", real(1), 7)]);
+    let mut fresh = Reconciler::new();
+    assert_eq!(fresh.diff(&next, &lb).conflicts.len(), 1);
+    // Adopting from a status that does not list it changes nothing.
+    fresh.adopt(&next, &Default::default(), &lb);
+    assert!(fresh.owned().is_empty());
+    // Listed as programmed: adopted, and only the weight change is applied.
+    let programmed = [weir_crds::validation::ObjectKey::new("default", "web")].into();
+    fresh.adopt(&next, &programmed, &lb);
+    let ops = reconcile(&mut fresh, &mut lb, &next);
+    assert_eq!(
+        ops,
+        vec![Op::UpsertReals { vip: vip_id(), reals: vec![RealSpec { addr: real(1), weight: 7, flags: 0 }] }]
+    );
+}
+
+#[test]
+fn a_failing_op_does_not_stop_the_others() {
+    if skip_unless_root("a_failing_op_does_not_stop_the_others") {
+        return;
+    }
+    let mut lb = Balancer::new(BalancerConfig::testing()).unwrap();
+    let missing = VipId { addr: Ipv4Addr::new(10, 100, 0, 7).into(), port: 80, proto: 6 };
+    let ops = [
+        Op::UpsertReals { vip: missing, reals: vec![RealSpec { addr: real(1), weight: 1, flags: 0 }] },
+        Op::AddVip { vip: vip_id(), flags: 0, hash: HashFunction::MaglevV2 },
+        Op::UpsertReals { vip: vip_id(), reals: vec![RealSpec { addr: real(2), weight: 1, flags: 0 }] },
+    ];
+    let errors = weir_agent::cluster::apply(&mut lb, &ops);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].op, ops[0]);
+    assert_eq!(errors[0].error.code(), "NOT_FOUND");
+    assert_eq!(lb.vip_info(&vip_id()).unwrap().hash_function, HashFunction::MaglevV2);
+    assert_eq!(syn_lands_on(&lb, 40000), Some(real(2)));
+}

@@ -1,0 +1,238 @@
+//! The cluster sync loop end to end against the API server double: the real
+//! kube-runtime watchers, `resolve`, and a Balancer in testing mode. Objects
+//! are written through the Kubernetes API; the datapath is checked through the
+//! Balancer's reads and by simulating SYNs to the VIP.
+//!
+//! The Balancer needs root: without it each test prints
+//! `SKIPPED (needs root): <test>` and returns.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, CustomResourceExt};
+use serde_json::json;
+use weir_agent::api::SharedBalancer;
+use weir_agent::cluster::{watch, Reconciler};
+use weir_agent::dataplane::{
+    flow_frame, outer_destination, Balancer, BalancerConfig, Flow, RealSpec, Verdict, VipId, VipSpec,
+};
+use weir_apiserver_double::ApiServer;
+use weir_crds::v1alpha1::{
+    BalancerNode, HashFunction, Protocol, RealServer, RealServerSpec, VirtualService, VirtualServiceSpec,
+};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
+const NODE: &str = "node-a";
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn skip_unless_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED (needs root): {test}");
+        return true;
+    }
+    false
+}
+
+fn real(i: u8) -> IpAddr {
+    Ipv4Addr::new(10, 0, 0, i).into()
+}
+
+fn vip_id() -> VipId {
+    VipId { addr: VIP.into(), port: 80, proto: 6 }
+}
+
+fn vs(name: &str, selector: Option<LabelSelector>) -> VirtualService {
+    VirtualService::new(
+        name,
+        VirtualServiceSpec {
+            address: VIP.to_string(),
+            port: 80,
+            protocol: Protocol::Tcp,
+            flags: Vec::new(),
+            hash_function: HashFunction::Maglev,
+            node_selector: selector,
+        },
+    )
+}
+
+fn rs(name: &str, addr: IpAddr, weight: u32) -> RealServer {
+    RealServer::new(
+        name,
+        RealServerSpec { virtual_service_name: "web".into(), address: addr.to_string(), weight, flags: Vec::new() },
+    )
+}
+
+struct Env {
+    server: ApiServer,
+    balancer: SharedBalancer,
+    reconciler: Arc<Mutex<Reconciler>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The double with the CRDs and this node, a testing Balancer, the sync loop running.
+async fn env(labels: &[(&str, &str)]) -> Env {
+    let server = ApiServer::start();
+    server.register_crd(&VirtualService::crd());
+    server.register_crd(&RealServer::crd());
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": NODE, "labels": labels.iter().cloned().collect::<BTreeMap<_, _>>()}
+    }))
+    .unwrap();
+    Api::<Node>::all(server.client()).create(&PostParams::default(), &node).await.unwrap();
+    let balancer: SharedBalancer = Arc::new(RwLock::new(Some(Balancer::new(BalancerConfig::testing()).unwrap())));
+    let reconciler = Arc::new(Mutex::new(Reconciler::new()));
+    let task = tokio::spawn(watch::run(server.client(), NODE.into(), balancer.clone(), reconciler.clone()));
+    Env { server, balancer, reconciler, task }
+}
+
+impl Env {
+    fn vss(&self) -> Api<VirtualService> {
+        Api::namespaced(self.server.client(), "default")
+    }
+
+    fn rss(&self) -> Api<RealServer> {
+        Api::namespaced(self.server.client(), "default")
+    }
+
+    /// Waits until `check` holds on the Balancer.
+    async fn until(&self, what: &str, check: impl Fn(&Balancer) -> bool) {
+        let start = Instant::now();
+        loop {
+            if check(self.balancer.read().unwrap().as_ref().unwrap()) {
+                return;
+            }
+            assert!(start.elapsed() < LIMIT, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn reals(lb: &Balancer) -> Option<Vec<RealSpec>> {
+    lb.reals(&vip_id()).ok()
+}
+
+fn syn_lands_on(lb: &Balancer, src_port: u16) -> Option<IpAddr> {
+    let flow = Flow { src: Ipv4Addr::new(198, 51, 100, 7).into(), dst: VIP.into(), src_port, dst_port: 80, proto: 6 };
+    let mut frame = flow_frame(&flow).unwrap();
+    frame[14 + 20 + 13] = 0x02; // SYN
+    let run = lb.simulate(&frame).unwrap();
+    (run.verdict == Verdict::Tx).then(|| outer_destination(&run.packet)).flatten()
+}
+
+#[tokio::test]
+async fn apply_change_weight_delete() {
+    if skip_unless_root("apply_change_weight_delete") {
+        return;
+    }
+    let env = env(&[]).await;
+    let rest = VipId { addr: Ipv4Addr::new(10, 100, 0, 9).into(), port: 443, proto: 6 };
+    env.balancer.write().unwrap().as_mut().unwrap().add_vip(VipSpec { id: rest, flags: 0 }).unwrap();
+    let pp = PostParams::default();
+    env.vss().create(&pp, &vs("web", None)).await.unwrap();
+    env.rss().create(&pp, &rs("a", real(1), 5)).await.unwrap();
+    env.rss().create(&pp, &rs("b", real(2), 5)).await.unwrap();
+    env.until("VIP with both reals", |lb| reals(lb).is_some_and(|r| r.len() == 2)).await;
+    {
+        let guard = env.balancer.read().unwrap();
+        let got = syn_lands_on(guard.as_ref().unwrap(), 40000).expect("forwarded");
+        assert!(got == real(1) || got == real(2), "{got}");
+    }
+    assert_eq!(env.reconciler.lock().unwrap().owner(&vip_id()).unwrap().to_string(), "default/web");
+
+    // Drain a: every new connection goes to b.
+    let patch = Patch::Merge(json!({"spec": {"weight": 0}}));
+    env.rss().patch("a", &PatchParams::default(), &patch).await.unwrap();
+    env.until("a drained", |lb| reals(lb).is_some_and(|r| r.iter().any(|r| r.addr == real(1) && r.weight == 0))).await;
+    {
+        let guard = env.balancer.read().unwrap();
+        for port in 40000..40008 {
+            assert_eq!(syn_lands_on(guard.as_ref().unwrap(), port), Some(real(2)));
+        }
+    }
+
+    // Deleting the RealServer removes the real; deleting the VirtualService, the VIP.
+    env.rss().delete("b", &DeleteParams::default()).await.unwrap();
+    env.until("b gone", |lb| reals(lb).is_some_and(|r| r.len() == 1)).await;
+    env.vss().delete("web", &DeleteParams::default()).await.unwrap();
+    env.until("VIP gone", |lb| lb.vip_info(&vip_id()).is_err()).await;
+    // The REST VIP was never touched.
+    let guard = env.balancer.read().unwrap();
+    assert_eq!(guard.as_ref().unwrap().vips().iter().map(|v| v.id).collect::<Vec<_>>(), vec![rest]);
+}
+
+#[tokio::test]
+async fn node_selector_follows_the_node_labels() {
+    if skip_unless_root("node_selector_follows_the_node_labels") {
+        return;
+    }
+    let env = env(&[("role", "edge")]).await;
+    let selector = LabelSelector { match_labels: Some([("role".into(), "lb".into())].into()), ..Default::default() };
+    let pp = PostParams::default();
+    env.vss().create(&pp, &vs("web", Some(selector))).await.unwrap();
+    env.rss().create(&pp, &rs("a", real(1), 1)).await.unwrap();
+    // Not selected: give the loop time to (not) act, then check.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(env.balancer.read().unwrap().as_ref().unwrap().vips().is_empty());
+    let nodes: Api<Node> = Api::all(env.server.client());
+    let patch = Patch::Merge(json!({"metadata": {"labels": {"role": "lb"}}}));
+    nodes.patch(NODE, &PatchParams::default(), &patch).await.unwrap();
+    env.until("VIP programmed once selected", |lb| reals(lb).is_some_and(|r| r.len() == 1)).await;
+    let patch = Patch::Merge(json!({"metadata": {"labels": {"role": "edge"}}}));
+    nodes.patch(NODE, &PatchParams::default(), &patch).await.unwrap();
+    env.until("VIP removed once unselected", |lb| lb.vips().is_empty()).await;
+}
+
+#[tokio::test]
+async fn restart_adopts_the_vips_its_status_lists() {
+    if skip_unless_root("restart_adopts_the_vips_its_status_lists") {
+        return;
+    }
+    let server = ApiServer::start();
+    server.register_crd(&VirtualService::crd());
+    server.register_crd(&RealServer::crd());
+    server.register_crd(&BalancerNode::crd());
+    // What the agent had programmed and reported before it stopped.
+    let mut lb = Balancer::new(BalancerConfig::testing()).unwrap();
+    lb.add_vip(VipSpec { id: vip_id(), flags: 0 }).unwrap();
+    lb.add_real(&vip_id(), RealSpec { addr: real(1), weight: 5, flags: 0 }).unwrap();
+    server
+        .put(json!({
+            "apiVersion": "lb.weir.dev/v1alpha1", "kind": "BalancerNode",
+            "metadata": {"name": NODE}, "spec": {},
+            "status": {"virtualServices": [{"namespace": "default", "name": "web", "generation": 1, "reals": 1}]}
+        }))
+        .unwrap();
+    let vss: Api<VirtualService> = Api::namespaced(server.client(), "default");
+    let rss: Api<RealServer> = Api::namespaced(server.client(), "default");
+    vss.create(&PostParams::default(), &vs("web", None)).await.unwrap();
+    rss.create(&PostParams::default(), &rs("a", real(1), 9)).await.unwrap();
+
+    let balancer: SharedBalancer = Arc::new(RwLock::new(Some(lb)));
+    let reconciler = Arc::new(Mutex::new(Reconciler::new()));
+    let env = Env {
+        task: tokio::spawn(watch::run(server.client(), NODE.into(), balancer.clone(), reconciler.clone())),
+        server,
+        balancer,
+        reconciler,
+    };
+    env.until("weight 9 applied to the adopted VIP", |lb| {
+        reals(lb) == Some(vec![RealSpec { addr: real(1), weight: 9, flags: 0 }])
+    })
+    .await;
+    assert!(env.reconciler.lock().unwrap().owner(&vip_id()).is_some());
+    // Owned again: deleting the VirtualService removes it.
+    env.vss().delete("web", &DeleteParams::default()).await.unwrap();
+    env.until("VIP gone", |lb| lb.vips().is_empty()).await;
+}
