@@ -6,61 +6,26 @@
 //! Every test loads the program (BPF_PROG_TEST_RUN needs root): without root
 //! it prints `SKIPPED (needs root): <test>` and returns.
 
+mod common {
+    pub mod cluster;
+}
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use weir_agent::cluster::{Op, Reconciler};
-use weir_agent::dataplane::{
-    flow_frame, outer_destination, Balancer, BalancerConfig, Flow, HashFunction, RealSpec, Verdict, VipId, VipSpec,
-};
-use weir_crds::v1alpha1::{
-    HashFunction as CrdHash, Protocol, RealServer, RealServerSpec, VipFlag, VirtualService, VirtualServiceSpec,
-};
+use weir_agent::dataplane::{Balancer, BalancerConfig, HashFunction, RealSpec, VipId, VipSpec};
+use weir_crds::v1alpha1::{HashFunction as CrdHash, RealServer, VipFlag, VirtualService};
 use weir_crds::validation::{resolve, Capacity, NodeInfo, NodePlan};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
-
-fn skip_unless_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED (needs root): {test}");
-        return true;
-    }
-    false
-}
-
-fn real(i: u8) -> IpAddr {
-    Ipv4Addr::new(10, 0, 0, i).into()
-}
-
-fn vip_id() -> VipId {
-    VipId { addr: VIP.into(), port: 80, proto: 6 }
-}
+use common::cluster::*;
 
 fn vs(name: &str, address: Ipv4Addr) -> VirtualService {
-    let mut vs = VirtualService::new(
-        name,
-        VirtualServiceSpec {
-            address: address.to_string(),
-            port: 80,
-            protocol: Protocol::Tcp,
-            flags: Vec::new(),
-            hash_function: CrdHash::Maglev,
-            node_selector: None,
-        },
-    );
-    vs.metadata.namespace = Some("default".into());
-    vs
+    virtual_service(name, address, None)
 }
 
 fn rs(name: &str, vs: &str, addr: IpAddr, weight: u32) -> RealServer {
-    let mut rs = RealServer::new(
-        name,
-        RealServerSpec { virtual_service_name: vs.into(), address: addr.to_string(), weight, flags: Vec::new() },
-    );
-    rs.metadata.namespace = Some("default".into());
-    rs
+    real_server(name, vs, addr, weight)
 }
 
 fn plan(vss: &[VirtualService], rss: &[RealServer]) -> NodePlan {
@@ -76,14 +41,6 @@ fn reconcile(rec: &mut Reconciler, lb: &mut Balancer, plan: &NodePlan) -> Vec<Op
 }
 
 /// Where a new TCP connection (a SYN) from `src_port` to the VIP goes, if forwarded.
-fn syn_lands_on(lb: &Balancer, src_port: u16) -> Option<IpAddr> {
-    let flow = Flow { src: CLIENT.into(), dst: VIP.into(), src_port, dst_port: 80, proto: 6 };
-    let mut frame = flow_frame(&flow).unwrap();
-    frame[14 + 20 + 13] = 0x02; // TCP flags: SYN only (the datapath does not check checksums)
-    let run = lb.simulate(&frame).unwrap();
-    (run.verdict == Verdict::Tx).then(|| outer_destination(&run.packet)).flatten()
-}
-
 #[test]
 fn plan_is_applied_and_reapplying_is_a_no_op() {
     if skip_unless_root("plan_is_applied_and_reapplying_is_a_no_op") {

@@ -6,6 +6,10 @@
 //! The Balancer needs root: without it each test prints
 //! `SKIPPED (needs root): <test>` and returns.
 
+mod common {
+    pub mod cluster;
+}
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, RwLock};
@@ -18,54 +22,21 @@ use kube::{Api, CustomResourceExt};
 use serde_json::json;
 use weir_agent::api::SharedBalancer;
 use weir_agent::cluster::{watch, Reconciler};
-use weir_agent::dataplane::{
-    flow_frame, outer_destination, Balancer, BalancerConfig, Flow, RealSpec, Verdict, VipId, VipSpec,
-};
+use weir_agent::dataplane::{Balancer, BalancerConfig, RealSpec, VipId, VipSpec};
 use weir_apiserver_double::ApiServer;
-use weir_crds::v1alpha1::{
-    BalancerNode, HashFunction, Protocol, RealServer, RealServerSpec, VirtualService, VirtualServiceSpec,
-};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
+use common::cluster::*;
+use weir_crds::v1alpha1::{BalancerNode, RealServer, VirtualService};
+
 const NODE: &str = "node-a";
 const LIMIT: Duration = Duration::from_secs(10);
 
-fn skip_unless_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED (needs root): {test}");
-        return true;
-    }
-    false
-}
-
-fn real(i: u8) -> IpAddr {
-    Ipv4Addr::new(10, 0, 0, i).into()
-}
-
-fn vip_id() -> VipId {
-    VipId { addr: VIP.into(), port: 80, proto: 6 }
-}
-
 fn vs(name: &str, selector: Option<LabelSelector>) -> VirtualService {
-    VirtualService::new(
-        name,
-        VirtualServiceSpec {
-            address: VIP.to_string(),
-            port: 80,
-            protocol: Protocol::Tcp,
-            flags: Vec::new(),
-            hash_function: HashFunction::Maglev,
-            node_selector: selector,
-        },
-    )
+    virtual_service(name, VIP, selector)
 }
 
 fn rs(name: &str, addr: IpAddr, weight: u32) -> RealServer {
-    RealServer::new(
-        name,
-        RealServerSpec { virtual_service_name: "web".into(), address: addr.to_string(), weight, flags: Vec::new() },
-    )
+    real_server(name, "web", addr, weight)
 }
 
 struct Env {
@@ -121,14 +92,6 @@ impl Env {
 
 fn reals(lb: &Balancer) -> Option<Vec<RealSpec>> {
     lb.reals(&vip_id()).ok()
-}
-
-fn syn_lands_on(lb: &Balancer, src_port: u16) -> Option<IpAddr> {
-    let flow = Flow { src: Ipv4Addr::new(198, 51, 100, 7).into(), dst: VIP.into(), src_port, dst_port: 80, proto: 6 };
-    let mut frame = flow_frame(&flow).unwrap();
-    frame[14 + 20 + 13] = 0x02; // SYN
-    let run = lb.simulate(&frame).unwrap();
-    (run.verdict == Verdict::Tx).then(|| outer_destination(&run.packet)).flatten()
 }
 
 #[tokio::test]
