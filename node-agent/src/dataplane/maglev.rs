@@ -443,15 +443,8 @@ mod tests {
             let (mut result, mut next, mut runs) = (vec![0; n as usize], vec![0u64; eps.len()], 0);
             loop {
                 for i in 0..eps.len() {
-                    let (offset, skip) = perm[i];
                     for _ in 0..eps[i].weight {
-                        let mut cur = (offset + next[i] * skip) % u64::from(n);
-                        while result[cur as usize] != 0 {
-                            next[i] += 1;
-                            cur = (offset + next[i] * skip) % u64::from(n);
-                        }
-                        result[cur as usize] = eps[i].index;
-                        next[i] += 1;
+                        katran_claim(&mut result, &mut next[i], perm[i], eps[i].index);
                         runs += 1;
                         if runs == n {
                             return result;
@@ -479,6 +472,19 @@ mod tests {
             .collect()
     }
 
+    /// One endpoint takes its next free slot along its permutation (the inner
+    /// step both of Katran's generateHashRing loops share).
+    fn katran_claim(result: &mut [u32], next: &mut u64, (offset, skip): (u64, u64), index: u32) {
+        let n = result.len() as u64;
+        let mut cur = (offset + *next * skip) % n;
+        while result[cur as usize] != 0 {
+            *next += 1;
+            cur = (offset + *next * skip) % n;
+        }
+        result[cur as usize] = index;
+        *next += 1;
+    }
+
     /// Literal transcription of MaglevHashV2::generateHashRing (on key-sorted input).
     fn katran_v2(eps: &[Endpoint], n: u32) -> Vec<u32> {
         let mut eps = eps.to_vec();
@@ -492,14 +498,7 @@ mod tests {
                 cum_weight[i] += eps[i].weight;
                 if cum_weight[i] >= max_w {
                     cum_weight[i] -= max_w;
-                    let (offset, skip) = perm[i];
-                    let mut cur = (offset + next[i] * skip) % u64::from(n);
-                    while result[cur as usize] != 0 {
-                        next[i] += 1;
-                        cur = (offset + next[i] * skip) % u64::from(n);
-                    }
-                    result[cur as usize] = eps[i].index;
-                    next[i] += 1;
+                    katran_claim(&mut result, &mut next[i], perm[i], eps[i].index);
                     runs += 1;
                     if runs == n {
                         return result;
