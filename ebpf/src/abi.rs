@@ -89,8 +89,25 @@ pub enum Stat {
 }
 
 impl Stat {
-    /// Number of entries in [`map::STATS`].
+    /// Number of counters in [`GlobalStats`].
     pub const COUNT: u32 = 13;
+
+    /// Every counter, in index order.
+    pub const ALL: [Stat; Self::COUNT as usize] = [
+        Stat::Lru,
+        Stat::LruMiss,
+        Stat::LruFallback,
+        Stat::ChDrop,
+        Stat::EncapFail,
+        Stat::IcmpTooBig,
+        Stat::IcmpFwd,
+        Stat::NotBalanced,
+        Stat::NewConnRate,
+        Stat::XdpTotal,
+        Stat::XdpTx,
+        Stat::XdpDrop,
+        Stat::XdpPass,
+    ];
 }
 
 /// Indices of the per-CPU decap counter map [`map::DECAP_STATS`].
@@ -347,6 +364,13 @@ mod tests {
             assert_eq!(*value, c_const(name), "{name}: Rust and C disagree");
         }
         assert_eq!(rust.len(), C_CONSTANTS.len(), "a C constant has no Rust check");
+    }
+
+    #[test]
+    fn stat_all_lists_every_index_once() {
+        for (index, stat) in Stat::ALL.iter().enumerate() {
+            assert_eq!(*stat as usize, index, "{stat:?}");
+        }
     }
 
     #[test]
