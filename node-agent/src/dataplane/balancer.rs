@@ -13,16 +13,15 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::PathBuf;
 
-use aya::maps::PerCpuValues;
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
 use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
-use weir_ebpf::abi::{self, LbCounter, LbCtl, RealDef, Stat, VipFilter, VipKey, VipMeta};
+use weir_ebpf::abi::{self, LbCtl, RealDef, Stat, VipFilter, VipKey, VipMeta};
 
 use super::config::BalancerConfig;
 use super::maglev::{self, Endpoint, HashFunction};
-use super::maps::{map_err, Maps};
+use super::maps::{self, map_err, Maps};
 use super::pin;
 pub use super::state::VipId;
 use super::state::{Real, State, Vip};
@@ -252,7 +251,7 @@ impl Balancer {
         };
         // A reused vip_num starts with an empty ring and zeroed counters.
         self.maps.rings.write(vip_num, &vec![abi::REAL_NONE; self.config.ch_ring_size as usize]);
-        zero_counter(&mut self.maps.vip_stats, vip_num, abi::map::VIP_STATS)?;
+        maps::zero_counter(&mut self.maps.vip_stats, vip_num, abi::map::VIP_STATS)?;
         self.write_vip_meta(&vip)?;
         self.state.vips.insert(spec.id, vip);
         self.write_filter(abi::vip_filter_bucket(spec.id.addr))?;
@@ -338,7 +337,7 @@ impl Balancer {
                 // Reals first: no ring slot may point at an index before it holds its real.
                 for real in &allocated {
                     self.write_real(real)?;
-                    zero_counter(&mut self.maps.real_stats, real.index, abi::map::REAL_STATS)?;
+                    maps::zero_counter(&mut self.maps.real_stats, real.index, abi::map::REAL_STATS)?;
                     self.state.reals.insert(real.addr, real.clone());
                 }
                 for spec in reals {
@@ -427,8 +426,7 @@ impl Balancer {
         let key = super::flow::conn_key(vip, src, src_port);
         match self.maps.conns.remove(&key) {
             Ok(()) => Ok(true),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
-            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) if maps::is_missing(&e) => Ok(false),
             Err(e) => Err(map_err(abi::map::CONNS, "delete from", e)),
         }
     }
@@ -551,11 +549,12 @@ impl Balancer {
 
     fn write_vip_meta(&mut self, vip: &Vip) -> Result<()> {
         let meta = VipMeta { flags: vip.flags, vip_num: vip.vip_num, conn_tag: vip.conn_tag };
-        self.maps.vips.insert(vip_key(&vip.id), meta, 0).map_err(|e| match e {
-            aya::maps::MapError::SyscallError(ref s) if s.io_error.raw_os_error() == Some(libc::E2BIG) => {
+        self.maps.vips.insert(vip_key(&vip.id), meta, 0).map_err(|e| {
+            if maps::is_full(&e) {
                 Error::SpaceExhausted { what: "VIPs", limit: self.config.max_vips }
+            } else {
+                map_err(abi::map::VIPS, "write", e)
             }
-            e => map_err(abi::map::VIPS, "write", e),
         })
     }
 
@@ -631,20 +630,7 @@ impl Balancer {
     /// (one of weir's `abi::map` names), valid while this Balancer lives
     /// (katran's `getBpfMapFdByName`).
     pub fn map_fd(&self, name: &str) -> Result<RawFd> {
-        use aya::maps::IterableMap;
-        let data = match name {
-            abi::map::VIPS => IterableMap::map(&self.maps.vips),
-            abi::map::VIP_FILTER => IterableMap::map(&self.maps.vip_filter),
-            abi::map::REALS => IterableMap::map(&self.maps.reals),
-            abi::map::CONNS => IterableMap::map(&self.maps.conns),
-            abi::map::CTL => IterableMap::map(&self.maps.ctl),
-            abi::map::VIP_STATS => IterableMap::map(&self.maps.vip_stats),
-            abi::map::REAL_STATS => IterableMap::map(&self.maps.real_stats),
-            abi::map::STATS => IterableMap::map(&self.maps.stats),
-            abi::map::CH_RINGS => return Ok(self.maps.rings.fd().as_raw_fd()),
-            _ => return Err(Error::NotFound { what: format!("map {name}") }),
-        };
-        Ok(data.fd().as_fd().as_raw_fd())
+        self.maps.fd(name).ok_or_else(|| Error::NotFound { what: format!("map {name}") })
     }
 }
 
@@ -709,13 +695,6 @@ fn ring_of(vip: &Vip, state: &State, ring_size: u32) -> Vec<u32> {
         })
         .collect();
     maglev::build_ring(&endpoints, ring_size, vip.hash)
-}
-
-fn zero_counter(map: &mut aya::maps::PerCpuArray<aya::maps::MapData, LbCounter>, index: u32, name: &str) -> Result<()> {
-    let cpus = aya::util::nr_cpus().map_err(|(op, e)| Error::system(op, e))?;
-    let zeros =
-        PerCpuValues::try_from(vec![LbCounter::default(); cpus]).map_err(|e| Error::system("per-CPU values", e))?;
-    map.set(index, zeros, 0).map_err(|e| map_err(name, "reset", e))
 }
 
 fn monotonic_ns() -> u64 {

@@ -6,7 +6,7 @@
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use aya::Ebpf;
 use weir_ebpf::abi::{
     self, ConnEntry, ConnKey, GlobalStats, LbCounter, LbCtl, RealDef, Stat, VipFilter, VipKey, VipMeta,
@@ -42,6 +42,23 @@ impl Maps {
         })
     }
 
+    /// The file descriptor (in this process) of the map named `name`.
+    pub fn fd(&self, name: &str) -> Option<std::os::fd::RawFd> {
+        let data = match name {
+            abi::map::VIPS => IterableMap::map(&self.vips),
+            abi::map::VIP_FILTER => IterableMap::map(&self.vip_filter),
+            abi::map::REALS => IterableMap::map(&self.reals),
+            abi::map::CONNS => IterableMap::map(&self.conns),
+            abi::map::CTL => IterableMap::map(&self.ctl),
+            abi::map::VIP_STATS => IterableMap::map(&self.vip_stats),
+            abi::map::REAL_STATS => IterableMap::map(&self.real_stats),
+            abi::map::STATS => IterableMap::map(&self.stats),
+            abi::map::CH_RINGS => return Some(self.rings.fd().as_raw_fd()),
+            _ => return None,
+        };
+        Some(data.fd().as_fd().as_raw_fd())
+    }
+
     /// A counter of a per-CPU array, summed over CPUs.
     pub fn sum(map: &PerCpuArray<MapData, LbCounter>, index: u32, name: &str) -> Result<LbCounter> {
         Ok(sum(&Self::per_cpu(map, index, name)?))
@@ -57,6 +74,29 @@ impl Maps {
         let values = map.get(&index, 0).map_err(|e| map_err(name, "read", e))?;
         Ok(values.iter().copied().collect())
     }
+}
+
+/// Sets a per-CPU counter to zero on every CPU (a reused VIP or real index
+/// starts from nothing).
+pub(crate) fn zero_counter(map: &mut PerCpuArray<MapData, LbCounter>, index: u32, name: &str) -> Result<()> {
+    let cpus = aya::util::nr_cpus().map_err(|(op, e)| Error::system(op, e))?;
+    let zeros =
+        PerCpuValues::try_from(vec![LbCounter::default(); cpus]).map_err(|e| Error::system("per-CPU values", e))?;
+    map.set(index, zeros, 0).map_err(|e| map_err(name, "reset", e))
+}
+
+/// Whether a map operation failed because the key was not there.
+pub(crate) fn is_missing(err: &MapError) -> bool {
+    match err {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+/// Whether a map insert failed because the map is full.
+pub(crate) fn is_full(err: &MapError) -> bool {
+    matches!(err, MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::E2BIG))
 }
 
 /// Counters of all CPUs added up.

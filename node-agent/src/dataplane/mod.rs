@@ -4,7 +4,8 @@
 //! - `config`: its create-time configuration (mirrors katran-server's /lb/create);
 //! - `state`: the control-plane model (VIPs, reals, weights, allocation), saved beside the pins;
 //! - `flow`: flows, connection-table keys, BPF_PROG_TEST_RUN runs;
-//! - `maps`: typed access to the BPF maps (the only user of `aya::maps`);
+//! - `maps`: typed access to the balancer's BPF maps (nothing else opens them; `decap`
+//!   reads the one counter map of its own program);
 //! - `maglev`: Maglev ring computation, pure Rust;
 //! - `stats`: counter reads, summed over CPUs;
 //! - `pin`: bpffs mounting and the pinned-datapath layout;
