@@ -57,6 +57,7 @@ async fn env(labels: &[(&str, &str)]) -> Env {
     let server = ApiServer::start();
     server.register_crd(&VirtualService::crd());
     server.register_crd(&RealServer::crd());
+    server.register_crd(&BalancerNode::crd());
     let node: Node = serde_json::from_value(json!({
         "metadata": {"name": NODE, "labels": labels.iter().cloned().collect::<BTreeMap<_, _>>()}
     }))
@@ -198,4 +199,76 @@ async fn restart_adopts_the_vips_its_status_lists() {
     // Owned again: deleting the VirtualService removes it.
     env.vss().delete("web", &DeleteParams::default()).await.unwrap();
     env.until("VIP gone", |lb| lb.vips().is_empty()).await;
+}
+
+#[tokio::test]
+async fn balancer_node_status_reports_what_is_programmed() {
+    if skip_unless_root("balancer_node_status_reports_what_is_programmed") {
+        return;
+    }
+    let env = env(&[]).await;
+    let pp = PostParams::default();
+    env.vss().create(&pp, &vs("web", None)).await.unwrap();
+    env.rss().create(&pp, &rs("a", real(1), 5)).await.unwrap();
+    env.rss().create(&pp, &rs("b", real(2), 5)).await.unwrap();
+    let nodes: Api<BalancerNode> = Api::all(env.server.client());
+    let status = env
+        .status_until(&nodes, "web programmed with 2 reals", |s| {
+            s.virtual_services.first().is_some_and(|v| v.reals == 2)
+        })
+        .await;
+    let expected = json!({
+        "attachMode": "Testing",
+        "capacity": {"vipsUsed": 1, "vipsMax": 16, "realsUsed": 2, "realsMax": 256},
+        "virtualServices": [{"namespace": "default", "name": "web", "generation": 1, "reals": 2}],
+    });
+    let mut got = serde_json::to_value(&status).unwrap();
+    let conditions = got.as_object_mut().unwrap().remove("conditions").unwrap();
+    assert_eq!(got, expected);
+    assert_eq!(
+        (&conditions[0]["type"], &conditions[0]["status"], &conditions[0]["reason"], &conditions[0]["message"]),
+        (&json!("Ready"), &json!("True"), &json!("InSync"), &json!("1 VirtualServices programmed"))
+    );
+    // The object goes with its Node.
+    let node_uid = Api::<Node>::all(env.server.client()).get(NODE).await.unwrap().metadata.uid.unwrap();
+    let owners = nodes.get(NODE).await.unwrap().metadata.owner_references.unwrap();
+    assert_eq!((owners[0].kind.as_str(), owners[0].name.as_str(), owners[0].uid.as_str()), ("Node", NODE, &*node_uid));
+
+    // Steady state: no writes.
+    env.server.clear_requests();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(env.server.requests().iter().all(|r| !r.is_write()), "{:?}", env.server.requests());
+
+    // A VIP a REST client created first: the VirtualService is not programmed, and Ready says why.
+    let taken = VipId { addr: Ipv4Addr::new(10, 100, 0, 2).into(), port: 80, proto: 6 };
+    env.balancer.write().unwrap().as_mut().unwrap().add_vip(VipSpec { id: taken, flags: 0 }).unwrap();
+    env.vss().create(&pp, &virtual_service("api", Ipv4Addr::new(10, 100, 0, 2), None)).await.unwrap();
+    let status = env.status_until(&nodes, "Ready False", |s| s.conditions[0].status == "False").await;
+    assert_eq!(status.conditions[0].reason, "VipConflict");
+    assert_eq!(
+        status.conditions[0].message,
+        "VIPs already created over the REST API: default/api (10.100.0.2:80/tcp)"
+    );
+    assert_eq!(status.virtual_services.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["web"]);
+}
+
+impl Env {
+    /// Waits until the node's BalancerNode status satisfies `check`.
+    async fn status_until(
+        &self,
+        nodes: &Api<BalancerNode>,
+        what: &str,
+        check: impl Fn(&weir_crds::v1alpha1::BalancerNodeStatus) -> bool,
+    ) -> weir_crds::v1alpha1::BalancerNodeStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = nodes.get_opt(NODE).await.unwrap().and_then(|n| n.status) {
+                if check(&status) {
+                    return status;
+                }
+            }
+            assert!(start.elapsed() < LIMIT, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }

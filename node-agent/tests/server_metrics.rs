@@ -56,11 +56,19 @@ async fn metrics_report_the_datapath_and_the_api() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let exposition = tokio::spawn(exposition::serve(listener, metrics.clone(), Timeouts::default(), async {
-        let _ = stopped.await;
-    }));
+    let exposition =
+        tokio::spawn(exposition::serve(listener, metrics.clone(), state.clone(), Timeouts::default(), async {
+            let _ = stopped.await;
+        }));
 
     let text = scrape(metrics_addr).await;
+    // The probes are on the metrics listener too (kubelet's source is not in the API's allowlist).
+    let probe = |path: &'static str| async move {
+        let r = reqwest::get(format!("http://{metrics_addr}{path}")).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(probe("/health").await, (200, r#"{"success":true,"data":{"status":"ok"}}"#.to_owned()));
+    assert_eq!(probe("/health/ready").await.0, 503);
     assert_sample(&text, "weir_agent_balancer_initialized", 0);
     assert!(!text.contains("weir_agent_vip_packets_total{"), "no datapath series before /lb/create");
 
@@ -68,6 +76,7 @@ async fn metrics_report_the_datapath_and_the_api() {
     let post = |path: &str, body: serde_json::Value| http.post(server.url(path)).json(&body).send();
     let create = json!({"testing": true, "max_vips": 16, "max_reals": 64, "lru_size": 4096});
     assert_eq!(post("/api/v1/lb/create", create).await.unwrap().status(), 201);
+    assert_eq!(probe("/health/ready").await.0, 200);
     let vip = json!({"address": "10.0.0.1", "port": 80, "proto": 6});
     assert_eq!(post("/api/v1/vips", vip.clone()).await.unwrap().status(), 201);
     let real = json!({"vip": vip, "real": {"address": "10.1.0.1", "weight": 1}});

@@ -42,6 +42,9 @@ pub enum AttachMode {
     /// In the generic (skb) path.
     #[default]
     Generic,
+    /// The kernel's choice: in the driver when it supports XDP, else generic
+    /// (`--xdp-mode auto`, Katran's `xdp_attach_flags: 0`).
+    Auto,
     /// Offloaded to the NIC.
     Offload,
     /// Not attached: testing mode, packets only through BPF_PROG_TEST_RUN.

@@ -47,6 +47,13 @@ impl ApiError {
         Self::new(StatusCode::NOT_IMPLEMENTED, "FEATURE_DISABLED", message)
     }
 
+    /// A change cluster mode owns (a VIP of a VirtualService, the balancer's
+    /// lifecycle): katran has no code for it; 409 as the request conflicts
+    /// with the node's state, and a code that says whose it is.
+    pub fn cluster_owned(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "CLUSTER_OWNED", message)
+    }
+
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
     }

@@ -1,6 +1,10 @@
 //! Liveness and readiness: `GET /health` answers as long as the process
 //! serves requests; `GET /health/ready` only once a balancer exists and is
-//! attached (or exists in testing mode, where it is never attached).
+//! attached (or exists in testing mode, where it is never attached) and, in
+//! cluster mode, once the cluster sync has programmed the cluster's state (a
+//! new agent of a rolling update is Ready only when it forwards what the old
+//! one did). Both are also served on the metrics listener, for kubelet probes
+//! that the API's allowlist would refuse.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -39,6 +43,13 @@ async fn health_ready(State(state): State<ApiState>) -> Result<Data<HealthStatus
             "LB_NOT_INITIALIZED",
             "not ready: no balancer yet (POST /api/v1/lb/create, or start with --config)",
         )),
+        Some(_) if state.cluster.as_ref().is_some_and(|r| !r.lock().unwrap_or_else(|e| e.into_inner()).synced()) => {
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "LB_NOT_INITIALIZED",
+                "not ready: cluster mode has not programmed the cluster's VirtualServices yet",
+            ))
+        }
         Some(lb) if is_ready(lb) => Ok(Data(HealthStatus { status: "ready".to_owned() })),
         Some(lb) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -41,6 +41,11 @@ async fn lb_status(State(state): State<ApiState>) -> Data<LbStatus> {
 #[utoipa::path(post, path = "/api/v1/lb/close", tag = "lb",
     responses((status = 200, description = "Closed", body = Acknowledged)))]
 async fn lb_close(State(state): State<ApiState>) -> Result<Done, ApiError> {
+    if state.cluster.is_some() {
+        return Err(ApiError::cluster_owned(
+            "the balancer belongs to cluster mode (--cluster): it lives as long as the agent; stop the agent instead",
+        ));
+    }
     let mut guard = state.write_lock();
     let lb = guard.take().ok_or_else(ApiError::not_initialized)?;
     // Dropped under the lock: a create must not adopt pins this drop removes.

@@ -26,8 +26,9 @@
 //! Handlers take the balancer lock (a std `RwLock`: read for reads, write
 //! for changes) only around the Balancer call, never across an await.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
+use crate::cluster::Reconciler;
 use crate::dataplane::Balancer;
 
 /// Declares a resource module's endpoints once: `Doc` (its part of the
@@ -89,6 +90,9 @@ pub struct ApiState {
     /// Where balancers this API creates pin and save their state (the
     /// agent's --pin-root / --state-dir); `None`: BalancerConfig's defaults.
     pub pins: Option<Pins>,
+    /// In cluster mode: who owns which VIP. REST changes to VIPs (and real
+    /// addresses) that VirtualServices own are refused, naming the owner.
+    pub cluster: Option<Arc<Mutex<Reconciler>>>,
 }
 
 /// Pinning locations for balancers created through the API.
@@ -103,6 +107,12 @@ pub struct Pins {
 /// both in the JSON error envelope.
 pub fn router(state: ApiState) -> axum::Router {
     RESOURCES.iter().fold(routes::Routes::default(), |routes, r| (r.routes)(routes)).into_router().with_state(state)
+}
+
+/// Only `/health` and `/health/ready`, for the metrics listener (kubelet's
+/// probes come from the node's address, which the API's allowlist refuses).
+pub fn health_router(state: ApiState) -> axum::Router {
+    health::routes(routes::Routes::default()).into_router().with_state(state)
 }
 
 /// The OpenAPI 3 description of every endpoint, from the handlers' attributes

@@ -1,6 +1,8 @@
 //! Reals: a VIP's reals (get, add, delete, batch), a real's index and flags.
 //! Reals are shared across VIPs by address (one index each); weight 0
-//! drains a real (its connections stay, new flows avoid it).
+//! drains a real (its connections stay, new flows avoid it). In cluster
+//! mode, changing the reals of a VIP a VirtualService owns, or the flags of
+//! one of its reals, is 409 CLUSTER_OWNED.
 
 use axum::extract::State;
 
@@ -31,7 +33,7 @@ async fn get_reals(State(state): State<ApiState>, Params(key): Params<VipKey>) -
 async fn add_real(State(state): State<ApiState>, Body(req): Body<VipReal>) -> Result<Created, ApiError> {
     let id = state.vip_id("vip.", &req.vip)?;
     let addr = state.ip("real.address", &req.real.address)?;
-    state.write(|lb| lb.add_real(&id, RealSpec { addr, weight: req.real.weight, flags: req.real.flags }))?;
+    state.write_vip(&id, |lb| lb.add_real(&id, RealSpec { addr, weight: req.real.weight, flags: req.real.flags }))?;
     Ok(Created)
 }
 
@@ -41,7 +43,7 @@ async fn add_real(State(state): State<ApiState>, Body(req): Body<VipReal>) -> Re
 async fn del_real(State(state): State<ApiState>, Body(req): Body<VipRealDelete>) -> Result<Done, ApiError> {
     let id = state.vip_id("vip.", &req.vip)?;
     let addr = state.ip("real.address", &req.real.address)?;
-    state.write(|lb| lb.del_real(&id, addr))?;
+    state.write_vip(&id, |lb| lb.del_real(&id, addr))?;
     Ok(Done)
 }
 
@@ -67,7 +69,7 @@ async fn batch_reals(State(state): State<ApiState>, Body(req): Body<RealsBatch>)
         };
         reals.push(RealSpec { addr, weight, flags: real.flags });
     }
-    state.write(|lb| lb.modify_reals(&id, action, &reals))?;
+    state.write_vip(&id, |lb| lb.modify_reals(&id, action, &reals))?;
     Ok(Done)
 }
 
@@ -89,6 +91,6 @@ async fn real_index(
     responses((status = 200, description = "Changed", body = Acknowledged)))]
 async fn modify_real_flags(State(state): State<ApiState>, Body(req): Body<ModifyRealFlags>) -> Result<Done, ApiError> {
     let addr = state.ip("address", &req.address)?;
-    state.write(|lb| lb.modify_real_flags(addr, req.flags, req.set))?;
+    state.write_real(&addr, |lb| lb.modify_real_flags(addr, req.flags, req.set))?;
     Ok(Done)
 }

@@ -77,6 +77,46 @@ impl ApiState {
         f(lb).map_err(|e| self.failed(e))
     }
 
+    /// [`Self::write`] for a change to VIP `vip`: refused (409 CLUSTER_OWNED,
+    /// naming the VirtualService) when cluster mode owns it.
+    pub(crate) fn write_vip<T>(
+        &self,
+        vip: &VipId,
+        f: impl FnOnce(&mut Balancer) -> crate::Result<T>,
+    ) -> Result<T, ApiError> {
+        let mut guard = self.write_lock();
+        let lb = guard.as_mut().ok_or_else(ApiError::not_initialized)?;
+        // The balancer's lock, then the reconciler's: the cluster sync's order.
+        if let Some(owner) = self.cluster_lock().and_then(|r| r.owner(vip).cloned()) {
+            return Err(ApiError::cluster_owned(format!(
+                "VIP {vip} is owned by VirtualService {owner}: change the VirtualService, not the node"
+            )));
+        }
+        f(lb).map_err(|e| self.failed(e))
+    }
+
+    /// [`Self::write`] for a change to real address `addr`'s flags: refused
+    /// when a VirtualService's plan decides them.
+    pub(crate) fn write_real<T>(
+        &self,
+        addr: &IpAddr,
+        f: impl FnOnce(&mut Balancer) -> crate::Result<T>,
+    ) -> Result<T, ApiError> {
+        let mut guard = self.write_lock();
+        let lb = guard.as_mut().ok_or_else(ApiError::not_initialized)?;
+        if let Some(owner) = self.cluster_lock().and_then(|r| r.real_owner(addr).cloned()) {
+            return Err(ApiError::cluster_owned(format!(
+                "real {addr} serves VirtualService {owner}: its flags come from the cluster, change its RealServer"
+            )));
+        }
+        f(lb).map_err(|e| self.failed(e))
+    }
+
+    /// The reconciler's lock, in cluster mode.
+    fn cluster_lock(&self) -> Option<std::sync::MutexGuard<'_, crate::cluster::Reconciler>> {
+        self.cluster.as_ref().map(|r| r.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     /// The read guard. A handler that panicked while holding the lock (the
     /// server turns that into a 500) poisons it; the Balancer checks requests
     /// before changing anything, so carrying on beats refusing every request

@@ -1,6 +1,7 @@
 //! VIPs: list, add, delete, flags, hash function (`/api/v1/vips...`).
 //! A duplicate VIP is 409 ALREADY_EXISTS, an unknown one 404, a full table
-//! 507, a VIP flag the datapath lacks 501 (the Balancer's errors).
+//! 507, a VIP flag the datapath lacks 501 (the Balancer's errors). In
+//! cluster mode, changing a VIP a VirtualService owns is 409 CLUSTER_OWNED.
 
 use axum::extract::State;
 
@@ -26,7 +27,7 @@ async fn list_vips(State(state): State<ApiState>) -> Result<Data<Vec<VipKey>>, A
     responses((status = 201, description = "Added", body = Acknowledged)))]
 async fn add_vip(State(state): State<ApiState>, Body(vip): Body<NewVip>) -> Result<Created, ApiError> {
     let id = state.vip_of("", &vip.address, vip.port, vip.proto)?;
-    state.write(|lb| lb.add_vip(VipSpec { id, flags: vip.flags }))?;
+    state.write_vip(&id, |lb| lb.add_vip(VipSpec { id, flags: vip.flags }))?;
     Ok(Created)
 }
 
@@ -35,7 +36,7 @@ async fn add_vip(State(state): State<ApiState>, Body(vip): Body<NewVip>) -> Resu
     responses((status = 200, description = "Deleted", body = Acknowledged)))]
 async fn del_vip(State(state): State<ApiState>, Body(key): Body<VipKey>) -> Result<Done, ApiError> {
     let id = state.vip_id("", &key)?;
-    state.write(|lb| lb.del_vip(&id))?;
+    state.write_vip(&id, |lb| lb.del_vip(&id))?;
     Ok(Done)
 }
 
@@ -54,7 +55,7 @@ async fn get_vip_flags(State(state): State<ApiState>, Params(key): Params<VipKey
     responses((status = 200, description = "Changed", body = Acknowledged)))]
 async fn modify_vip_flags(State(state): State<ApiState>, Body(req): Body<ModifyVipFlags>) -> Result<Done, ApiError> {
     let id = state.vip_of("", &req.address, req.port, req.proto)?;
-    state.write(|lb| lb.modify_vip_flags(&id, req.flag, req.set))?;
+    state.write_vip(&id, |lb| lb.modify_vip_flags(&id, req.flag, req.set))?;
     Ok(Done)
 }
 
@@ -69,6 +70,6 @@ async fn change_hash_function(
     let hash = HashFunction::from_katran(req.hash_function).ok_or_else(|| {
         ApiError::invalid(format!("hash_function: {} is not 0 (Maglev) or 1 (Maglev V2)", req.hash_function))
     })?;
-    state.write(|lb| lb.change_hash_function(&id, hash))?;
+    state.write_vip(&id, |lb| lb.change_hash_function(&id, hash))?;
     Ok(Done)
 }

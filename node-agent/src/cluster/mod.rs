@@ -17,6 +17,7 @@
 //! agent was down is not adopted and stays behind as unowned.
 
 pub mod reconcile;
+pub mod status;
 pub mod watch;
 
 pub use reconcile::{apply, diff, observe, Conflict, Diff, ObservedVip, Op, OpError, Reconciler, Report};

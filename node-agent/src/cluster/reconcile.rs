@@ -243,6 +243,12 @@ pub struct Report {
 #[derive(Debug, Default, Clone)]
 pub struct Reconciler {
     owned: BTreeMap<VipId, ObjectKey>,
+    /// The last plan's programmable VIPs (owned, or about to be) and real
+    /// addresses, with their VirtualService: what the REST API must not change.
+    claimed_vips: BTreeMap<VipId, ObjectKey>,
+    claimed_reals: BTreeMap<IpAddr, ObjectKey>,
+    /// A pass over complete lists has run.
+    synced: bool,
 }
 
 impl Reconciler {
@@ -252,7 +258,7 @@ impl Reconciler {
 
     /// Starts owning `owned` (e.g. restored after a restart).
     pub fn with_owned(owned: BTreeMap<VipId, ObjectKey>) -> Self {
-        Reconciler { owned }
+        Reconciler { owned, ..Self::default() }
     }
 
     /// The owned VIPs and their VirtualServices.
@@ -260,9 +266,28 @@ impl Reconciler {
         &self.owned
     }
 
-    /// The VirtualService owning `vip`, if cluster mode owns it.
+    /// The VirtualService owning `vip`: cluster mode owns it, or the last plan
+    /// is about to create it.
     pub fn owner(&self, vip: &VipId) -> Option<&ObjectKey> {
-        self.owned.get(vip)
+        self.owned.get(vip).or_else(|| self.claimed_vips.get(vip))
+    }
+
+    /// The VirtualService whose plan decides the flags of real `addr` (reals
+    /// are shared across VIPs by address; the oldest VirtualService decides).
+    pub fn real_owner(&self, addr: &IpAddr) -> Option<&ObjectKey> {
+        self.claimed_reals.get(addr)
+    }
+
+    /// Whether a pass over complete lists has run (readiness in cluster mode:
+    /// the datapath holds the cluster's state, as far as it could be applied;
+    /// failures show in the BalancerNode's `Ready` condition).
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// Records that such a pass has run.
+    pub fn mark_synced(&mut self) {
+        self.synced = true;
     }
 
     /// After a restart: takes ownership of the VIPs of `plan` that the Balancer
@@ -292,13 +317,21 @@ impl Reconciler {
         let errors = apply(balancer, &d.ops);
         let present: BTreeSet<VipId> = balancer.vips().into_iter().map(|v| v.id).collect();
         let mut owned: BTreeMap<VipId, ObjectKey> =
-            d.desired_owners.into_iter().filter(|(id, _)| present.contains(id)).collect();
+            d.desired_owners.iter().filter(|(id, _)| present.contains(id)).map(|(id, o)| (*id, o.clone())).collect();
         for (id, owner) in &self.owned {
             if present.contains(id) && !owned.contains_key(id) && !d.conflicts.iter().any(|c| c.vip == *id) {
                 owned.insert(*id, owner.clone());
             }
         }
         self.owned = owned;
+        self.claimed_reals = plan
+            .vips
+            .iter()
+            .filter(|v| d.desired_owners.contains_key(&VipId { addr: v.address, port: v.port, proto: v.protocol }))
+            .flat_map(|v| v.reals.iter().map(move |r| (r.address, v.owner.clone())))
+            .rev() // the first VIP in plan order wins: insert it last
+            .collect();
+        self.claimed_vips = d.desired_owners;
         Report { ops: d.ops, errors, conflicts: d.conflicts, invalid: d.invalid }
     }
 }

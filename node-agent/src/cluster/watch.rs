@@ -10,6 +10,10 @@
 //! created yet, are retried with exponential backoff ([`RETRY_MIN`] to
 //! [`RETRY_MAX`]); watch errors are retried by kube-runtime's default backoff.
 //!
+//! After every pass the node's BalancerNode status is written (only when it
+//! changed; see [`status`](super::status)); a failed write is retried like a
+//! failed op.
+//!
 //! Restart: before the first pass the loop reads the node's BalancerNode
 //! status (the agent's own record) and adopts the VIPs of the VirtualServices
 //! it lists as programmed ([`Reconciler::adopt`]), so an adopted datapath is
@@ -24,13 +28,14 @@ use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
-use weir_crds::v1alpha1::{BalancerNode, RealServer, VirtualService};
+use weir_crds::v1alpha1::{BalancerNode, BalancerNodeStatus, RealServer, VirtualService};
 use weir_crds::validation::{resolve, Capacity, NodeInfo, ObjectKey};
 
-use super::Reconciler;
+use super::{status, Reconciler};
 use crate::api::SharedBalancer;
 
 /// First retry delay after a failed pass.
@@ -63,7 +68,8 @@ pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, re
     let (rss, rs_events) = trigger(Api::<RealServer>::all(client.clone()), watcher::Config::default(), "rs");
     let node_config = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
     let mut programmed = Some(programmed_before(&client, &node_name).await);
-    let (nodes, node_events) = trigger(Api::<Node>::all(client), node_config, "node");
+    let (nodes, node_events) = trigger(Api::<Node>::all(client.clone()), node_config, "node");
+    let mut writer = status::Writer::new(client, node_name);
     let mut triggers = futures::stream::select_all([vs_events, rs_events, node_events]);
     let mut retry: Option<Duration> = None;
     loop {
@@ -81,8 +87,17 @@ pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, re
         if !(ready(&vss) && ready(&rss) && ready(&nodes)) {
             continue;
         }
-        let labels = nodes.state().first().and_then(|n| n.metadata.labels.clone()).unwrap_or_default();
-        let ok = pass(&balancer, &reconciler, &vss.state(), &rss.state(), labels, &mut programmed);
+        let node = nodes.state().first().cloned();
+        let labels = node.as_ref().and_then(|n| n.metadata.labels.clone()).unwrap_or_default();
+        let conditions = writer.conditions().to_vec();
+        let outcome = pass(&balancer, &reconciler, &vss.state(), &rss.state(), labels, &mut programmed, &conditions);
+        let mut ok = outcome.as_ref().is_some_and(|(ok, _)| *ok);
+        if let Some((_, status)) = outcome {
+            if let Err(e) = writer.write(&status, node.as_deref()).await {
+                tracing::warn!(error = %e, "cannot write the BalancerNode status");
+                ok = false;
+            }
+        }
         retry = if ok { None } else { Some(retry.map_or(RETRY_MIN, |d| (d * 2).min(RETRY_MAX))) };
     }
 }
@@ -102,8 +117,9 @@ async fn programmed_before(client: &Client, node_name: &str) -> BTreeSet<ObjectK
     }
 }
 
-/// One resolve + reconcile; false when something must be retried. The first
-/// pass with a Balancer adopts `programmed` (then cleared).
+/// One resolve + reconcile: whether nothing is left to retry, and the node's
+/// status after it; `None` without a Balancer. The first pass with a Balancer
+/// adopts `programmed` (then cleared).
 fn pass(
     balancer: &SharedBalancer,
     reconciler: &Mutex<Reconciler>,
@@ -111,11 +127,12 @@ fn pass(
     rss: &[Arc<RealServer>],
     labels: BTreeMap<String, String>,
     programmed: &mut Option<BTreeSet<ObjectKey>>,
-) -> bool {
+    conditions: &[Condition],
+) -> Option<(bool, BalancerNodeStatus)> {
     let mut guard = balancer.write().unwrap_or_else(|e| e.into_inner());
     let Some(lb) = guard.as_mut() else {
         tracing::debug!("cluster sync: no balancer yet");
-        return false;
+        return None;
     };
     let capacity = Capacity { max_vips: lb.config().max_vips, max_reals: lb.config().max_reals };
     let plan = resolve(vss.iter().map(|v| &**v), rss.iter().map(|r| &**r), &NodeInfo { labels, capacity }).plan;
@@ -133,5 +150,8 @@ fn pass(
     for c in &report.conflicts {
         tracing::warn!(vip = %c.vip, owner = %c.owner, "VIP exists outside cluster mode; VirtualService not programmed");
     }
-    report.errors.is_empty()
+    let ok = report.errors.is_empty();
+    reconciler.mark_synced();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    Some((ok, status::node_status(lb, &plan, &report, &reconciler, conditions, now)))
 }

@@ -1,5 +1,6 @@
 //! The metrics listener: `GET /metrics` answers the OpenMetrics text of
-//! [`Metrics`]; nothing else is served there.
+//! [`Metrics`]; `/health` and `/health/ready` answer as on the API listener
+//! (kubelet's probes, which the API's allowlist would refuse); nothing else.
 //!
 //! It is a separate listener (`--metrics-addr`) without the API's allowlist or
 //! token, so a Prometheus server can scrape it without being able to change
@@ -17,11 +18,12 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use super::{run, Timeouts};
+use crate::api::{self, ApiState};
 use crate::metrics::{self, Metrics};
 
 /// The metrics listener's routes.
-pub fn router(metrics: Arc<Metrics>) -> Router {
-    Router::new().route("/metrics", get(move || scrape(metrics.clone())))
+pub fn router(metrics: Arc<Metrics>, state: ApiState) -> Router {
+    Router::new().route("/metrics", get(move || scrape(metrics.clone()))).merge(api::health_router(state))
 }
 
 async fn scrape(metrics: Arc<Metrics>) -> Response {
@@ -35,12 +37,13 @@ async fn scrape(metrics: Arc<Metrics>) -> Response {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+/// Serves the metrics listener's routes on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
+    state: ApiState,
     timeouts: Timeouts,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    run(listener, None, timeouts, router(metrics), shutdown).await
+    run(listener, None, timeouts, router(metrics, state), shutdown).await
 }

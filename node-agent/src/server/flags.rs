@@ -36,6 +36,12 @@ const VALUE_FLAGS: &[&str] = &[
     "token-file",
     "body-limit",
     "metrics-addr",
+    "pin-root",
+    "state-dir",
+    "node-name",
+    "interface",
+    "default-mac",
+    "xdp-mode",
 ];
 
 /// The largest accepted `--body-limit`: the API's biggest request (a batch of
@@ -198,6 +204,60 @@ pub struct ServeFlags {
     /// beside its pins: `<state-dir>/<interface>.json`.
     #[arg(long, value_name = "DIR", default_value = "/run/weir")]
     pub state_dir: std::path::PathBuf,
+
+    #[command(flatten, next_help_heading = "Cluster mode")]
+    pub cluster: ClusterFlags,
+}
+
+/// Cluster mode: the agent creates its balancer at start-up and programs it
+/// from the cluster's VirtualServices and RealServers (see [`crate::cluster`]).
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct ClusterFlags {
+    /// Program the datapath from the Kubernetes API (in-cluster service
+    /// account or KUBECONFIG). The balancer is created at start-up from
+    /// --interface, --default-mac, --xdp-mode and --config.
+    #[arg(long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = go_bool)]
+    pub cluster: bool,
+
+    /// The Kubernetes Node this agent runs on (its labels select
+    /// VirtualServices; its BalancerNode is named after it).
+    #[arg(long, value_name = "NAME", env = "NODE_NAME", requires = "cluster")]
+    pub node_name: Option<String>,
+
+    /// The interface to attach to (`main_interface` of --config).
+    #[arg(long, value_name = "IF", requires = "cluster")]
+    pub interface: Option<String>,
+
+    /// The next hop's MAC address, destination of encapsulated packets
+    /// (`default_mac` of --config).
+    #[arg(long, value_name = "MAC", requires = "cluster")]
+    pub default_mac: Option<String>,
+
+    /// How to attach XDP: auto (the kernel's choice: native when the driver
+    /// supports XDP, else generic), native, or generic. Default: --config's
+    /// `xdp_attach_flags`, else auto.
+    #[arg(long, value_name = "MODE", value_enum, requires = "cluster")]
+    pub xdp_mode: Option<XdpMode>,
+}
+
+/// `--xdp-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpMode {
+    Auto,
+    Native,
+    Generic,
+}
+
+impl XdpMode {
+    /// The `xdp_attach_flags` of `/lb/create` that ask for this mode.
+    pub fn attach_flags(self) -> u32 {
+        match self {
+            XdpMode::Auto => 0,
+            XdpMode::Generic => 1 << 1,
+            XdpMode::Native => 1 << 2,
+        }
+    }
 }
 
 /// The origins of `--cors-origins`.

@@ -1,18 +1,23 @@
-//! `weir-agent` standalone, like katran-server: the API on `-host:-port`, the
-//! balancer created by `POST /api/v1/lb/create` or at start-up from
-//! `--config`, metrics on `--metrics-addr`, until a shutdown signal.
+//! `weir-agent` as a program: the API on `-host:-port`, metrics (and probes)
+//! on `--metrics-addr`, until a shutdown signal. Standalone, like
+//! katran-server, the balancer is created by `POST /api/v1/lb/create` or at
+//! start-up from `--config`; in cluster mode (`--cluster`) it is created at
+//! start-up from the flags and `--config`, and the cluster sync
+//! ([`cluster::watch`]) programs it.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::tls::{self, TlsError, TlsFiles};
+use super::flags::ClusterFlags;
 use super::{app, exposition, listener, AppOptions, ServeFlags, Token};
 use crate::api::{self, ApiState};
+use crate::cluster::{self, Reconciler};
 use crate::metrics::{datapath, Metrics};
 
 /// Why the server could not start (or stopped abnormally). Not an API error:
@@ -35,6 +40,12 @@ pub enum StartError {
         source: std::io::Error,
     },
 
+    #[error("--cluster: {0}")]
+    Cluster(String),
+
+    #[error("--cluster: connecting to the Kubernetes API")]
+    Kube(#[source] kube::Error),
+
     #[error("the {which} server failed")]
     Serve {
         which: &'static str,
@@ -43,14 +54,34 @@ pub enum StartError {
     },
 }
 
-/// Runs the standalone server until `shutdown` resolves, then stops both
-/// listeners gracefully and closes the balancer (which detaches it or leaves
-/// it forwarding, as its `cleanup_on_shutdown` says).
+/// Runs the agent until `shutdown` resolves, then stops both listeners
+/// gracefully and closes the balancer (which detaches it or leaves it
+/// forwarding, as its `cleanup_on_shutdown` says). With `--cluster` it
+/// connects to the Kubernetes API first (in-cluster or KUBECONFIG).
 pub async fn serve(flags: ServeFlags, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    let client = match flags.cluster.cluster {
+        true => Some(kube::Client::try_default().await.map_err(StartError::Kube)?),
+        false => None,
+    };
+    serve_with_client(flags, client, shutdown).await
+}
+
+/// [`serve`] with the Kubernetes client given (used only with `--cluster`;
+/// tests pass one of the API server double).
+pub async fn serve_with_client(
+    flags: ServeFlags,
+    client: Option<kube::Client>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     // Everything that can fail cheaply (files, addresses) is checked before
     // the balancer is created, so a typo never leaves a datapath behind.
+    let cluster = match flags.cluster.cluster {
+        true => Some(cluster_start(&flags, client).await?),
+        false => None,
+    };
     let state = ApiState {
         pins: Some(api::Pins { pin_root: flags.pin_root.clone(), state_dir: flags.state_dir.clone() }),
+        cluster: cluster.as_ref().map(|c| c.reconciler.clone()),
         ..ApiState::default()
     };
     let token = match &flags.token_file {
@@ -91,9 +122,27 @@ pub async fn serve(flags: ServeFlags, shutdown: impl Future<Output = ()> + Send 
         }
         _ => None,
     };
-    if let Some(path) = &flags.config {
-        create_balancer(&state, path).await?;
-    }
+    let sync = match cluster {
+        Some(cluster) => {
+            create(&state, cluster.create_body, |message| StartError::Cluster(format!("creating the balancer: {message}")))
+                .await?;
+            tracing::info!(node = %cluster.node_name, "cluster mode: programming the datapath from the Kubernetes API");
+            Some(tokio::spawn(cluster::watch::run(
+                cluster.client,
+                cluster.node_name,
+                state.balancer.clone(),
+                cluster.reconciler,
+            )))
+        }
+        None => {
+            if let Some(path) = &flags.config {
+                let body = tokio::fs::read(path).await.map_err(|e| config_err(path, e.to_string()))?;
+                create(&state, body, |message| config_err(path, message)).await?;
+                tracing::info!(config = %path.display(), "created the balancer");
+            }
+            None
+        }
+    };
 
     // One signal stops both listeners.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -108,13 +157,17 @@ pub async fn serve(flags: ServeFlags, shutdown: impl Future<Output = ()> + Send 
     let metrics_server = async {
         match metrics_server {
             Some((listener, metrics)) => {
-                exposition::serve(listener, metrics, options.timeouts, stopped(stop_rx.clone())).await
+                exposition::serve(listener, metrics, state.clone(), options.timeouts, stopped(stop_rx.clone())).await
             }
             None => Ok(()),
         }
     };
     let (api_result, metrics_result) = tokio::join!(api_server, metrics_server);
     signal.abort();
+    if let Some(sync) = sync {
+        sync.abort();
+        let _ = sync.await;
+    }
     close_balancer(state).await;
     api_result.map_err(|source| StartError::Serve { which: "API", source })?;
     metrics_result.map_err(|source| StartError::Serve { which: "metrics", source })
@@ -134,18 +187,70 @@ async fn bind_host(host: &str, port: u16) -> Result<TcpListener, StartError> {
     TcpListener::bind((host, port)).await.map_err(bind_err)
 }
 
-/// `--config`: exactly what `POST /api/v1/lb/create` does with the same body.
-async fn create_balancer(state: &ApiState, path: &Path) -> Result<(), StartError> {
-    let config_err = |message: String| StartError::Config { path: path.to_owned(), message };
-    let body = tokio::fs::read(path).await.map_err(|e| config_err(e.to_string()))?;
+fn config_err(path: &Path, message: String) -> StartError {
+    StartError::Config { path: path.to_owned(), message }
+}
+
+/// Creates the balancer from a `/lb/create` body: exactly what `POST
+/// /api/v1/lb/create` does with it. `error` turns a failure's text into the
+/// caller's error.
+async fn create(state: &ApiState, body: Vec<u8>, error: impl Fn(String) -> StartError) -> Result<(), StartError> {
     let state = state.clone();
     // Loading the BPF program is blocking work.
     let created = tokio::task::spawn_blocking(move || api::create_from_json(&state, &body))
         .await
-        .map_err(|e| config_err(format!("creating the balancer panicked: {e}")))?;
-    created.map_err(|e| config_err(format!("{}: {}", e.code, e.message)))?;
-    tracing::info!(config = %path.display(), "created the balancer");
-    Ok(())
+        .map_err(|e| error(format!("creating the balancer panicked: {e}")))?;
+    created.map_err(|e| error(format!("{}: {}", e.code, e.message)))
+}
+
+/// What cluster mode starts with.
+struct ClusterStart {
+    client: kube::Client,
+    node_name: String,
+    reconciler: Arc<Mutex<Reconciler>>,
+    create_body: Vec<u8>,
+}
+
+async fn cluster_start(flags: &ServeFlags, client: Option<kube::Client>) -> Result<ClusterStart, StartError> {
+    let err = |m: &str| StartError::Cluster(m.to_owned());
+    let node_name = match flags.cluster.node_name.as_deref() {
+        Some(name) if !name.is_empty() => name.to_owned(),
+        _ => return Err(err("--node-name (or the NODE_NAME environment variable) is required")),
+    };
+    let client = client.ok_or_else(|| err("no Kubernetes client"))?;
+    let config = match &flags.config {
+        Some(path) => Some(tokio::fs::read(path).await.map_err(|e| config_err(path, e.to_string()))?),
+        None => None,
+    };
+    let create_body = cluster_create_body(config.as_deref(), &flags.cluster).map_err(StartError::Cluster)?;
+    Ok(ClusterStart { client, node_name, reconciler: Arc::new(Mutex::new(Reconciler::new())), create_body })
+}
+
+/// The `/lb/create` body of cluster mode: `--config`'s object (or `{}`) with
+/// `main_interface`, `default_mac` and `xdp_attach_flags` from the flags that
+/// are given, and `cleanup_on_shutdown` false unless the file says otherwise:
+/// an agent that stops (an upgrade, a crash) leaves the datapath forwarding
+/// for the next one to adopt.
+pub fn cluster_create_body(config: Option<&[u8]>, flags: &ClusterFlags) -> Result<Vec<u8>, String> {
+    let mut body = match config {
+        Some(bytes) => match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(_) => return Err("--config must hold a JSON object (the body of /lb/create)".to_owned()),
+            Err(e) => return Err(format!("--config is not JSON: {e}")),
+        },
+        None => serde_json::Map::new(),
+    };
+    if let Some(interface) = &flags.interface {
+        body.insert("main_interface".to_owned(), interface.clone().into());
+    }
+    if let Some(mac) = &flags.default_mac {
+        body.insert("default_mac".to_owned(), mac.clone().into());
+    }
+    if let Some(mode) = flags.xdp_mode {
+        body.insert("xdp_attach_flags".to_owned(), mode.attach_flags().into());
+    }
+    body.entry("cleanup_on_shutdown").or_insert(false.into());
+    serde_json::to_vec(&body).map_err(|e| e.to_string())
 }
 
 /// Drops the balancer now, rather than whenever the last clone of the state

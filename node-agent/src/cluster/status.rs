@@ -1,0 +1,168 @@
+//! The node's BalancerNode: what this agent has programmed, written only by
+//! this agent (the operator rolls it up into `VirtualService.status`).
+//!
+//! [`node_status`] is pure: the Balancer, the plan and the pass's [`Report`]
+//! in, the status out. A VirtualService counts as programmed at its plan
+//! generation when cluster mode owns its VIP and no op for it failed in the
+//! pass; a VIP held by a REST-created VIP (conflict) or with a hash function
+//! the datapath lacks is not programmed, and `Ready` says why.
+//!
+//! [`Writer`] server-side applies it: it creates the object once (with an
+//! ownerReference to the Node, so it goes when the Node goes), then applies
+//! `/status` only when the status changed.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, Resource};
+use serde_json::json;
+use weir_crds::status::{programmed_virtual_services, set_condition};
+use weir_crds::v1alpha1::{condition, AttachMode, BalancerNode, BalancerNodeStatus, CapacityUsage};
+use weir_crds::validation::NodePlan;
+
+use super::{Reconciler, Report};
+use crate::dataplane::{self, Balancer, VipId};
+
+/// The field manager of the agent's writes.
+pub const FIELD_MANAGER: &str = "weir-agent";
+
+/// The status after a pass. `previous`: the conditions last written (their
+/// transition times are kept while their status holds).
+pub fn node_status(
+    lb: &Balancer,
+    plan: &NodePlan,
+    report: &Report,
+    reconciler: &Reconciler,
+    previous: &[Condition],
+    now: Time,
+) -> BalancerNodeStatus {
+    let failed: BTreeSet<VipId> = report.errors.iter().map(|e| *e.op.vip()).collect();
+    let programmed_plan = NodePlan {
+        vips: plan
+            .vips
+            .iter()
+            .filter(|v| {
+                let id = VipId { addr: v.address, port: v.port, proto: v.protocol };
+                reconciler.owned().get(&id) == Some(&v.owner) && !failed.contains(&id)
+            })
+            .cloned()
+            .collect(),
+        ..NodePlan::default()
+    };
+    let config = lb.config();
+    let vips = lb.vips();
+    let real_addrs: BTreeSet<_> =
+        vips.iter().flat_map(|v| lb.reals(&v.id).unwrap_or_default().into_iter().map(|r| r.addr)).collect();
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let mut conditions = previous.to_vec();
+    set_condition(&mut conditions, ready_condition(report, programmed_plan.vips.len(), now));
+    BalancerNodeStatus {
+        interface: (!config.testing).then(|| config.main_interface.clone()),
+        attach_mode: Some(match (config.testing, config.attach_mode) {
+            (true, _) => AttachMode::Testing,
+            (false, dataplane::AttachMode::Driver) => AttachMode::Native,
+            (false, dataplane::AttachMode::Generic) => AttachMode::Generic,
+            (false, dataplane::AttachMode::Auto) => AttachMode::Auto,
+        }),
+        capacity: CapacityUsage {
+            vips_used: count(vips.len()),
+            vips_max: config.max_vips,
+            reals_used: count(real_addrs.len()),
+            reals_max: config.max_reals,
+        },
+        virtual_services: programmed_virtual_services(&programmed_plan),
+        conditions,
+    }
+}
+
+/// `Ready`: True when the pass left nothing undone; otherwise the first
+/// kind of trouble, with every object it concerns.
+fn ready_condition(report: &Report, programmed: usize, now: Time) -> Condition {
+    let (ok, reason, message) = if !report.conflicts.is_empty() {
+        let list: Vec<String> = report.conflicts.iter().map(|c| format!("{} ({})", c.owner, c.vip)).collect();
+        (false, "VipConflict", format!("VIPs already created over the REST API: {}", list.join(", ")))
+    } else if !report.errors.is_empty() {
+        let list: Vec<String> = report.errors.iter().map(|e| format!("{}: {}", e.op.vip(), e.error)).collect();
+        (false, "ProgrammingFailed", list.join("; "))
+    } else if !report.invalid.is_empty() {
+        let list: Vec<String> = report.invalid.iter().map(|(k, why)| format!("{k}: {why}")).collect();
+        (false, "Unprogrammable", list.join("; "))
+    } else {
+        (true, "InSync", format!("{programmed} VirtualServices programmed"))
+    };
+    Condition {
+        type_: condition::READY.to_owned(),
+        status: if ok { "True" } else { "False" }.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: None,
+        last_transition_time: now,
+    }
+}
+
+/// Applies the node's BalancerNode status, only when it changed.
+pub struct Writer {
+    api: Api<BalancerNode>,
+    node_name: String,
+    created: bool,
+    written: Option<BalancerNodeStatus>,
+}
+
+impl Writer {
+    pub fn new(client: Client, node_name: String) -> Self {
+        Writer { api: Api::all(client), node_name, created: false, written: None }
+    }
+
+    /// The conditions last written (for [`node_status`]).
+    pub fn conditions(&self) -> &[Condition] {
+        self.written.as_ref().map_or(&[], |s| &s.conditions)
+    }
+
+    /// Writes `status` unless it is what was last written. `node`: the Node
+    /// object, for the ownerReference of a newly created BalancerNode.
+    pub async fn write(&mut self, status: &BalancerNodeStatus, node: Option<&Node>) -> Result<(), kube::Error> {
+        if self.written.as_ref() == Some(status) {
+            return Ok(());
+        }
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        if !self.created {
+            let owner = node.and_then(|n| n.controller_owner_ref(&()).map(|mut r| {
+                r.controller = None;
+                r.block_owner_deletion = None;
+                r
+            }));
+            let mut body = json!({
+                "apiVersion": BalancerNode::api_version(&()),
+                "kind": BalancerNode::kind(&()),
+                "metadata": { "name": self.node_name },
+                "spec": {},
+            });
+            if let Some(owner) = owner {
+                body["metadata"]["ownerReferences"] = json!([owner]);
+            }
+            self.api.patch(&self.node_name, &params, &Patch::Apply(&body)).await?;
+            self.created = true;
+        }
+        let body = json!({
+            "apiVersion": BalancerNode::api_version(&()),
+            "kind": BalancerNode::kind(&()),
+            "status": status,
+        });
+        match self.api.patch_status(&self.node_name, &params, &Patch::Apply(&body)).await {
+            Ok(_) => {
+                self.written = Some(status.clone());
+                Ok(())
+            }
+            Err(e) => {
+                // Deleted behind our back (e.g. by the operator's GC): create it again next time.
+                if matches!(&e, kube::Error::Api(s) if s.code == 404) {
+                    self.created = false;
+                }
+                Err(e)
+            }
+        }
+    }
+
+}
