@@ -2,6 +2,9 @@
 //!
 //! - `weir-agent [FLAGS]`: the standalone API server, a drop-in katran-server
 //!   (its flags as `-port 8080` or `--port 8080`); stops on SIGTERM/SIGINT;
+//! - `weir-agent --cluster --node-name NAME --interface IF --default-mac MAC`:
+//!   cluster mode, the same server with the datapath programmed from the
+//!   cluster's VirtualServices and RealServers (the DaemonSet's command);
 //! - `weir-agent decap --iface IF [--remove]`: attach (or detach) the
 //!   real-side decapsulation program; it stays attached after the command exits.
 
