@@ -279,6 +279,10 @@ pub struct RequestRecord {
     pub query: String,
     /// Content type of the body (may be empty).
     pub content_type: String,
+    /// Who sent it: the `Impersonate-User` header, which [`ApiServer::client_as`]
+    /// sets (None for [`ApiServer::client`]). Lets a test attribute calls to a
+    /// component, e.g. to check its RBAC.
+    pub user: Option<String>,
 }
 
 impl RequestRecord {
@@ -459,6 +463,17 @@ impl ApiServer {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
         let config = kube::Config::new(self.url.parse().expect("server url"));
+        kube::Client::try_from(config).expect("kube client")
+    }
+
+    /// A client whose requests carry `Impersonate-User: user` (recorded in
+    /// [`RequestRecord::user`]; the double authorizes everything).
+    pub fn client_as(&self, user: &str) -> kube::Client {
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let mut config = kube::Config::new(self.url.parse().expect("server url"));
+        config.auth_info.impersonate = Some(user.to_owned());
         kube::Client::try_from(config).expect("kube client")
     }
 
@@ -1173,6 +1188,7 @@ async fn handle(shared: Arc<Shared>, method: Method, uri: Uri, headers: HeaderMa
             path: uri.path().to_string(),
             query: uri.query().unwrap_or("").to_string(),
             content_type,
+            user: headers.get("impersonate-user").and_then(|v| v.to_str().ok()).map(str::to_owned),
         });
         while log.len() > REQUEST_LOG_LIMIT {
             log.pop_front();
