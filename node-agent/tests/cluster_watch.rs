@@ -245,10 +245,7 @@ async fn balancer_node_status_reports_what_is_programmed() {
     env.vss().create(&pp, &virtual_service("api", Ipv4Addr::new(10, 100, 0, 2), None)).await.unwrap();
     let status = env.status_until(&nodes, "Ready False", |s| s.conditions[0].status == "False").await;
     assert_eq!(status.conditions[0].reason, "VipConflict");
-    assert_eq!(
-        status.conditions[0].message,
-        "VIPs already created over the REST API: default/api (10.100.0.2:80/tcp)"
-    );
+    assert_eq!(status.conditions[0].message, "VIPs already created over the REST API: default/api (10.100.0.2:80/tcp)");
     assert_eq!(status.virtual_services.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["web"]);
 }
 

@@ -128,11 +128,13 @@ impl Writer {
         }
         let params = PatchParams::apply(FIELD_MANAGER).force();
         if !self.created {
-            let owner = node.and_then(|n| n.controller_owner_ref(&()).map(|mut r| {
-                r.controller = None;
-                r.block_owner_deletion = None;
-                r
-            }));
+            let owner = node.and_then(|n| {
+                n.controller_owner_ref(&()).map(|mut r| {
+                    r.controller = None;
+                    r.block_owner_deletion = None;
+                    r
+                })
+            });
             let mut body = json!({
                 "apiVersion": BalancerNode::api_version(&()),
                 "kind": BalancerNode::kind(&()),
@@ -164,5 +166,4 @@ impl Writer {
             }
         }
     }
-
 }

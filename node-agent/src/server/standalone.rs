@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::tls::{self, TlsError, TlsFiles};
 use super::flags::ClusterFlags;
+use super::tls::{self, TlsError, TlsFiles};
 use super::{app, exposition, listener, AppOptions, ServeFlags, Token};
 use crate::api::{self, ApiState};
 use crate::cluster::{self, Reconciler};
@@ -124,8 +124,10 @@ pub async fn serve_with_client(
     };
     let sync = match cluster {
         Some(cluster) => {
-            create(&state, cluster.create_body, |message| StartError::Cluster(format!("creating the balancer: {message}")))
-                .await?;
+            create(&state, cluster.create_body, |message| {
+                StartError::Cluster(format!("creating the balancer: {message}"))
+            })
+            .await?;
             tracing::info!(node = %cluster.node_name, "cluster mode: programming the datapath from the Kubernetes API");
             Some(tokio::spawn(cluster::watch::run(
                 cluster.client,
