@@ -31,7 +31,9 @@ fn start() -> Harness {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        weir_operator::run(operator_client, shutdown).await.expect("operator failed");
+        weir_operator::run(operator_client, weir_operator::Options::default(), shutdown)
+            .await
+            .expect("operator failed");
     });
     Harness { server, client, _stop: stop }
 }
@@ -255,7 +257,7 @@ async fn run_returns_on_shutdown() {
             server.register_crd(&crd);
         }
         let shutdown = tokio::time::sleep(Duration::from_millis(300));
-        weir_operator::run(server.client(), shutdown).await.expect("clean shutdown");
+        weir_operator::run(server.client(), weir_operator::Options::default(), shutdown).await.expect("clean shutdown");
     })
     .await
 }

@@ -7,9 +7,12 @@
 //! one; and because our own write reaches the store a moment later, a status we applied in
 //! the last `RECENT` (5 s) is not applied again while the store still shows the old one.
 //!
+//! Metrics: every pass is counted and timed under the controller label [`NAME`], its failure
+//! labelled by [`crate::Error::metric_label`]; each pass also refreshes the object counts.
+//!
 //! TODO(#4): a benchmark at 1,000 VirtualServices × 10 RealServers (each pass arbitrates the
 //! whole snapshot, O(n log n)); the operator's manifest setting `POD_NAME` (the Event
-//! reporter's instance); per-reconcile metrics behind [`crate::Error::metric_label`].
+//! reporter's instance).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,7 +37,12 @@ use weir_crds::v1alpha1::{BalancerNode, RealServer, VirtualService};
 use weir_crds::validation::{ObjectKey, Verdict};
 
 use crate::desired::{plan, Snapshot, Update};
+use crate::health::Health;
+use crate::metrics::{count_objects, Metrics};
 use crate::{Error, Result, FIELD_MANAGER};
+
+/// The controller's name in metrics and readiness.
+pub const NAME: &str = "arbitration";
 
 /// How long a burst of watch events may last before the loop reconciles once for all.
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -51,12 +59,15 @@ pub struct Context {
     /// Statuses applied recently, by (kind, object), with the time of the write. A std
     /// Mutex: it is never held across an await.
     applied: Mutex<Applied>,
+    metrics: Metrics,
+    health: Health,
 }
 
 impl Context {
-    pub fn new(client: Client) -> Self {
+    pub fn new(client: Client, metrics: Metrics, health: Health) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.to_owned(), instance: std::env::var("POD_NAME").ok() };
-        Context { recorder: Recorder::new(client.clone(), reporter), client, applied: Mutex::new(HashMap::new()) }
+        let recorder = Recorder::new(client.clone(), reporter);
+        Context { recorder, client, applied: Mutex::new(HashMap::new()), metrics, health }
     }
 
     /// When `status` was applied to the object within [`RECENT`], how long until that
@@ -124,13 +135,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send) -
     // One task drives every watch and turns each event into a wake-up of the loop.
     let wake = Arc::new(Notify::new());
     let events = stream::select_all([vs_events, rs_events, bn_events, node_events]);
-    let watches = tokio::spawn(drive(events, wake.clone()));
+    let watches = tokio::spawn(drive(events, wake.clone(), ctx.metrics.clone()));
 
     let mut shutdown = pin!(shutdown);
     let result = tokio::select! {
         () = &mut shutdown => Ok(()),
         r = stores.wait_until_ready() => match r {
             Ok(()) => {
+                ctx.health.synced(NAME);
                 reconcile_loop(&ctx, &stores, &wake, shutdown).await;
                 Ok(())
             }
@@ -141,11 +153,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send) -
     result
 }
 
-async fn drive(mut events: impl futures::Stream<Item = Result<()>> + Unpin, wake: Arc<Notify>) {
+async fn drive(mut events: impl futures::Stream<Item = Result<()>> + Unpin, wake: Arc<Notify>, metrics: Metrics) {
     while let Some(event) = events.next().await {
         if let Err(e) = event {
             // The watcher backs off and resumes by itself; the error is still reported.
             tracing::warn!(error = %e, label = e.metric_label(), "watch failed");
+            metrics.reconcile_failed(NAME, &e);
         }
         wake.notify_one();
     }
@@ -164,7 +177,10 @@ async fn reconcile_loop(
             () = wake.notified() => tokio::time::sleep(DEBOUNCE).await,
             () = tokio::time::sleep(again.unwrap_or_default()), if again.is_some() => {}
         }
-        again = match reconcile(ctx, stores).await {
+        let timer = ctx.metrics.start_reconcile(NAME);
+        let result = reconcile(ctx, stores).await;
+        timer.finish(&result);
+        again = match result {
             Ok(recheck) => recheck,
             Err(e) => Some(error_policy(&e)),
         };
@@ -176,7 +192,9 @@ async fn reconcile_loop(
 /// recently applied; look again after `d`.
 async fn reconcile(ctx: &Context, stores: &Stores) -> Result<Option<Duration>> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let plan = plan(&stores.snapshot(), &now);
+    let snapshot = stores.snapshot();
+    let plan = plan(&snapshot, &now);
+    ctx.metrics.set_objects(&count_objects(&snapshot, &plan));
     let (mut failure, mut recheck) = (None, None::<Duration>);
     let mut note = |r: Result<Option<Duration>>| match r {
         Ok(Some(d)) => recheck = Some(recheck.map_or(d, |r| r.min(d))),

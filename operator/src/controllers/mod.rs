@@ -7,6 +7,10 @@
 //! arbitration once per object; one loop runs it once per burst of changes and writes only
 //! the statuses that differ.
 //!
-//! TODO(#4): `daemonset.rs` (node-agent DaemonSet manager) and `leader.rs`.
+//! Beside it: [`daemonset`], which keeps the node agent's DaemonSet as the operator's
+//! configuration renders it (repairing edits and deletions), and [`node_gc`], which deletes
+//! the BalancerNodes of Nodes that are gone.
 
 pub mod arbitration;
+pub mod daemonset;
+pub mod node_gc;
