@@ -193,8 +193,7 @@ fn load_agent_config(options: &Options) -> Result<Option<(AgentConfig, String)>>
 }
 
 /// Runs every controller until `shutdown` resolves, or until one fails (the others are
-/// then dropped, and the error ends [`run`]). Readiness waits for the arbitration's stores
-/// only: the DaemonSet manager and the BalancerNode GC do not report theirs (TODO(#4)).
+/// then dropped, and the error ends [`run`]). Readiness waits for every controller's stores.
 async fn run_controllers(
     client: kube::Client,
     options: &Options,
@@ -202,13 +201,20 @@ async fn run_controllers(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let shutdown = shutdown.boxed().shared();
-    options.health.expect_synced(controllers::arbitration::NAME);
-    let ctx = Arc::new(Context::new(client.clone(), options.metrics.clone(), options.health.clone()));
+    let (metrics, health) = (options.metrics.clone(), options.health.clone());
+    health.expect_synced(controllers::arbitration::NAME);
+    health.expect_synced(controllers::node_gc::NAME);
+    if agent.is_some() {
+        health.expect_synced(controllers::daemonset::NAME);
+    }
+    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), health.clone()));
     let arbitration = controllers::arbitration::run(ctx, shutdown.clone());
-    let node_gc = controllers::node_gc::run(client.clone(), shutdown.clone());
+    let node_gc = controllers::node_gc::run(client.clone(), metrics.clone(), health.clone(), shutdown.clone());
     let daemonset = async {
         match agent {
-            Some((config, namespace)) => controllers::daemonset::run(client, config, namespace, shutdown).await,
+            Some((config, namespace)) => {
+                controllers::daemonset::run(client, config, namespace, metrics, health, shutdown).await
+            }
             None => Ok(()),
         }
     };

@@ -8,6 +8,8 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value};
 use weir_apiserver_double::{ApiServer, Fault};
 use weir_operator::controllers::daemonset::{self, drift, render, AgentConfig};
+use weir_operator::health::Health;
+use weir_operator::metrics::Metrics;
 
 const LIMIT: Duration = Duration::from_secs(20);
 const NS: &str = "weir-system";
@@ -34,7 +36,9 @@ fn manage(server: &ApiServer, config: AgentConfig) -> Manager {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        daemonset::run(client, config, NS.to_owned(), shutdown).await.expect("manager failed");
+        daemonset::run(client, config, NS.to_owned(), Metrics::new(), Health::new(), shutdown)
+            .await
+            .expect("manager failed");
     });
     Manager { _stop: stop, done }
 }
@@ -211,7 +215,9 @@ async fn run_returns_on_shutdown() {
     timed(async {
         let server = ApiServer::start();
         let shutdown = tokio::time::sleep(Duration::from_millis(300));
-        daemonset::run(server.client(), config(""), NS.to_owned(), shutdown).await.expect("clean shutdown");
+        daemonset::run(server.client(), config(""), NS.to_owned(), Metrics::new(), Health::new(), shutdown)
+            .await
+            .expect("clean shutdown");
         assert!(live(&server).is_some());
     })
     .await

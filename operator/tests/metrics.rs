@@ -81,6 +81,11 @@ async fn metrics_after_a_reconcile() {
         };
         let reconciles = sample(&text, "weir_operator_reconciles_total{controller=\"arbitration\"}").unwrap();
         assert!(reconciles > 0.0, "{text}");
+        // The BalancerNode GC's passes count too (its first comes once its stores synced).
+        let gc = "weir_operator_reconciles_total{controller=\"node_gc\"}";
+        while sample(&get(&format!("{url}/metrics")).await.2, gc).is_none_or(|n| n < 1.0) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let rejected = "weir_operator_objects{kind=\"VirtualService\",condition=\"Accepted\",status=\"False\"}";
         assert_eq!(sample(&text, rejected), Some(0.0), "{text}");
         // No BalancerNode targets it: not programmed.

@@ -8,6 +8,8 @@ use serde_json::json;
 use weir_apiserver_double::{ApiServer, Fault};
 use weir_crds::v1alpha1::BalancerNode;
 use weir_operator::controllers::node_gc;
+use weir_operator::health::Health;
+use weir_operator::metrics::Metrics;
 
 const LIMIT: Duration = Duration::from_secs(20);
 const GROUP_VERSION: &str = "lb.weir.dev/v1alpha1";
@@ -40,7 +42,7 @@ impl Harness {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            node_gc::run(client, shutdown).await.expect("node GC failed");
+            node_gc::run(client, Metrics::new(), Health::new(), shutdown).await.expect("node GC failed");
         });
         self.stop = Some(stop);
     }
@@ -176,7 +178,7 @@ async fn run_returns_on_shutdown() {
     timed(async {
         let server = server();
         let shutdown = tokio::time::sleep(Duration::from_millis(300));
-        node_gc::run(server.client(), shutdown).await.expect("clean shutdown");
+        node_gc::run(server.client(), Metrics::new(), Health::new(), shutdown).await.expect("clean shutdown");
     })
     .await
 }

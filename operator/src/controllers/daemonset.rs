@@ -35,6 +35,8 @@ use weir_crds::validation::ObjectKey;
 pub use config::{AgentConfig, ConfigError};
 pub use render::render;
 
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::{Error, Result, FIELD_MANAGER};
 
 /// How long a burst of watch events may last before the manager looks once for all.
@@ -74,6 +76,7 @@ impl Default for Backoff {
 
 /// The rendered DaemonSet and where it goes.
 struct Desired {
+    metrics: Metrics,
     api: Api<DaemonSet>,
     key: ObjectKey,
     object: DaemonSet,
@@ -83,14 +86,17 @@ struct Desired {
 
 impl Desired {
     async fn apply(&self) -> Result<()> {
+        let timer = self.metrics.start_reconcile(NAME);
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        match self.api.patch(&self.key.name, &params, &Patch::Apply(&self.object)).await {
+        let result = match self.api.patch(&self.key.name, &params, &Patch::Apply(&self.object)).await {
             Ok(_) => {
                 tracing::info!(daemonset = %self.key, "applied the node agent DaemonSet");
                 Ok(())
             }
             Err(source) => Err(Error::DaemonSetApply { key: self.key.clone(), source: Box::new(source) }),
-        }
+        };
+        timer.finish(&result);
+        result
     }
 
     /// Whether the store's object has drifted from the desired one (absent: drifted).
@@ -103,15 +109,22 @@ impl Desired {
     }
 }
 
+/// The controller's name in metrics and readiness.
+pub const NAME: &str = "daemonset";
+
 /// Manages the node agent's DaemonSet `config.name` in `namespace` until `shutdown` resolves.
+/// Every apply is a reconcile in `metrics`; `health` learns when the watch has synced.
 pub async fn run(
     client: Client,
     config: AgentConfig,
     namespace: String,
+    metrics: Metrics,
+    health: Health,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let object = render(&config, &namespace);
     let desired = Desired {
+        metrics,
         api: Api::namespaced(client, &namespace),
         key: ObjectKey::new(namespace, config.name.clone()),
         json: serde_json::to_value(&object).map_err(Error::Serialize)?,
@@ -145,6 +158,7 @@ pub async fn run(
         () = &mut shutdown => Ok(()),
         r = store.wait_until_ready() => match r {
             Ok(()) => {
+                health.synced(NAME);
                 repair_loop(&desired, &store, &wake, &mut backoff, shutdown).await;
                 Ok(())
             }

@@ -25,6 +25,8 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Notify;
 use weir_crds::v1alpha1::BalancerNode;
 
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::{Error, Result};
 
 /// How long a burst of watch events (a node pool scaling down) may last before one pass.
@@ -68,8 +70,17 @@ where
     (store, events.map(move |r| r.map(drop).map_err(|source| Error::Watch { kind, source: Box::new(source) })).boxed())
 }
 
-/// Deletes the BalancerNodes of gone Nodes until `shutdown` resolves.
-pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+/// The controller's name in metrics and readiness.
+pub const NAME: &str = "node_gc";
+
+/// Deletes the BalancerNodes of gone Nodes until `shutdown` resolves. Every pass is a
+/// reconcile in `metrics`; `health` learns when both stores have synced.
+pub async fn run(
+    client: Client,
+    metrics: Metrics,
+    health: Health,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     let node_api = Api::<Node>::all(client.clone());
     let bn_api = Api::<BalancerNode>::all(client.clone());
     // Nodes as metadata only: their names are all the collection needs.
@@ -87,7 +98,8 @@ pub async fn run(client: Client, shutdown: impl Future<Output = ()> + Send) -> R
         () = &mut shutdown => Ok(()),
         r = ready => match r {
             Ok(()) => {
-                let gc = Collector { nodes, balancer_nodes, node_api, bn_api };
+                health.synced(NAME);
+                let gc = Collector { nodes, balancer_nodes, node_api, bn_api, metrics };
                 gc.run(&wake, shutdown).await;
                 Ok(())
             }
@@ -113,6 +125,7 @@ struct Collector {
     balancer_nodes: Store<BalancerNode>,
     node_api: Api<Node>,
     bn_api: Api<BalancerNode>,
+    metrics: Metrics,
 }
 
 impl Collector {
@@ -124,7 +137,10 @@ impl Collector {
                 () = wake.notified() => tokio::time::sleep(DEBOUNCE).await,
                 () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
             }
-            retry = match self.collect().await {
+            let timer = self.metrics.start_reconcile(NAME);
+            let result = self.collect().await;
+            timer.finish(&result);
+            retry = match result {
                 Ok(()) => None,
                 Err(e) => {
                     tracing::warn!(error = %e, label = e.metric_label(), "BalancerNode garbage collection failed");
