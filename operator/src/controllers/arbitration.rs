@@ -171,12 +171,7 @@ async fn reconcile_loop(
     mut shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
 ) {
     let mut again: Option<Duration> = Some(Duration::ZERO); // a first pass once the stores are ready
-    loop {
-        tokio::select! {
-            () = &mut shutdown => return,
-            () = wake.notified() => tokio::time::sleep(DEBOUNCE).await,
-            () = tokio::time::sleep(again.unwrap_or_default()), if again.is_some() => {}
-        }
+    while super::next_pass(wake, again, DEBOUNCE, shutdown.as_mut()).await {
         let timer = ctx.metrics.start_reconcile(NAME);
         let result = reconcile(ctx, stores).await;
         timer.finish(&result);

@@ -191,12 +191,7 @@ async fn repair_loop(
     mut shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
 ) {
     let mut retry: Option<Duration> = Some(Duration::ZERO); // a first look once the store is ready
-    loop {
-        tokio::select! {
-            () = &mut shutdown => return,
-            () = wake.notified() => tokio::time::sleep(DEBOUNCE).await,
-            () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
-        }
+    while super::next_pass(wake, retry, DEBOUNCE, shutdown.as_mut()).await {
         retry = None;
         if !desired.drifted(store) {
             continue;

@@ -14,3 +14,28 @@
 pub mod arbitration;
 pub mod daemonset;
 pub mod node_gc;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+/// The wait of every controller loop here: until a watch event (then `debounce` more, so
+/// that a burst of events makes one pass), until `retry` elapses when one is set, or until
+/// `shutdown` (then false: the loop ends).
+pub(crate) async fn next_pass(
+    wake: &Notify,
+    retry: Option<Duration>,
+    debounce: Duration,
+    shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
+) -> bool {
+    tokio::select! {
+        () = shutdown => false,
+        () = wake.notified() => {
+            tokio::time::sleep(debounce).await;
+            true
+        }
+        () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => true,
+    }
+}

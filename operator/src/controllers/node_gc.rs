@@ -131,12 +131,7 @@ struct Collector {
 impl Collector {
     async fn run(&self, wake: &Notify, mut shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>) {
         let mut retry: Option<Duration> = Some(Duration::ZERO); // a first pass once the stores are ready
-        loop {
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = wake.notified() => tokio::time::sleep(DEBOUNCE).await,
-                () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
-            }
+        while super::next_pass(wake, retry, DEBOUNCE, shutdown.as_mut()).await {
             let timer = self.metrics.start_reconcile(NAME);
             let result = self.collect().await;
             timer.finish(&result);
