@@ -14,7 +14,7 @@
 //!
 //! Needs root (BPF); without it the test prints `SKIPPED (needs root)`.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -22,14 +22,17 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 use weir_agent::dataplane::{flow_frame, outer_destination, Flow};
-use weir_agent::server::{flags, serve_with_client, StartError};
+use weir_agent::server::{serve_with_client, StartError};
 use weir_apiserver_double::ApiServer;
 use weir_crds::v1alpha1::{BalancerNode, RealServer, VirtualService};
 
+mod common {
+    pub mod control_plane;
+}
+use common::control_plane::{agent_flags, apply, free_port, testing_config, until, LIMIT, MANIFEST};
+
 const NODE: &str = "node-a";
 const NS: &str = "weir-e2e";
-const LIMIT: Duration = Duration::from_secs(20);
-const MANIFEST: &str = include_str!("../manifests/web.yaml");
 const VIP: &str = "10.100.0.1";
 const REAL_A: &str = "10.0.0.1";
 const REAL_B: &str = "10.0.0.2";
@@ -45,20 +48,8 @@ struct Agent {
 impl Agent {
     async fn start(server: &ApiServer, config: &std::path::Path) -> Agent {
         let (api_port, metrics_port) = (free_port(), free_port());
-        let args = [
-            "weir-agent",
-            "--cluster",
-            "--node-name",
-            NODE,
-            "--config",
-            config.to_str().unwrap(),
-            "--port",
-            &api_port.to_string(),
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics_port}"),
-            "--no-logging",
-        ];
-        let flags = flags::parse(args).expect("flags");
+        let metrics_addr = format!("127.0.0.1:{metrics_port}");
+        let flags = agent_flags(NODE, config, api_port, &["--metrics-addr", &metrics_addr]);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve_with_client(flags, Some(server.client()), async move {
             let _ = stopped.await;
@@ -146,43 +137,6 @@ impl Agent {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().map(|a: SocketAddr| a.port()).unwrap()
-}
-
-/// Polls `check` until it holds.
-async fn until<F, Fut>(what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < LIMIT, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// `kubectl apply -f` of a multi-document manifest of VirtualServices and RealServers.
-async fn apply(client: &kube::Client, manifest: &str) {
-    for doc in manifest.split("\n---\n") {
-        let obj: Value = serde_yaml::from_str(doc).unwrap();
-        let ns = obj["metadata"]["namespace"].as_str().unwrap();
-        let pp = PostParams::default();
-        match obj["kind"].as_str().unwrap() {
-            "VirtualService" => {
-                let vs: VirtualService = serde_json::from_value(obj.clone()).unwrap();
-                Api::<VirtualService>::namespaced(client.clone(), ns).create(&pp, &vs).await.unwrap();
-            }
-            "RealServer" => {
-                let rs: RealServer = serde_json::from_value(obj.clone()).unwrap();
-                Api::<RealServer>::namespaced(client.clone(), ns).create(&pp, &rs).await.unwrap();
-            }
-            other => panic!("unexpected kind {other}"),
-        }
-    }
-}
-
 /// A condition of a VirtualService as (status, reason, message).
 async fn condition(vss: &Api<VirtualService>, name: &str, type_: &str) -> Option<(String, String, String)> {
     let vs = vss.get_opt(name).await.unwrap()?;
@@ -235,8 +189,7 @@ async fn control_plane_end_to_end() {
 
     let dir = std::env::temp_dir().join(format!("weir-control-plane-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("lb.json");
-    std::fs::write(&config, r#"{"testing": true, "max_vips": 16, "max_reals": 64, "lru_size": 4096}"#).unwrap();
+    let config = testing_config(&dir);
     let agent = Agent::start(&server, &config).await;
 
     // A VIP created over REST is the node's own, before and after the cluster's arrive.

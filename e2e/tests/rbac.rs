@@ -11,22 +11,24 @@
 //! Needs root (the agent's BPF datapath); without it: `SKIPPED (needs root)`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
-use weir_agent::server::{flags, serve_with_client};
+use weir_agent::server::serve_with_client;
 use weir_apiserver_double::{ApiServer, RequestRecord};
 use weir_crds::v1alpha1::{BalancerNode, RealServer, VirtualService};
+
+mod common {
+    pub mod control_plane;
+}
+use common::control_plane::{agent_flags, apply, free_port, testing_config, until, MANIFEST};
 
 const NAMESPACE: &str = "weir-system";
 const OPERATOR: &str = "system:serviceaccount:weir-system:weir-operator";
 const AGENT: &str = "system:serviceaccount:weir-system:weir-agent";
 const NODE: &str = "node-a";
-const LIMIT: Duration = Duration::from_secs(30);
-const MANIFEST: &str = include_str!("../manifests/web.yaml");
 const INSTALL: &str = include_str!("../../deploy/weir.yaml");
 
 /// One permission a request needs: (verb, API group, resource[/subresource], namespace).
@@ -158,18 +160,6 @@ fn agent_config(install: &[Value]) -> String {
     cm["data"]["agent.yaml"].as_str().unwrap().to_owned()
 }
 
-async fn until<F, Fut>(what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < LIMIT, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn programmed(vss: &Api<VirtualService>, name: &str) -> bool {
     vss.get_opt(name).await.unwrap().and_then(|v| v.status).is_some_and(|s| {
         s.conditions.iter().any(|c| c.type_ == "Programmed" && c.status == "True" && c.message == "1/1 nodes")
@@ -194,8 +184,7 @@ async fn rbac_allows_exactly_what_the_binaries_do() {
     std::fs::create_dir_all(&dir).unwrap();
     let agent_yaml = dir.join("agent.yaml");
     std::fs::write(&agent_yaml, agent_config(&install)).unwrap();
-    let lb_json = dir.join("lb.json");
-    std::fs::write(&lb_json, r#"{"testing": true, "max_vips": 16, "max_reals": 64, "lru_size": 4096}"#).unwrap();
+    let lb_json = testing_config(&dir);
 
     // The operator as the install runs it: leader election, the DaemonSet from the ConfigMap.
     let options = weir_operator::Options {
@@ -213,39 +202,14 @@ async fn rbac_allows_exactly_what_the_binaries_do() {
     let operator = tokio::spawn(weir_operator::run(server.client_as(OPERATOR), options, async move {
         let _ = operator_stopped.await;
     }));
-    let api_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let flags = flags::parse([
-        "weir-agent",
-        "--cluster",
-        "--node-name",
-        NODE,
-        "--config",
-        lb_json.to_str().unwrap(),
-        "--port",
-        &api_port.to_string(),
-        "--no-logging",
-    ])
-    .unwrap();
+    let flags = agent_flags(NODE, &lb_json, free_port(), &[]);
     let (stop_agent, agent_stopped) = tokio::sync::oneshot::channel::<()>();
     let agent = tokio::spawn(serve_with_client(flags, Some(server.client_as(AGENT)), async move {
         let _ = agent_stopped.await;
     }));
 
     // The scenario: objects applied, programmed, changed, conflicting, deleted.
-    for doc in MANIFEST.split("\n---\n") {
-        let obj: Value = serde_yaml::from_str(doc).unwrap();
-        let ns = obj["metadata"]["namespace"].as_str().unwrap();
-        match obj["kind"].as_str().unwrap() {
-            "VirtualService" => {
-                let api = Api::<VirtualService>::namespaced(admin.clone(), ns);
-                api.create(&PostParams::default(), &serde_json::from_value(obj).unwrap()).await.unwrap();
-            }
-            _ => {
-                let api = Api::<RealServer>::namespaced(admin.clone(), ns);
-                api.create(&PostParams::default(), &serde_json::from_value(obj).unwrap()).await.unwrap();
-            }
-        }
-    }
+    apply(&admin, MANIFEST).await;
     let vss: Api<VirtualService> = Api::namespaced(admin.clone(), "weir-e2e");
     until("web Programmed 1/1", || programmed(&vss, "web")).await;
     let mut copy = vss.get("web").await.unwrap();
