@@ -78,7 +78,7 @@ fn balancer_node_crd() {
     assert_eq!(columns(&crd), ["Interface", "Mode", "VIPs", "Reals", "Ready", "Age"]);
     let status = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
     assert_eq!(strings(&status["virtualServices"]["x-kubernetes-list-map-keys"]), ["namespace", "name"]);
-    assert_eq!(strings(&status["attachMode"]["enum"]), ["Native", "Generic", "Offload", "Testing"]);
+    assert_eq!(strings(&status["attachMode"]["enum"]), ["Native", "Generic", "Auto", "Offload", "Testing"]);
 }
 
 #[test]

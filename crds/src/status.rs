@@ -66,13 +66,14 @@ pub fn programmed_virtual_services(plan: &NodePlan) -> Vec<ProgrammedVirtualServ
     out
 }
 
-/// Whether a node reports `key` programmed at `generation` (an older generation means the
-/// node has not caught up yet, so it does not count).
-pub fn node_has_programmed(status: &BalancerNodeStatus, key: &ObjectKey, generation: i64) -> bool {
-    status
-        .virtual_services
-        .iter()
-        .any(|p| p.namespace == key.namespace && p.name == key.name && p.generation == generation)
+/// Whether a node reports `key` programmed at `generation` with all its `reals` accepted
+/// RealServers. An older generation means the node has not caught up yet; fewer reals means
+/// it has not caught up with a RealServer change, or left some out for capacity: either
+/// way it does not count.
+pub fn node_has_programmed(status: &BalancerNodeStatus, key: &ObjectKey, generation: i64, reals: u32) -> bool {
+    status.virtual_services.iter().any(|p| {
+        p.namespace == key.namespace && p.name == key.name && p.generation == generation && p.reals == reals
+    })
 }
 
 #[cfg(test)]
@@ -127,7 +128,8 @@ mod tests {
             ..NodePlan::default()
         };
         let status = BalancerNodeStatus { virtual_services: programmed_virtual_services(&plan), ..Default::default() };
-        assert!(node_has_programmed(&status, &ObjectKey::new("a", "v"), 3));
-        assert!(!node_has_programmed(&status, &ObjectKey::new("a", "v"), 4), "stale generation does not count");
+        assert!(node_has_programmed(&status, &ObjectKey::new("a", "v"), 3, 0));
+        assert!(!node_has_programmed(&status, &ObjectKey::new("a", "v"), 4, 0), "stale generation does not count");
+        assert!(!node_has_programmed(&status, &ObjectKey::new("a", "v"), 3, 1), "a missing real does not count");
     }
 }

@@ -269,3 +269,33 @@ impl Env {
         }
     }
 }
+
+#[tokio::test]
+async fn capacity_left_out_shows_in_ready() {
+    if skip_unless_root("capacity_left_out_shows_in_ready") {
+        return;
+    }
+    let env = env(&[]).await;
+    let pp = PostParams::default();
+    // The testing balancer holds 16 VIPs: the 17th VirtualService (the newest) is left out.
+    for i in 1..=17u8 {
+        env.vss()
+            .create(&pp, &virtual_service(&format!("vs-{i:02}"), Ipv4Addr::new(10, 100, 1, i), None))
+            .await
+            .unwrap();
+    }
+    let nodes: Api<BalancerNode> = Api::all(env.server.client());
+    let status = env.status_until(&nodes, "16 programmed", |s| s.virtual_services.len() == 16).await;
+    let status = if status.conditions[0].status == "False" {
+        status
+    } else {
+        env.status_until(&nodes, "Ready False", |s| s.conditions[0].status == "False").await
+    };
+    assert_eq!(status.conditions[0].reason, "CapacityExceeded");
+    assert_eq!(
+        status.conditions[0].message,
+        "VirtualService default/vs-17: node is at max_vips (16); older VirtualServices come first"
+    );
+    assert!(status.virtual_services.iter().all(|v| v.name != "vs-17"));
+    assert_eq!(status.capacity.vips_used, 16);
+}

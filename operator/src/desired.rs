@@ -75,14 +75,15 @@ pub fn plan(snapshot: &Snapshot, now: &Time) -> Plan {
         let key = key_of(vs.as_ref());
         let Some(verdict) = arbitration.virtual_services.get(&key) else { continue };
         let generation = vs.metadata.generation;
-        let (target, programmed) = count_nodes(snapshot, vs, &key);
+        let accepted_reals = reals.get(&key).copied().unwrap_or(0);
+        let (target, programmed) = count_nodes(snapshot, vs, &key, accepted_reals);
         let old = vs.status.clone().unwrap_or_default();
         let mut new = VirtualServiceStatus {
             observed_generation: generation,
             conditions: old.conditions.clone(),
             programmed_nodes: programmed,
             target_nodes: target,
-            reals: reals.get(&key).copied().unwrap_or(0),
+            reals: accepted_reals,
         };
         set_condition(&mut new.conditions, accepted_condition(verdict, generation, now.clone()));
         set_condition(&mut new.conditions, programmed_condition(programmed, target, generation, now.clone()));
@@ -109,9 +110,9 @@ pub fn plan(snapshot: &Snapshot, now: &Time) -> Plan {
 
 /// (target, programmed) nodes of `vs`. A target is a BalancerNode whose Node's labels match
 /// the VirtualService's nodeSelector; a BalancerNode without a Node does not count (its node
-/// is gone; TODO(#4): the DaemonSet manager deletes such BalancerNodes). A target programs
-/// `vs` when it reports it at the current generation.
-fn count_nodes(snapshot: &Snapshot, vs: &VirtualService, key: &ObjectKey) -> (u32, u32) {
+/// is gone, and `node_gc` deletes it). A target programs `vs` when it reports it at the
+/// current generation with all its `reals` accepted RealServers.
+fn count_nodes(snapshot: &Snapshot, vs: &VirtualService, key: &ObjectKey, reals: u32) -> (u32, u32) {
     let generation = vs.metadata.generation.unwrap_or_default();
     let (mut target, mut programmed) = (0, 0);
     for bn in &snapshot.balancer_nodes {
@@ -120,7 +121,7 @@ fn count_nodes(snapshot: &Snapshot, vs: &VirtualService, key: &ObjectKey) -> (u3
             continue;
         }
         target += 1;
-        if bn.status.as_ref().is_some_and(|s| node_has_programmed(s, key, generation)) {
+        if bn.status.as_ref().is_some_and(|s| node_has_programmed(s, key, generation, reals)) {
             programmed += 1;
         }
     }
@@ -161,7 +162,7 @@ mod tests {
         let mut s = Snapshot {
             virtual_services: vec![Arc::new(virtual_service("web", "10.0.0.1").generation(3).build())],
             real_servers: vec![Arc::new(real_server("r1", "web", "10.1.0.1").build())],
-            balancer_nodes: vec![Arc::new(balancer_node("n1").programmed("default", "web", 3).build())],
+            balancer_nodes: vec![Arc::new(balancer_node("n1").programmed("default", "web", 3, 1).build())],
             node_labels: [("n1".to_owned(), BTreeMap::new())].into(),
         };
         let p = plan(&s, &now());
@@ -196,7 +197,7 @@ mod tests {
                 virtual_service("web", "10.0.0.1").generation(2).selector("lb", "yes").build(),
             )],
             balancer_nodes: vec![
-                Arc::new(balancer_node("a").programmed("default", "web", 1).build()),
+                Arc::new(balancer_node("a").programmed("default", "web", 1, 0).build()),
                 Arc::new(balancer_node("b").build()),
                 Arc::new(balancer_node("gone").build()),
             ],
@@ -210,5 +211,21 @@ mod tests {
         let st = &plan(&s, &now()).virtual_services[0].status;
         assert_eq!((st.target_nodes, st.programmed_nodes), (1, 0), "stale generation does not count");
         assert_eq!(cond(&st.conditions, "Programmed").message, "0/1 nodes");
+    }
+
+    #[test]
+    fn a_node_missing_reals_does_not_count() {
+        let s = |reported: u32| Snapshot {
+            virtual_services: vec![Arc::new(virtual_service("web", "10.0.0.1").generation(1).build())],
+            real_servers: vec![
+                Arc::new(real_server("r1", "web", "10.1.0.1").build()),
+                Arc::new(real_server("r2", "web", "10.1.0.2").build()),
+            ],
+            balancer_nodes: vec![Arc::new(balancer_node("n1").programmed("default", "web", 1, reported).build())],
+            node_labels: [("n1".to_owned(), BTreeMap::new())].into(),
+        };
+        let programmed = |reported| plan(&s(reported), &now()).virtual_services[0].status.programmed_nodes;
+        assert_eq!(programmed(1), 0, "behind on a RealServer, or one left out for capacity");
+        assert_eq!(programmed(2), 1);
     }
 }

@@ -81,14 +81,14 @@ pub fn balancer_node(name: &str) -> BalancerNodeBuilder {
 }
 
 impl BalancerNodeBuilder {
-    /// Reports `namespace/name` programmed at `generation`.
-    pub fn programmed(mut self, namespace: &str, name: &str, generation: i64) -> Self {
+    /// Reports `namespace/name` programmed at `generation` with `reals` reals.
+    pub fn programmed(mut self, namespace: &str, name: &str, generation: i64, reals: u32) -> Self {
         let status = self.0.status.get_or_insert_with(Default::default);
         status.virtual_services.push(ProgrammedVirtualService {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             generation,
-            reals: 0,
+            reals,
         });
         self
     }

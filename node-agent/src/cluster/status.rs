@@ -5,7 +5,9 @@
 //! in, the status out. A VirtualService counts as programmed at its plan
 //! generation when cluster mode owns its VIP and no op for it failed in the
 //! pass; a VIP held by a REST-created VIP (conflict) or with a hash function
-//! the datapath lacks is not programmed, and `Ready` says why.
+//! the datapath lacks is not programmed, and `Ready` says why — as it does for
+//! objects the node's capacity left out (the operator then counts the node as
+//! not programmed: it reports fewer reals, or not the VirtualService).
 //!
 //! [`Writer`] server-side applies it: it creates the object once (with an
 //! ownerReference to the Node, so it goes when the Node goes), then applies
@@ -57,7 +59,7 @@ pub fn node_status(
         vips.iter().flat_map(|v| lb.reals(&v.id).unwrap_or_default().into_iter().map(|r| r.addr)).collect();
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     let mut conditions = previous.to_vec();
-    set_condition(&mut conditions, ready_condition(report, programmed_plan.vips.len(), now));
+    set_condition(&mut conditions, ready_condition(plan, report, programmed_plan.vips.len(), now));
     BalancerNodeStatus {
         interface: (!config.testing).then(|| config.main_interface.clone()),
         attach_mode: Some(match (config.testing, config.attach_mode) {
@@ -79,7 +81,13 @@ pub fn node_status(
 
 /// `Ready`: True when the pass left nothing undone; otherwise the first
 /// kind of trouble, with every object it concerns.
-fn ready_condition(report: &Report, programmed: usize, now: Time) -> Condition {
+fn ready_condition(plan: &NodePlan, report: &Report, programmed: usize, now: Time) -> Condition {
+    let excluded: Vec<String> = plan
+        .excluded_virtual_services
+        .iter()
+        .map(|(k, v)| format!("VirtualService {k}: {}", v.message))
+        .chain(plan.excluded_real_servers.iter().map(|(k, v)| format!("RealServer {k}: {}", v.message)))
+        .collect();
     let (ok, reason, message) = if !report.conflicts.is_empty() {
         let list: Vec<String> = report.conflicts.iter().map(|c| format!("{} ({})", c.owner, c.vip)).collect();
         (false, "VipConflict", format!("VIPs already created over the REST API: {}", list.join(", ")))
@@ -89,6 +97,8 @@ fn ready_condition(report: &Report, programmed: usize, now: Time) -> Condition {
     } else if !report.invalid.is_empty() {
         let list: Vec<String> = report.invalid.iter().map(|(k, why)| format!("{k}: {why}")).collect();
         (false, "Unprogrammable", list.join("; "))
+    } else if !excluded.is_empty() {
+        (false, "CapacityExceeded", excluded.join("; "))
     } else {
         (true, "InSync", format!("{programmed} VirtualServices programmed"))
     };
