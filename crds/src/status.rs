@@ -71,9 +71,10 @@ pub fn programmed_virtual_services(plan: &NodePlan) -> Vec<ProgrammedVirtualServ
 /// it has not caught up with a RealServer change, or left some out for capacity: either
 /// way it does not count.
 pub fn node_has_programmed(status: &BalancerNodeStatus, key: &ObjectKey, generation: i64, reals: u32) -> bool {
-    status.virtual_services.iter().any(|p| {
-        p.namespace == key.namespace && p.name == key.name && p.generation == generation && p.reals == reals
-    })
+    status
+        .virtual_services
+        .iter()
+        .any(|p| p.namespace == key.namespace && p.name == key.name && p.generation == generation && p.reals == reals)
 }
 
 #[cfg(test)]
