@@ -4,7 +4,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::v1alpha1::{condition, BalancerNodeStatus, ProgrammedVirtualService};
+use crate::v1alpha1::{condition, BalancerNodeStatus, ProgrammedVip, ProgrammedVirtualService, Protocol};
 use crate::validation::{NodePlan, ObjectKey, Verdict};
 
 fn make(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: Time) -> Condition {
@@ -60,6 +60,11 @@ pub fn programmed_virtual_services(plan: &NodePlan) -> Vec<ProgrammedVirtualServ
             name: vip.owner.name.clone(),
             generation: vip.generation,
             reals: u32::try_from(vip.reals.len()).unwrap_or(u32::MAX),
+            vip: Some(ProgrammedVip {
+                address: vip.address.to_string(),
+                port: vip.port,
+                protocol: if vip.protocol == Protocol::Udp.number() { Protocol::Udp } else { Protocol::Tcp },
+            }),
         })
         .collect();
     out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));

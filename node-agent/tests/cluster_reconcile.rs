@@ -182,10 +182,10 @@ fn restarted_reconciler_adopts_only_what_it_programmed() {
     let mut fresh = Reconciler::new();
     assert_eq!(fresh.diff(&next, &lb).conflicts.len(), 1);
     // Adopting from a status that does not list it changes nothing.
-    fresh.adopt(&next, &Default::default(), &lb);
+    fresh.adopt(&next, &[], &lb);
     assert!(fresh.owned().is_empty());
     // Listed as programmed: adopted, and only the weight change is applied.
-    let programmed = [weir_crds::validation::ObjectKey::new("default", "web")].into();
+    let programmed = weir_crds::status::programmed_virtual_services(&next);
     fresh.adopt(&next, &programmed, &lb);
     let ops = reconcile(&mut fresh, &mut lb, &next);
     assert_eq!(

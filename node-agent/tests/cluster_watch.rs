@@ -171,11 +171,18 @@ async fn restart_adopts_the_vips_its_status_lists() {
     let mut lb = Balancer::new(BalancerConfig::testing()).unwrap();
     lb.add_vip(VipSpec { id: vip_id(), flags: 0 }).unwrap();
     lb.add_real(&vip_id(), RealSpec { addr: real(1), weight: 5, flags: 0 }).unwrap();
+    // And the VIP of a VirtualService deleted while the agent was down.
+    let stale = VipId { addr: Ipv4Addr::new(10, 100, 0, 5).into(), port: 80, proto: 6 };
+    lb.add_vip(VipSpec { id: stale, flags: 0 }).unwrap();
     server
         .put(json!({
             "apiVersion": "lb.weir.dev/v1alpha1", "kind": "BalancerNode",
             "metadata": {"name": NODE}, "spec": {},
-            "status": {"virtualServices": [{"namespace": "default", "name": "web", "generation": 1, "reals": 1}]}
+            "status": {"virtualServices": [
+                {"namespace": "default", "name": "gone", "generation": 1, "reals": 0,
+                 "vip": {"address": "10.100.0.5", "port": 80, "protocol": "TCP"}},
+                {"namespace": "default", "name": "web", "generation": 1, "reals": 1},
+            ]}
         }))
         .unwrap();
     let vss: Api<VirtualService> = Api::namespaced(server.client(), "default");
@@ -195,6 +202,7 @@ async fn restart_adopts_the_vips_its_status_lists() {
         reals(lb) == Some(vec![RealSpec { addr: real(1), weight: 9, flags: 0 }])
     })
     .await;
+    env.until("the stale VIP removed", |lb| lb.vip_info(&stale).is_err()).await;
     assert!(env.reconciler.lock().unwrap().owner(&vip_id()).is_some());
     // Owned again: deleting the VirtualService removes it.
     env.vss().delete("web", &DeleteParams::default()).await.unwrap();
@@ -220,7 +228,8 @@ async fn balancer_node_status_reports_what_is_programmed() {
     let expected = json!({
         "attachMode": "Testing",
         "capacity": {"vipsUsed": 1, "vipsMax": 16, "realsUsed": 2, "realsMax": 256},
-        "virtualServices": [{"namespace": "default", "name": "web", "generation": 1, "reals": 2}],
+        "virtualServices": [{"namespace": "default", "name": "web", "generation": 1, "reals": 2,
+                             "vip": {"address": "10.100.0.1", "port": 80, "protocol": "TCP"}}],
     });
     let mut got = serde_json::to_value(&status).unwrap();
     let conditions = got.as_object_mut().unwrap().remove("conditions").unwrap();

@@ -76,6 +76,19 @@ pub struct ProgrammedVirtualService {
     pub generation: i64,
     /// Reals programmed for it (weight-0 reals included: they are programmed, draining).
     pub reals: u32,
+    /// The VIP it is programmed as. A restarted agent reads it to take back (and, when the
+    /// VirtualService went away meanwhile, remove) the VIPs it created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<ProgrammedVip>,
+}
+
+/// A VIP's identity in the datapath.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgrammedVip {
+    pub address: String,
+    pub port: u16,
+    pub protocol: super::Protocol,
 }
 
 /// Everything the agent reports.

@@ -16,7 +16,8 @@ mod real_server;
 mod virtual_service;
 
 pub use balancer_node::{
-    AttachMode, BalancerNode, BalancerNodeSpec, BalancerNodeStatus, CapacityUsage, ProgrammedVirtualService,
+    AttachMode, BalancerNode, BalancerNodeSpec, BalancerNodeStatus, CapacityUsage, ProgrammedVip,
+    ProgrammedVirtualService,
 };
 pub use real_server::{RealServer, RealServerSpec, RealServerStatus, MAX_WEIGHT};
 pub use virtual_service::{VirtualService, VirtualServiceSpec, VirtualServiceStatus};

@@ -10,11 +10,13 @@
 //!   RealServer and the node's own Node, `resolve` on every change, the diff
 //!   applied with backoff on errors.
 //!
-//! TODO(#4): the `--cluster` flags and wiring in `server`; the BalancerNode
-//! status writer (restart adoption reads it: [`Reconciler::adopt`]); the REST
-//! refusal of changes to VIPs a VirtualService owns ([`Reconciler::owner`] is
-//! the lookup for it); a VIP whose VirtualService changed address while the
-//! agent was down is not adopted and stays behind as unowned.
+//! - [`status`]: the node's BalancerNode status (what is programmed, capacity,
+//!   `Ready`), written after every pass; a restarted agent reads it back to
+//!   adopt its VIPs ([`Reconciler::adopt`]).
+//!
+//! `weir-agent --cluster` ([`crate::server::serve`]) creates the balancer and
+//! runs [`watch::run`]; the REST API refuses changes to the VIPs the
+//! [`Reconciler`] owns ([`Reconciler::owner`]).
 
 pub mod reconcile;
 pub mod status;

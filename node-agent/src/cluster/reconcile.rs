@@ -4,8 +4,8 @@
 //! **Ownership.** Cluster mode touches only the VIPs it owns. A VIP is owned
 //! when the [`Reconciler`] created or adopted it for a planned VirtualService;
 //! the owned set is remembered by the Reconciler. After a restart it is
-//! rebuilt with [`Reconciler::adopt`] from the VirtualServices the node's
-//! BalancerNode status lists as programmed (or set with
+//! rebuilt with [`Reconciler::adopt`] from the VIPs the node's BalancerNode
+//! status lists as programmed (or set with
 //! [`Reconciler::with_owned`]). The pure [`diff`] takes that set as an argument. Everything
 //! else in the Balancer — VIPs created over REST — is left alone: never
 //! deleted, never changed. A planned VIP whose (address, port, protocol) is
@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use weir_crds::v1alpha1::ProgrammedVirtualService;
 use weir_crds::validation::{NodePlan, ObjectKey};
 
 use crate::dataplane::{Balancer, HashFunction, RealAction, RealSpec, VipId, VipSpec};
@@ -290,15 +291,28 @@ impl Reconciler {
         self.synced = true;
     }
 
-    /// After a restart: takes ownership of the VIPs of `plan` that the Balancer
-    /// already holds and whose VirtualService is in `programmed` (what this
-    /// node reported as programmed in its BalancerNode status before it
-    /// stopped). Others stay unowned: a REST VIP is never taken over.
-    pub fn adopt(&mut self, plan: &NodePlan, programmed: &BTreeSet<ObjectKey>, balancer: &Balancer) {
-        for vip in plan.vips.iter().filter(|v| programmed.contains(&v.owner)) {
-            let id = VipId { addr: vip.address, port: vip.port, proto: vip.protocol };
-            if balancer.vip_info(&id).is_ok() {
-                self.owned.entry(id).or_insert_with(|| vip.owner.clone());
+    /// After a restart: takes back ownership of the VIPs this node reported as
+    /// programmed in its BalancerNode status before it stopped (`programmed`),
+    /// when the Balancer still holds them. An entry that records its VIP is
+    /// taken by that VIP, so a VIP whose VirtualService was deleted, moved or
+    /// deselected meanwhile is owned again and the next diff removes it; an
+    /// entry without one (an older agent's report) by its VirtualService's VIP
+    /// in `plan`. Nothing else is taken: a REST VIP never is.
+    pub fn adopt(&mut self, plan: &NodePlan, programmed: &[ProgrammedVirtualService], balancer: &Balancer) {
+        for entry in programmed {
+            let owner = ObjectKey::new(entry.namespace.clone(), entry.name.clone());
+            let id = match &entry.vip {
+                Some(vip) => {
+                    vip.address.parse().ok().map(|addr| VipId { addr, port: vip.port, proto: vip.protocol.number() })
+                }
+                None => plan.vips.iter().find(|v| v.owner == owner).map(|v| VipId {
+                    addr: v.address,
+                    port: v.port,
+                    proto: v.protocol,
+                }),
+            };
+            if let Some(id) = id.filter(|id| balancer.vip_info(id).is_ok()) {
+                self.owned.entry(id).or_insert(owner);
             }
         }
     }

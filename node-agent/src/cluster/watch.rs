@@ -21,7 +21,7 @@
 //!
 //! Lock order: the Balancer's lock, then the Reconciler's.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,8 +32,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
-use weir_crds::v1alpha1::{BalancerNode, BalancerNodeStatus, RealServer, VirtualService};
-use weir_crds::validation::{resolve, Capacity, NodeInfo, ObjectKey};
+use weir_crds::v1alpha1::{BalancerNode, BalancerNodeStatus, ProgrammedVirtualService, RealServer, VirtualService};
+use weir_crds::validation::{resolve, Capacity, NodeInfo};
 
 use super::{status, Reconciler};
 use crate::api::SharedBalancer;
@@ -102,17 +102,14 @@ pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, re
     }
 }
 
-/// The VirtualServices the node's BalancerNode status lists as programmed
-/// (empty when there is none, or it cannot be read).
-async fn programmed_before(client: &Client, node_name: &str) -> BTreeSet<ObjectKey> {
+/// What the node's BalancerNode status lists as programmed (empty when there
+/// is none, or it cannot be read).
+async fn programmed_before(client: &Client, node_name: &str) -> Vec<ProgrammedVirtualService> {
     match Api::<BalancerNode>::all(client.clone()).get_opt(node_name).await {
-        Ok(node) => node
-            .and_then(|n| n.status)
-            .map(|s| s.virtual_services.into_iter().map(|v| ObjectKey::new(v.namespace, v.name)).collect())
-            .unwrap_or_default(),
+        Ok(node) => node.and_then(|n| n.status).map(|s| s.virtual_services).unwrap_or_default(),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read BalancerNode {node_name}: adopting nothing");
-            BTreeSet::new()
+            Vec::new()
         }
     }
 }
@@ -126,7 +123,7 @@ fn pass(
     vss: &[Arc<VirtualService>],
     rss: &[Arc<RealServer>],
     labels: BTreeMap<String, String>,
-    programmed: &mut Option<BTreeSet<ObjectKey>>,
+    programmed: &mut Option<Vec<ProgrammedVirtualService>>,
     conditions: &[Condition],
 ) -> Option<(bool, BalancerNodeStatus)> {
     let mut guard = balancer.write().unwrap_or_else(|e| e.into_inner());
