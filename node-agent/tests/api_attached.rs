@@ -130,14 +130,44 @@ fn attached_balancer_reloads_and_cleans_up() {
         let answer = api.send("POST", "/api/v1/lb/create", create_body(&iface, false)).await;
         assert_eq!((answer.status, answer.body), (StatusCode::CREATED, ok()));
         api.add_vip("10.0.0.2", 443, 6, 0).await;
+        // A MAC changed over REST does not outlive the process: the next create's configuration decides.
+        let answer = api.send("PUT", "/api/v1/utils/mac", json!({"mac": "02:00:00:00:00:bb"})).await;
+        assert_eq!(answer.status, StatusCode::OK);
         let answer = api.call("POST", "/api/v1/lb/close").await;
         assert_eq!((answer.status, answer.body), (StatusCode::OK, ok()));
         assert!(xdp_prog_id(&iface).is_some() && pins.join("link").exists() && state_file.exists());
         let answer = api.send("POST", "/api/v1/lb/create", create_body(&iface, true)).await;
         assert_eq!((answer.status, answer.body), (StatusCode::CREATED, ok()));
         assert_eq!(api.data("/api/v1/vips").await, json!([vip("10.0.0.2", 443, 6)]));
+        assert_eq!(api.data("/api/v1/utils/mac").await, json!({"mac": "02:00:00:00:00:aa"}));
         let answer = api.call("POST", "/api/v1/lb/close").await;
         assert_eq!((answer.status, answer.body), (StatusCode::OK, ok()));
+        assert_eq!(xdp_prog_id(&iface), None);
+        assert!(!pins.exists() && !state_file.exists());
+
+        // Pinned maps keep their sizes: with the state file gone, a create asking for other
+        // sizes is refused (not indexed out of bounds), and changes nothing.
+        let answer = api.send("POST", "/api/v1/lb/create", create_body(&iface, false)).await;
+        assert_eq!(answer.status, StatusCode::CREATED);
+        assert_eq!(api.call("POST", "/api/v1/lb/close").await.status, StatusCode::OK);
+        std::fs::remove_file(&state_file).unwrap();
+        let mut bigger = create_body(&iface, true);
+        bigger["max_vips"] = json!(8);
+        let answer = api.send("POST", "/api/v1/lb/create", bigger).await;
+        assert_eq!(
+            (answer.status, answer.body),
+            (
+                StatusCode::BAD_REQUEST,
+                json!({"success": false, "error": {"code": "INVALID_REQUEST", "message":
+                    "invalid config: the pinned map weir_vips has 4 entries and this configuration needs 8; start \
+                     with the configuration it was created with, or remove the pinned datapath"}})
+            )
+        );
+        assert!(xdp_prog_id(&iface).is_some() && pins.join("link").exists());
+        // The same sizes adopt it; closing with cleanup removes it.
+        let answer = api.send("POST", "/api/v1/lb/create", create_body(&iface, true)).await;
+        assert_eq!(answer.status, StatusCode::CREATED);
+        assert_eq!(api.call("POST", "/api/v1/lb/close").await.status, StatusCode::OK);
         assert_eq!(xdp_prog_id(&iface), None);
         assert!(!pins.exists() && !state_file.exists());
     });

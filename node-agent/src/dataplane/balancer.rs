@@ -115,17 +115,24 @@ impl Balancer {
             _ => None,
         };
 
-        let ring_slots = config.max_vips * config.ch_ring_size;
+        // The sized maps; adopted pins are checked against the same sizes.
+        let sizes = [
+            (abi::map::VIPS, config.max_vips),
+            (abi::map::REALS, config.max_reals + 1),
+            (abi::map::CH_RINGS, config.max_vips * config.ch_ring_size),
+            (abi::map::CONNS, config.lru_size),
+            (abi::map::VIP_STATS, config.max_vips),
+            (abi::map::REAL_STATS, config.max_reals + 1),
+        ];
         let mut loader = EbpfLoader::new();
-        loader
-            .override_global(abi::global::RING_SIZE, &config.ch_ring_size, true)
-            .override_global(abi::global::MTU, &config.mtu, true)
-            .map_max_entries(abi::map::VIPS, config.max_vips)
-            .map_max_entries(abi::map::REALS, config.max_reals + 1)
-            .map_max_entries(abi::map::CH_RINGS, ring_slots)
-            .map_max_entries(abi::map::CONNS, config.lru_size)
-            .map_max_entries(abi::map::VIP_STATS, config.max_vips)
-            .map_max_entries(abi::map::REAL_STATS, config.max_reals + 1);
+        loader.override_global(abi::global::RING_SIZE, &config.ch_ring_size, true).override_global(
+            abi::global::MTU,
+            &config.mtu,
+            true,
+        );
+        for (name, entries) in sizes {
+            loader.map_max_entries(name, entries);
+        }
         // Without a pin directory the maps must still be private to this
         // Balancer (see EphemeralPins); it lives until the maps are loaded.
         let ephemeral = match &pin_dir {
@@ -138,7 +145,7 @@ impl Balancer {
         let mut ebpf = loader.load(weir_ebpf::BALANCER).map_err(|e| Error::bpf("load the balancer object", e))?;
         drop(ephemeral);
         program_mut(&mut ebpf)?.load().map_err(|e| Error::bpf("load the balancer program (verifier)", e))?;
-        let maps = Maps::take(&mut ebpf, config.ch_ring_size)?;
+        let maps = Maps::take(&mut ebpf, config.ch_ring_size, &sizes)?;
 
         let mut balancer = Self {
             state: State { mac: config.default_mac, ..State::default() },
@@ -158,9 +165,20 @@ impl Balancer {
 
     /// Makes the maps match `saved` (an adopted datapath) or an empty
     /// configuration (a fresh start, or pinned maps without a saved state).
+    /// The default MAC is the configured one either way: the configuration
+    /// (e.g. a corrected `--default-mac`) is what this Balancer was asked for.
     fn restore(&mut self, saved: Option<State>) -> Result<()> {
         let target = match saved {
-            Some(saved) => saved,
+            Some(saved) => {
+                if saved.mac != self.config.default_mac {
+                    tracing::info!(
+                        saved = ?saved.mac,
+                        configured = ?self.config.default_mac,
+                        "adopting with the configured default MAC"
+                    );
+                }
+                State { mac: self.config.default_mac, ..saved }
+            }
             None => {
                 // Without the saved tags, pinned entries could alias new VIPs.
                 self.clear_conns();

@@ -27,8 +27,29 @@ pub(crate) struct Maps {
 }
 
 impl Maps {
-    /// Takes the maps out of a loaded object. `ring_size` is the slots per VIP.
-    pub fn take(ebpf: &mut Ebpf, ring_size: u32) -> Result<Self> {
+    /// Takes the maps out of a loaded object and checks that their sizes are
+    /// `sizes` (name, max_entries): maps adopted from pins keep the sizes they
+    /// were created with, and the Balancer indexes them by the configured ones.
+    /// `ring_size` is the slots per VIP.
+    pub fn take(ebpf: &mut Ebpf, ring_size: u32, sizes: &[(&str, u32)]) -> Result<Self> {
+        let maps = Self::take_unchecked(ebpf, ring_size)?;
+        for &(name, want) in sizes {
+            let data = maps.data(name).ok_or_else(|| Error::NotFound { what: format!("map {name}") })?;
+            let have = data.info().map_err(|e| map_err(name, "inspect", e))?.max_entries();
+            if have != want {
+                return Err(Error::invalid(
+                    "config",
+                    format!(
+                        "the pinned map {name} has {have} entries and this configuration needs {want}; start with \
+                         the configuration it was created with, or remove the pinned datapath"
+                    ),
+                ));
+            }
+        }
+        Ok(maps)
+    }
+
+    fn take_unchecked(ebpf: &mut Ebpf, ring_size: u32) -> Result<Self> {
         Ok(Self {
             vips: typed(ebpf, abi::map::VIPS)?,
             vip_filter: typed(ebpf, abi::map::VIP_FILTER)?,
@@ -44,7 +65,12 @@ impl Maps {
 
     /// The file descriptor (in this process) of the map named `name`.
     pub fn fd(&self, name: &str) -> Option<std::os::fd::RawFd> {
-        let data = match name {
+        Some(self.data(name)?.fd().as_fd().as_raw_fd())
+    }
+
+    /// The map named `name`.
+    fn data(&self, name: &str) -> Option<&MapData> {
+        Some(match name {
             abi::map::VIPS => IterableMap::map(&self.vips),
             abi::map::VIP_FILTER => IterableMap::map(&self.vip_filter),
             abi::map::REALS => IterableMap::map(&self.reals),
@@ -53,10 +79,9 @@ impl Maps {
             abi::map::VIP_STATS => IterableMap::map(&self.vip_stats),
             abi::map::REAL_STATS => IterableMap::map(&self.real_stats),
             abi::map::STATS => IterableMap::map(&self.stats),
-            abi::map::CH_RINGS => return Some(self.rings.fd().as_raw_fd()),
+            abi::map::CH_RINGS => &self.rings.map,
             _ => return None,
-        };
-        Some(data.fd().as_fd().as_raw_fd())
+        })
     }
 
     /// A counter of a per-CPU array, summed over CPUs.
@@ -135,7 +160,7 @@ const WORDS_PER_ELEM: usize = ELEM_STRIDE / std::mem::size_of::<u32>();
 
 pub(crate) struct Rings {
     /// Keeps the map (and so the mapping's object) alive.
-    _map: MapData,
+    map: MapData,
     mmap: memmap2::MmapMut,
     ring_size: usize,
 }
@@ -152,16 +177,11 @@ impl Rings {
         let len = info.max_entries() as usize * ELEM_STRIDE;
         let fd = data.fd().as_fd().as_raw_fd();
         // SAFETY: the fd is a BPF_F_MMAPABLE array of `max_entries` u32 words,
-        // kept alive by `_map` for as long as the mapping exists. The kernel
+        // kept alive by `map` for as long as the mapping exists. The kernel
         // writes nothing to it; all our accesses go through AtomicU32.
         let mmap = unsafe { memmap2::MmapOptions::new().len(len).map_mut(fd) }
             .map_err(|e| Error::system(format!("mmap map {}", abi::map::CH_RINGS), e))?;
-        Ok(Self { _map: data, mmap, ring_size: ring_size as usize })
-    }
-
-    /// The ring map's file descriptor (for the REST API's map-fd endpoint).
-    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self._map.fd().as_fd()
+        Ok(Self { map: data, mmap, ring_size: ring_size as usize })
     }
 
     /// The slots of `vip_num`'s ring: every other u32 of the mapping.

@@ -130,12 +130,17 @@ impl State {
                 format!(
                     "the pinned datapath was created with max_vips={} max_reals={} ch_ring_size={} \
                      lru_size={} mtu={}; start with the same values, or remove the pinned datapath \
-                     (stop with cleanup_on_shutdown, or delete {})",
+                     (stop with cleanup_on_shutdown, or delete both its pin directory {} and {}: \
+                     the pinned maps keep their old sizes)",
                     saved.config.max_vips,
                     saved.config.max_reals,
                     saved.config.ch_ring_size,
                     saved.config.lru_size,
                     saved.config.mtu,
+                    config.pin_root.as_deref().map_or_else(
+                        || "(none)".to_owned(),
+                        |root| root.join(&config.main_interface).display().to_string()
+                    ),
                     path.display()
                 ),
             ));
