@@ -91,11 +91,19 @@ fn container(ds: &Value) -> &Value {
 async fn creates_the_daemonset_as_rendered_then_stays_quiet() {
     timed(async {
         let server = ApiServer::start();
+        // The agents' ServiceAccount (the install creates it) owns the DaemonSet.
+        let sa = server
+            .put(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "weir-agent", "namespace": NS}}))
+            .unwrap();
         let config = config("api: {tokenSecret: {name: weir-agent-token, key: token}}\n");
         let _m = manage(&server, config.clone());
         let ds = wait_converged(&server, &config).await;
 
         assert_eq!(ds["metadata"]["labels"]["app.kubernetes.io/managed-by"], "weir-operator");
+        assert_eq!(
+            ds["metadata"]["ownerReferences"],
+            json!([{"apiVersion": "v1", "kind": "ServiceAccount", "name": "weir-agent", "uid": sa["metadata"]["uid"]}])
+        );
         let pod = &ds["spec"]["template"]["spec"];
         assert_eq!(pod["hostNetwork"], true);
         // The double's defaulting ran: containment, not equality, is what the manager checks.

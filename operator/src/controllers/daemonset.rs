@@ -24,6 +24,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -112,6 +114,30 @@ impl Desired {
 /// The controller's name in metrics and readiness.
 pub const NAME: &str = "daemonset";
 
+/// The DaemonSet's owner: the agents' ServiceAccount, which the install creates beside the
+/// operator and removes with it, so that uninstalling removes the DaemonSet too (through
+/// Kubernetes' garbage collector). None (with a warning) when it cannot be read: the
+/// DaemonSet is still managed, it only outlives an uninstall.
+async fn owner(client: &Client, namespace: &str, name: &str) -> Option<Vec<OwnerReference>> {
+    match Api::<ServiceAccount>::namespaced(client.clone(), namespace).get_opt(name).await {
+        Ok(Some(sa)) => Some(vec![OwnerReference {
+            api_version: "v1".to_owned(),
+            kind: "ServiceAccount".to_owned(),
+            name: name.to_owned(),
+            uid: sa.metadata.uid?,
+            ..OwnerReference::default()
+        }]),
+        Ok(None) => {
+            tracing::warn!(%namespace, name, "the agents' ServiceAccount does not exist; the DaemonSet gets no owner");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, %namespace, name, "cannot read the agents' ServiceAccount; the DaemonSet gets no owner");
+            None
+        }
+    }
+}
+
 /// Manages the node agent's DaemonSet `config.name` in `namespace` until `shutdown` resolves.
 /// Every apply is a reconcile in `metrics`; `health` learns when the watch has synced.
 pub async fn run(
@@ -122,7 +148,8 @@ pub async fn run(
     health: Health,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    let object = render(&config, &namespace);
+    let mut object = render(&config, &namespace);
+    object.metadata.owner_references = owner(&client, &namespace, &config.service_account_name).await;
     let desired = Desired {
         metrics,
         api: Api::namespaced(client, &namespace),
