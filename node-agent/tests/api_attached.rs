@@ -164,11 +164,22 @@ fn attached_balancer_reloads_and_cleans_up() {
             )
         );
         assert!(xdp_prog_id(&iface).is_some() && pins.join("link").exists());
-        // The same sizes adopt it; closing with cleanup removes it.
+        // The same sizes adopt it.
         let answer = api.send("POST", "/api/v1/lb/create", create_body(&iface, true)).await;
         assert_eq!(answer.status, StatusCode::CREATED);
+        assert_eq!(api.data("/api/v1/lb/status").await, json!({"initialized": true, "ready": true}));
+
+        // Attached is what the kernel says: with the interface gone, the balancer is not
+        // ready any more. Closing with cleanup still removes everything.
+        ip(&["link", "del", &iface]);
+        assert_eq!(api.data("/api/v1/lb/status").await, json!({"initialized": true, "ready": false}));
+        assert_eq!(api.call("GET", "/health/ready").await.status, StatusCode::SERVICE_UNAVAILABLE);
+        let answer = api.call("POST", "/api/v1/lb/attach-bpf-progs").await;
+        assert_eq!(
+            (answer.status, &answer.body["error"]["code"]),
+            (StatusCode::INTERNAL_SERVER_ERROR, &json!("INTERNAL_ERROR"))
+        );
         assert_eq!(api.call("POST", "/api/v1/lb/close").await.status, StatusCode::OK);
-        assert_eq!(xdp_prog_id(&iface), None);
         assert!(!pins.exists() && !state_file.exists());
     });
 }

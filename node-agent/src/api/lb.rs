@@ -70,6 +70,13 @@ async fn lb_attach_bpf_progs(State(state): State<ApiState>) -> Result<Done, ApiE
     if lb.is_attached() {
         return Ok(Done);
     }
+    if !lb.config().testing {
+        return Err(ApiError::internal(format!(
+            "the balancer's XDP link is no longer bound to {} (the interface went away?): POST /api/v1/lb/close, then \
+             /api/v1/lb/create again",
+            lb.config().main_interface
+        )));
+    }
     Err(ApiError::new(
         StatusCode::BAD_REQUEST,
         "INVALID_REQUEST",

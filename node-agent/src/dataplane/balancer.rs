@@ -241,9 +241,21 @@ impl Balancer {
         &self.config
     }
 
-    /// True once the program is attached (always false in testing mode).
+    /// Whether the program is attached to its interface now, as the kernel
+    /// says: its pinned link is still bound to the interface (false once the
+    /// interface went away or the link was detached; always false in testing
+    /// mode).
     pub fn is_attached(&self) -> bool {
-        !self.config.testing
+        let Some(dir) = self.pin_dir.as_ref().filter(|_| !self.config.testing) else {
+            return false;
+        };
+        match pin::xdp_link_ifindex(&dir.join(pin::LINK)) {
+            Ok(ifindex) => ifindex != 0,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the XDP link");
+                false
+            }
+        }
     }
 
     // ---- VIPs ----

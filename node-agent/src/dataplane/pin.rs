@@ -84,3 +84,60 @@ impl Drop for EphemeralPins {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The interface index a pinned XDP link is attached to; 0 once the link is
+/// defunct (its interface went away, or it was detached). aya does not expose
+/// the XDP part of the link's info, so this asks the kernel directly.
+pub fn xdp_link_ifindex(link: &Path) -> std::io::Result<u32> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    const BPF_LINK_TYPE_XDP: u32 = 6;
+    // union bpf_attr, the members these two commands use.
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    #[repr(C)]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let path = std::ffi::CString::new(link.as_os_str().as_bytes())?;
+    let get = ObjGet { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    // SAFETY: `get` is a valid bpf_attr prefix for BPF_OBJ_GET and outlives the call;
+    // the kernel reads `size_of::<ObjGet>()` bytes of it.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &get as *const ObjGet, std::mem::size_of::<ObjGet>()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a new file descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // struct bpf_link_info: type, id, prog_id, then (8-byte aligned) the union whose
+    // xdp member starts with ifindex.
+    let mut info = [0u8; 64];
+    let mut attr =
+        InfoByFd { bpf_fd: fd.as_raw_fd() as u32, info_len: info.len() as u32, info: info.as_mut_ptr() as u64 };
+    // SAFETY: `attr` points at `info`, which is `info_len` bytes long and outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut InfoByFd,
+            std::mem::size_of::<InfoByFd>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let word = |at: usize| u32::from_ne_bytes(info[at..at + 4].try_into().expect("4 bytes"));
+    if word(0) != BPF_LINK_TYPE_XDP {
+        return Err(std::io::Error::other(format!("{} is not an XDP link", link.display())));
+    }
+    Ok(word(16))
+}

@@ -108,7 +108,7 @@ impl Snapshot {
         scalar_gauge(
             &mut enc,
             "balancer_attached",
-            "1 while the balancer program is attached to its interface (0 in testing mode or before creation)",
+            "1 while the balancer's XDP link is bound to its interface, as the kernel reports it (0 in testing mode, before creation, or once the interface went away)",
             i64::from(self.attached),
         )?;
         scalar_counter(
