@@ -221,3 +221,22 @@ fn cleanup_stale_removes_only_dead_processes_namespaces() {
     assert!(!after.contains(&stale), "{stale} is still there");
     assert!(after.contains(&alive.name().to_owned()), "a live process's namespace was removed");
 }
+
+#[test]
+fn default_gateway_mac_is_the_routers() {
+    if skip_unless_root("default_gateway_mac_is_the_routers") {
+        return;
+    }
+    let topo = Topology::build(TopologyConfig { reals: 0, ..TopologyConfig::default() }).expect("build the topology");
+    // `--default-mac gateway`: read in the lb's namespace; the neighbour entry does not
+    // exist yet, so the resolver has to make the kernel resolve it.
+    let iface = topo.lb_iface().to_owned();
+    let mac = topo.lb.ns.run(move || weir_agent::dataplane::gateway::default_gateway_mac(&iface));
+    assert_eq!(fmt_mac(mac.expect("resolved")), fmt_mac(topo.default_mac()));
+    // An interface without a default route is a clear error.
+    let err = topo.lb.ns.run(|| weir_agent::dataplane::gateway::default_gateway_mac("lo")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid default_mac: gateway: lo has no IPv4 default route (name the next hop's MAC instead)"
+    );
+}

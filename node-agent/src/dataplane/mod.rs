@@ -14,6 +14,7 @@
 mod balancer;
 mod config;
 pub mod decap;
+pub mod gateway;
 mod flow;
 pub mod maglev;
 mod maps;

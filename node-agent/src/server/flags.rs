@@ -230,7 +230,9 @@ pub struct ClusterFlags {
     pub interface: Option<String>,
 
     /// The next hop's MAC address, destination of encapsulated packets
-    /// (`default_mac` of --config).
+    /// (`default_mac` of --config); `gateway`: the MAC of --interface's IPv4
+    /// default gateway, resolved at start-up (one setting for nodes behind
+    /// different routers).
     #[arg(long, value_name = "MAC", requires = "cluster")]
     pub default_mac: Option<String>,
 

@@ -18,6 +18,7 @@ use super::tls::{self, TlsError, TlsFiles};
 use super::{app, exposition, listener, AppOptions, ServeFlags, Token};
 use crate::api::{self, ApiState};
 use crate::cluster::{self, Reconciler};
+use crate::dataplane;
 use crate::metrics::{datapath, Metrics};
 
 /// Why the server could not start (or stopped abnormally). Not an API error:
@@ -205,6 +206,9 @@ async fn create(state: &ApiState, body: Vec<u8>, error: impl Fn(String) -> Start
     created.map_err(|e| error(format!("{}: {}", e.code, e.message)))
 }
 
+/// `--default-mac gateway`: resolve the interface's default gateway.
+const GATEWAY: &str = "gateway";
+
 /// What cluster mode starts with.
 struct ClusterStart {
     client: kube::Client,
@@ -224,7 +228,18 @@ async fn cluster_start(flags: &ServeFlags, client: Option<kube::Client>) -> Resu
         Some(path) => Some(tokio::fs::read(path).await.map_err(|e| config_err(path, e.to_string()))?),
         None => None,
     };
-    let create_body = cluster_create_body(config.as_deref(), &flags.cluster).map_err(StartError::Cluster)?;
+    let mut cluster = flags.cluster.clone();
+    if cluster.default_mac.as_deref() == Some(GATEWAY) {
+        let iface = cluster.interface.clone().ok_or_else(|| err("--default-mac gateway needs --interface"))?;
+        let mac = tokio::task::spawn_blocking(move || dataplane::gateway::default_gateway_mac(&iface))
+            .await
+            .map_err(|e| StartError::Cluster(format!("resolving the gateway's MAC panicked: {e}")))?
+            .map_err(|e| StartError::Cluster(format!("--default-mac {e}")))?;
+        let mac = mac.map(|b| format!("{b:02x}")).join(":");
+        tracing::info!(%mac, "--default-mac gateway: the default gateway's MAC");
+        cluster.default_mac = Some(mac);
+    }
+    let create_body = cluster_create_body(config.as_deref(), &cluster).map_err(StartError::Cluster)?;
     Ok(ClusterStart { client, node_name, reconciler: Arc::new(Mutex::new(Reconciler::new())), create_body })
 }
 

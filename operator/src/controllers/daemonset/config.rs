@@ -290,12 +290,16 @@ fn interface(name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Six hex octets separated by ':'; a unicast address (a next hop cannot be multicast).
+/// Six hex octets separated by ':'; a unicast address (a next hop cannot be multicast). Or
+/// `gateway`: each agent resolves its interface's default gateway at start-up.
 fn mac(text: &str) -> Result<(), ConfigError> {
+    if text == "gateway" {
+        return Ok(());
+    }
     let octets: Vec<_> = text.split(':').map(|o| (o.len() == 2).then(|| u8::from_str_radix(o, 16).ok())).collect();
     let Some(octets) = octets.into_iter().map(Option::flatten).collect::<Option<Vec<u8>>>().filter(|o| o.len() == 6)
     else {
-        return Err(invalid("defaultMac", text, "must be a MAC address like 02:00:00:00:00:01"));
+        return Err(invalid("defaultMac", text, "must be a MAC address like 02:00:00:00:00:01, or gateway"));
     };
     if octets[0] & 1 == 1 {
         return Err(invalid("defaultMac", text, "is a multicast/broadcast address; the next hop needs a unicast one"));
@@ -415,6 +419,14 @@ mod tests {
         assert!(m.contains("missing field `defaultMac`"), "{m}");
         let m = message(AgentConfig::from_yaml("image: \"\"\ninterface: eth0\ndefaultMac: \"02:00:00:00:00:01\"\n"));
         assert!(m.contains("image \"\""), "{m}");
+    }
+
+    #[test]
+    fn default_mac_may_be_gateway() {
+        let config = AgentConfig::from_yaml("image: a:1\ninterface: eth0\ndefaultMac: gateway\n").unwrap();
+        assert_eq!(config.default_mac, "gateway");
+        let m = message(AgentConfig::from_yaml("image: a:1\ninterface: eth0\ndefaultMac: gatewey\n"));
+        assert!(m.contains("or gateway"), "{m}");
     }
 
     #[test]
