@@ -14,8 +14,8 @@
 mod balancer;
 mod config;
 pub mod decap;
-pub mod gateway;
 mod flow;
+pub mod gateway;
 pub mod maglev;
 mod maps;
 pub mod pin;
