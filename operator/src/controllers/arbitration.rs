@@ -20,15 +20,14 @@ use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::stream::{self, BoxStream};
+use futures::stream;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -36,6 +35,7 @@ use tokio::sync::Notify;
 use weir_crds::v1alpha1::{BalancerNode, RealServer, VirtualService};
 use weir_crds::validation::{ObjectKey, Verdict};
 
+use super::reflect;
 use crate::desired::{plan, Snapshot, Update};
 use crate::health::Health;
 use crate::metrics::{count_objects, Metrics};
@@ -110,16 +110,6 @@ impl Stores {
         self.balancer_nodes.wait_until_ready().await.map_err(dropped("BalancerNode"))?;
         self.nodes.wait_until_ready().await.map_err(dropped("Node"))
     }
-}
-
-/// A reflector for `api` whose items are reduced to "something changed" (or the error).
-fn reflect<K>(api: Api<K>, kind: &'static str) -> (Store<K>, BoxStream<'static, Result<()>>)
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store();
-    let events = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
-    (store, events.map(move |r| r.map(drop).map_err(|source| Error::Watch { kind, source: Box::new(source) })).boxed())
 }
 
 /// Runs the controller until `shutdown` resolves.

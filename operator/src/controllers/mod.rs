@@ -19,7 +19,24 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Resource};
 use tokio::sync::Notify;
+
+use crate::{Error, Result};
+
+/// A reflector for `api` whose items are reduced to "something changed" (or the error).
+pub(crate) fn reflect<K>(api: Api<K>, kind: &'static str) -> (Store<K>, BoxStream<'static, Result<()>>)
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+    (store, events.map(move |r| r.map(drop).map_err(|source| Error::Watch { kind, source: Box::new(source) })).boxed())
+}
 
 /// The wait of every controller loop here: until a watch event (then `debounce` more, so
 /// that a burst of events makes one pass), until `retry` elapses when one is set, or until

@@ -14,17 +14,17 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::{self, BoxStream};
+use futures::stream;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Notify;
 use weir_crds::v1alpha1::BalancerNode;
 
+use super::reflect;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::{Error, Result};
@@ -58,16 +58,6 @@ pub fn orphans<'a>(
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
-}
-
-/// A reflector for `api` whose items are reduced to "something changed" (or the error).
-fn reflect<K>(api: Api<K>, kind: &'static str) -> (Store<K>, BoxStream<'static, Result<()>>)
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store();
-    let events = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
-    (store, events.map(move |r| r.map(drop).map_err(|source| Error::Watch { kind, source: Box::new(source) })).boxed())
 }
 
 /// The controller's name in metrics and readiness.
