@@ -2,6 +2,8 @@
 //! types and reasons, and the BalancerNode ↔ VirtualService bookkeeping the operator and
 //! the agents both need. The caller supplies `now`, so everything stays deterministic.
 
+use std::collections::HashMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::v1alpha1::{condition, BalancerNodeStatus, ProgrammedVip, ProgrammedVirtualService, Protocol};
@@ -71,15 +73,28 @@ pub fn programmed_virtual_services(plan: &NodePlan) -> Vec<ProgrammedVirtualServ
     out
 }
 
-/// Whether a node reports `key` programmed at `generation` with all its `reals` accepted
-/// RealServers. An older generation means the node has not caught up yet; fewer reals means
-/// it has not caught up with a RealServer change, or left some out for capacity: either
-/// way it does not count.
-pub fn node_has_programmed(status: &BalancerNodeStatus, key: &ObjectKey, generation: i64, reals: u32) -> bool {
-    status
-        .virtual_services
-        .iter()
-        .any(|p| p.namespace == key.namespace && p.name == key.name && p.generation == generation && p.reals == reals)
+/// One node's BalancerNode report, indexed by VirtualService (the operator looks up every
+/// VirtualService in every node's report on each pass).
+pub struct NodeReport<'a>(HashMap<(&'a str, &'a str), (i64, u32)>);
+
+impl<'a> NodeReport<'a> {
+    pub fn new(status: &'a BalancerNodeStatus) -> Self {
+        NodeReport(
+            status
+                .virtual_services
+                .iter()
+                .map(|p| ((p.namespace.as_str(), p.name.as_str()), (p.generation, p.reals)))
+                .collect(),
+        )
+    }
+
+    /// Whether the node reports `key` programmed at `generation` with all its `reals`
+    /// accepted RealServers. An older generation means the node has not caught up yet; fewer
+    /// reals means it has not caught up with a RealServer change, or left some out for
+    /// capacity: either way it does not count.
+    pub fn has_programmed(&self, key: &ObjectKey, generation: i64, reals: u32) -> bool {
+        self.0.get(&(key.namespace.as_str(), key.name.as_str())) == Some(&(generation, reals))
+    }
 }
 
 #[cfg(test)]
@@ -134,8 +149,9 @@ mod tests {
             ..NodePlan::default()
         };
         let status = BalancerNodeStatus { virtual_services: programmed_virtual_services(&plan), ..Default::default() };
-        assert!(node_has_programmed(&status, &ObjectKey::new("a", "v"), 3, 0));
-        assert!(!node_has_programmed(&status, &ObjectKey::new("a", "v"), 4, 0), "stale generation does not count");
-        assert!(!node_has_programmed(&status, &ObjectKey::new("a", "v"), 3, 1), "a missing real does not count");
+        let report = NodeReport::new(&status);
+        assert!(report.has_programmed(&ObjectKey::new("a", "v"), 3, 0));
+        assert!(!report.has_programmed(&ObjectKey::new("a", "v"), 4, 0), "stale generation does not count");
+        assert!(!report.has_programmed(&ObjectKey::new("a", "v"), 3, 1), "a missing real does not count");
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
-use weir_crds::status::{accepted_condition, node_has_programmed, programmed_condition, set_condition};
+use weir_crds::status::{accepted_condition, programmed_condition, set_condition, NodeReport};
 use weir_crds::v1alpha1::{
     condition, BalancerNode, RealServer, RealServerStatus, VirtualService, VirtualServiceStatus,
 };
@@ -69,6 +69,13 @@ pub fn plan(snapshot: &Snapshot, now: &Time) -> Plan {
         .accepted_vips()
         .map(|vip| (&vip.owner, u32::try_from(vip.reals.len()).unwrap_or(u32::MAX)))
         .collect();
+    // The BalancerNodes of existing Nodes (one without a Node does not count: its node is
+    // gone, and `node_gc` deletes it), with their reports indexed once per pass.
+    let nodes: Vec<(&BTreeMap<String, String>, Option<NodeReport>)> = snapshot
+        .balancer_nodes
+        .iter()
+        .filter_map(|bn| Some((snapshot.node_labels.get(&bn.name_any())?, bn.status.as_ref().map(NodeReport::new))))
+        .collect();
     let mut out = Plan::default();
 
     for vs in &snapshot.virtual_services {
@@ -76,7 +83,7 @@ pub fn plan(snapshot: &Snapshot, now: &Time) -> Plan {
         let Some(verdict) = arbitration.virtual_services.get(&key) else { continue };
         let generation = vs.metadata.generation;
         let accepted_reals = reals.get(&key).copied().unwrap_or(0);
-        let (target, programmed) = count_nodes(snapshot, vs, &key, accepted_reals);
+        let (target, programmed) = count_nodes(&nodes, vs, &key, accepted_reals);
         let old = vs.status.clone().unwrap_or_default();
         let mut new = VirtualServiceStatus {
             observed_generation: generation,
@@ -108,20 +115,23 @@ pub fn plan(snapshot: &Snapshot, now: &Time) -> Plan {
     out
 }
 
-/// (target, programmed) nodes of `vs`. A target is a BalancerNode whose Node's labels match
-/// the VirtualService's nodeSelector; a BalancerNode without a Node does not count (its node
-/// is gone, and `node_gc` deletes it). A target programs `vs` when it reports it at the
-/// current generation with all its `reals` accepted RealServers.
-fn count_nodes(snapshot: &Snapshot, vs: &VirtualService, key: &ObjectKey, reals: u32) -> (u32, u32) {
+/// (target, programmed) nodes of `vs` among `nodes` (labels, report). A target is a node
+/// whose labels match the VirtualService's nodeSelector; it programs `vs` when it reports it
+/// at the current generation with all its `reals` accepted RealServers.
+fn count_nodes(
+    nodes: &[(&BTreeMap<String, String>, Option<NodeReport>)],
+    vs: &VirtualService,
+    key: &ObjectKey,
+    reals: u32,
+) -> (u32, u32) {
     let generation = vs.metadata.generation.unwrap_or_default();
     let (mut target, mut programmed) = (0, 0);
-    for bn in &snapshot.balancer_nodes {
-        let Some(labels) = snapshot.node_labels.get(&bn.name_any()) else { continue };
+    for (labels, report) in nodes {
         if !selector_matches(vs.spec.node_selector.as_ref(), labels) {
             continue;
         }
         target += 1;
-        if bn.status.as_ref().is_some_and(|s| node_has_programmed(s, key, generation, reals)) {
+        if report.as_ref().is_some_and(|r| r.has_programmed(key, generation, reals)) {
             programmed += 1;
         }
     }
