@@ -73,11 +73,16 @@ impl Context {
     /// When `status` was applied to the object within [`RECENT`], how long until that
     /// expires: the store may not have caught up with the write yet, so re-check then.
     fn recently_applied(&self, kind: &'static str, key: &ObjectKey, status: &Value) -> Option<Duration> {
-        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        applied.retain(|_, (at, _)| now.duration_since(*at) < RECENT);
+        let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
         let (at, v) = applied.get(&(kind, key.clone()))?;
-        (v == status).then(|| RECENT.saturating_sub(now.duration_since(*at)))
+        let age = at.elapsed();
+        (v == status && age < RECENT).then(|| RECENT - age)
+    }
+
+    /// Forgets writes older than [`RECENT`] (once per pass, not per write: a first pass
+    /// writes every object).
+    fn expire_applied(&self) {
+        self.applied.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, (at, _)| at.elapsed() < RECENT);
     }
 
     fn record_applied(&self, kind: &'static str, key: ObjectKey, status: Value) {
@@ -176,6 +181,7 @@ async fn reconcile_loop(
 /// returned so the loop retries the whole pass. `Ok(Some(d))`: a write was skipped as
 /// recently applied; look again after `d`.
 async fn reconcile(ctx: &Context, stores: &Stores) -> Result<Option<Duration>> {
+    ctx.expire_applied();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let snapshot = stores.snapshot();
     let plan = plan(&snapshot, &now);
