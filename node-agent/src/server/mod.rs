@@ -57,7 +57,7 @@ pub use conn::Timeouts;
 pub use flags::{ClusterFlags, CorsOrigins, ServeFlags, XdpMode};
 pub use listener::run;
 pub use security::{Allowlist, Token};
-pub use standalone::{cluster_create_body, serve, serve_with_client, StartError};
+pub use standalone::{serve, serve_with_client, StartError};
 
 /// `Access-Control-Max-Age` of preflight answers: one day, a number of seconds
 /// as the header requires (katran-server sends a garbage character there).

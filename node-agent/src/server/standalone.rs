@@ -248,7 +248,7 @@ async fn cluster_start(flags: &ServeFlags, client: Option<kube::Client>) -> Resu
 /// are given, and `cleanup_on_shutdown` false unless the file says otherwise:
 /// an agent that stops (an upgrade, a crash) leaves the datapath forwarding
 /// for the next one to adopt.
-pub fn cluster_create_body(config: Option<&[u8]>, flags: &ClusterFlags) -> Result<Vec<u8>, String> {
+fn cluster_create_body(config: Option<&[u8]>, flags: &ClusterFlags) -> Result<Vec<u8>, String> {
     let mut body = match config {
         Some(bytes) => match serde_json::from_slice::<serde_json::Value>(bytes) {
             Ok(serde_json::Value::Object(map)) => map,
@@ -280,5 +280,46 @@ async fn close_balancer(state: ApiState) {
     .await;
     if matches!(closed, Ok(true)) {
         tracing::info!("closed the balancer");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::XdpMode;
+
+    fn flags(interface: Option<&str>, mac: Option<&str>, mode: Option<XdpMode>) -> ClusterFlags {
+        ClusterFlags {
+            cluster: true,
+            node_name: Some("n".into()),
+            interface: interface.map(str::to_owned),
+            default_mac: mac.map(str::to_owned),
+            xdp_mode: mode,
+        }
+    }
+
+    fn body(config: Option<&str>, flags: &ClusterFlags) -> Result<serde_json::Value, String> {
+        cluster_create_body(config.map(str::as_bytes), flags).map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    #[test]
+    fn flags_override_the_config_and_cleanup_defaults_to_false() {
+        let config = r#"{"max_vips": 64, "main_interface": "eth9", "xdp_attach_flags": 4}"#;
+        let f = flags(Some("eth0"), Some("02:00:00:00:00:01"), Some(XdpMode::Generic));
+        assert_eq!(
+            body(Some(config), &f).unwrap(),
+            serde_json::json!({"max_vips": 64, "main_interface": "eth0", "default_mac": "02:00:00:00:00:01",
+                               "xdp_attach_flags": 2, "cleanup_on_shutdown": false})
+        );
+        // What the flags leave out stays as the file says, including an explicit cleanup.
+        let kept = body(Some(r#"{"main_interface": "eth9", "cleanup_on_shutdown": true}"#), &flags(None, None, None));
+        assert_eq!(kept.unwrap(), serde_json::json!({"main_interface": "eth9", "cleanup_on_shutdown": true}));
+    }
+
+    #[test]
+    fn a_config_that_is_not_an_object_is_refused() {
+        let f = flags(None, None, None);
+        assert_eq!(body(Some("[1]"), &f).unwrap_err(), "--config must hold a JSON object (the body of /lb/create)");
+        assert!(body(Some("{"), &f).unwrap_err().starts_with("--config is not JSON: "));
     }
 }
