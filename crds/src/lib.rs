@@ -5,6 +5,8 @@
 //! Layout:
 //! - [`v1alpha1`]: one kind per file — `VirtualService`, `RealServer`, `BalancerNode` —
 //!   and the flag/protocol/hash-function value types with their Katran bit values;
+//! - [`address`]: the one rule for VIP and real addresses (CRD validation and the agent's
+//!   Balancer alike);
 //! - [`validation`]: pure, deterministic functions (no I/O, no client): per-object checks
 //!   and the arbitration of a whole snapshot into what one node programs;
 //! - [`status`]: conditions (`Accepted`, `Programmed` "n/m nodes") and BalancerNode
@@ -17,6 +19,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+pub mod address;
 pub mod status;
 pub mod v1alpha1;
 pub mod validation;

@@ -66,20 +66,12 @@ impl fmt::Display for FieldError {
     }
 }
 
-/// Parses a VIP or real address: an IP the datapath can forward to or for.
+/// Parses a VIP or real address: an IP the datapath can forward to or for
+/// ([`crate::address::check_unicast`], the rule the Balancer applies too).
 pub fn parse_address(field: &str, text: &str) -> Result<IpAddr, FieldError> {
     // std's parser refuses zones ("fe80::1%eth0") and surrounding spaces, as CEL's isIP does.
     let addr: IpAddr = text.parse().map_err(|_| FieldError::new(field, text, "must be an IPv4 or IPv6 address"))?;
-    if addr.is_unspecified() {
-        return Err(FieldError::new(field, text, "must not be the unspecified address"));
-    }
-    // CEL's isIP refuses IPv4-mapped IPv6 too; as a VIP it would never match an IPv4 packet.
-    if matches!(addr, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some()) {
-        return Err(FieldError::new(field, text, "must not be an IPv4-mapped IPv6 address; write the IPv4 address"));
-    }
-    if addr.is_multicast() {
-        return Err(FieldError::new(field, text, "must not be a multicast address"));
-    }
+    crate::address::check_unicast(addr).map_err(|e| FieldError::new(field, text, e.to_string()))?;
     Ok(addr)
 }
 

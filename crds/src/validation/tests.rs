@@ -72,6 +72,17 @@ fn per_object_errors_name_field_and_value() {
     r.virtual_service_name = "v".into();
     r.weight = 0;
     assert!(validate_real_server(&r).is_empty(), "weight 0 (drain) is valid");
+    // The Balancer's address rule is this one: what it refuses is never Accepted.
+    for (address, message) in [
+        ("255.255.255.255", "must not be the broadcast address"),
+        ("127.0.0.1", "must not be a loopback address"),
+        ("::ffff:10.1.0.1", "must not be an IPv4-mapped IPv6 address; write the IPv4 address"),
+        ("::10.1.0.1", "must not be an IPv4-compatible IPv6 address; write the IPv4 address"),
+    ] {
+        r.address = address.into();
+        let e = validate_real_server(&r);
+        assert_eq!((e.len(), e[0].field.as_str(), e[0].message.as_str()), (1, "spec.address", message), "{address}");
+    }
 }
 
 #[test]
