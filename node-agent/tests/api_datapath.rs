@@ -145,6 +145,7 @@ async fn simulate_real_for_flow_and_stats() {
         ("weir_vip_stats", 8, 1),
         ("weir_vip_filter", 4096, 1),
         ("weir_stats", 1, 1),
+        ("stats", 1, 1),
         ("ctl_array", 1, 1),
     ];
     for (map, max, current) in usage {

@@ -201,27 +201,30 @@ async fn bad_input_is_400_naming_the_field() {
         ("PUT", "/api/v1/utils/mac", Some("  \n".into()), BAD, INVALID, "invalid request body: empty"),
         // Missing fields, wrong types.
         ("POST", "/api/v1/vips", Some(r#"{"address": "10.0.0.3", "proto": 6}"#.into()), BAD, INVALID, "missing field `port`"),
-        ("POST", "/api/v1/vips", Some(r#"{"address": "10.0.0.3", "port": "80", "proto": 6}"#.into()), BAD, INVALID, "port: invalid type"),
+        ("POST", "/api/v1/vips", Some(r#"{"address": "10.0.0.3", "port": "80", "proto": 6}"#.into()), BAD, INVALID, "port: invalid type: string \"80\", expected an integer from 0 to 65535"),
         ("POST", "/api/v1/vips/reals", Some(json!({"vip": {"address": "10.0.0.1", "port": 80}, "real": {"address": "10.1.0.1", "weight": 1}}).to_string()), BAD, INVALID, "vip: missing field `proto`"),
         ("POST", "/api/v1/vips/reals", Some(json!({"vip": web, "real": {"address": "10.1.0.1"}}).to_string()), BAD, INVALID, "real: missing field `weight`"),
         ("PUT", "/api/v1/vips/reals/batch", Some(json!({"vip": web, "action": 0, "reals": [{"address": "10.1.0.1"}]}).to_string()), BAD, INVALID, "reals[0].weight: required"),
         ("PUT", "/api/v1/vips/flags", Some(r#"{"address": "10.0.0.1", "port": 80, "proto": 6, "flag": 1}"#.into()), BAD, INVALID, "missing field `set`"),
-        ("GET", "/api/v1/vips/flags", None, BAD, INVALID, "invalid query string: missing field `address`"),
-        ("GET", "/api/v1/stats/real?index=x", None, BAD, INVALID, "index: invalid digit"),
+        ("GET", "/api/v1/vips/flags", None, BAD, INVALID, "invalid query string: missing parameter `address`"),
+        ("GET", "/api/v1/stats/real?index=x", None, BAD, INVALID, "invalid query string: index: expected an integer from 0 to 4294967295, got \"x\""),
         // Out of range ports and protos, in bodies and queries.
         ("POST", "/api/v1/vips", Some(r#"{"address": "10.0.0.3", "port": 65536, "proto": 6}"#.into()), BAD, INVALID, "port: invalid value: integer `65536`"),
         ("POST", "/api/v1/vips", Some(r#"{"address": "10.0.0.3", "port": -1, "proto": 6}"#.into()), BAD, INVALID, "port: invalid value: integer `-1`"),
         ("POST", "/api/v1/vips", Some(r#"{"address": "10.0.0.3", "port": 80, "proto": 256}"#.into()), BAD, INVALID, "proto: invalid value: integer `256`"),
-        ("GET", "/api/v1/vips/flags?address=10.0.0.1&port=65536&proto=6", None, BAD, INVALID, "port: number too large"),
-        ("GET", "/api/v1/stats/vip?address=10.0.0.1&port=80&proto=256", None, BAD, INVALID, "proto: number too large"),
+        ("GET", "/api/v1/vips/flags?address=10.0.0.1&port=65536&proto=6", None, BAD, INVALID, "port: expected an integer from 0 to 65535, got \"65536\""),
+        ("GET", "/api/v1/stats/vip?address=10.0.0.1&port=80&proto=256", None, BAD, INVALID, "proto: expected an integer from 0 to 255, got \"256\""),
         ("DELETE", "/api/v1/lru", Some(json!({"dst_vip": web, "src_ip": "192.0.2.1", "src_port": 70000}).to_string()), BAD, INVALID, "src_port: invalid value"),
-        ("GET", "/api/v1/utils/real-for-flow?src=192.0.2.1&dst=10.0.0.1&src_port=1&dst_port=99999&proto=6", None, BAD, INVALID, "dst_port: number too large"),
+        ("GET", "/api/v1/utils/real-for-flow?src=192.0.2.1&dst=10.0.0.1&src_port=1&dst_port=99999&proto=6", None, BAD, INVALID, "dst_port: expected an integer from 0 to 65535, got \"99999\""),
         // A protocol a VIP cannot carry.
         ("POST", "/api/v1/vips", Some(r#"{"address": "10.0.0.3", "port": 80, "proto": 1}"#.into()), BAD, INVALID, "proto: 1 is not TCP (6) or UDP (17)"),
         // Bad addresses.
         ("POST", "/api/v1/vips", Some(r#"{"address": "10.0.0.256", "port": 80, "proto": 6}"#.into()), BAD, INVALID, "address: \"10.0.0.256\" is not an IP address"),
         ("POST", "/api/v1/vips", Some(r#"{"address": "", "port": 80, "proto": 6}"#.into()), BAD, INVALID, "address: \"\" is not an IP address"),
-        ("POST", "/api/v1/vips", Some(r#"{"address": "224.0.0.1", "port": 80, "proto": 6}"#.into()), BAD, INVALID, "address: 224.0.0.1 is not a unicast address"),
+        ("POST", "/api/v1/vips", Some(r#"{"address": "224.0.0.1", "port": 80, "proto": 6}"#.into()), BAD, INVALID, "address: 224.0.0.1 must not be a multicast address"),
+        ("POST", "/api/v1/vips", Some(r#"{"address": "::ffff:10.0.0.3", "port": 80, "proto": 6}"#.into()), BAD, INVALID, "address: ::ffff:10.0.0.3 must not be an IPv4-mapped IPv6 address"),
+        ("POST", "/api/v1/vips", Some(r#"{"address": "127.0.0.1", "port": 80, "proto": 6}"#.into()), BAD, INVALID, "address: 127.0.0.1 must not be a loopback address"),
+        ("POST", "/api/v1/vips/reals", Some(json!({"vip": web, "real": {"address": "255.255.255.255", "weight": 1}}).to_string()), BAD, INVALID, "real address: 255.255.255.255 must not be the broadcast address"),
         ("POST", "/api/v1/vips/reals", Some(json!({"vip": web, "real": {"address": "10.1.0.x", "weight": 1}}).to_string()), BAD, INVALID, "real.address: \"10.1.0.x\" is not an IP address"),
         ("POST", "/api/v1/vips/reals", Some(json!({"vip": {"address": "nope", "port": 80, "proto": 6}, "real": {"address": "10.1.0.1", "weight": 1}}).to_string()), BAD, INVALID, "vip.address: \"nope\" is not an IP address"),
         ("PUT", "/api/v1/vips/reals/batch", Some(json!({"vip": web, "action": 0, "reals": [{"address": "10.1.0.1", "weight": 1}, {"address": "::g", "weight": 1}]}).to_string()), BAD, INVALID, "reals[1].address"),
@@ -248,7 +251,7 @@ async fn bad_input_is_400_naming_the_field() {
         // Real index 0 or past max_reals is not a real.
         ("GET", "/api/v1/stats/real?index=0", None, BAD, INVALID, "index: 0 is not a real index (1..=32)"),
         // Unknown map names: 404 naming the accepted names.
-        ("GET", "/api/v1/stats/bpf-map?map_name=stats", None, StatusCode::NOT_FOUND, "NOT_FOUND", "map_name: no map \"stats\"; weir's maps are weir_vips"),
+        ("GET", "/api/v1/stats/bpf-map?map_name=vip_stats", None, StatusCode::NOT_FOUND, "NOT_FOUND", "map_name: no map \"vip_stats\"; weir's maps are weir_vips"),
         ("GET", "/api/v1/utils/map-fd?map_name=weir_decaps", None, StatusCode::NOT_FOUND, "NOT_FOUND", "map_name: no map \"weir_decaps\""),
     ];
     let before = api.state.counters.snapshot();
@@ -262,6 +265,6 @@ async fn bad_input_is_400_naming_the_field() {
     assert_eq!(api.data("/api/v1/utils/mac").await, json!({"mac": "02:00:00:00:00:01"}));
     // Every bad address counted (parsed or refused as not unicast), and no BPF failure.
     let after = api.state.counters.snapshot();
-    assert_eq!(after.addr_validation_failed - before.addr_validation_failed, 9);
+    assert_eq!(after.addr_validation_failed - before.addr_validation_failed, 12);
     assert_eq!(after.bpf_failed_calls, 0);
 }

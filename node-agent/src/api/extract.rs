@@ -1,7 +1,8 @@
 //! Request extractors whose rejections are [`ApiError`]s, so a bad request
 //! answers 400 INVALID_REQUEST in the envelope like every other error, with
-//! a message naming the field (`port: invalid value: integer 65536, expected
-//! u16`), never axum's plain-text rejections.
+//! a message naming the field, the expected type in plain words and the value
+//! (`port: invalid value: integer 65536, expected an integer from 0 to
+//! 65535`), never axum's plain-text rejections.
 //!
 //! - [`Body<T>`]: a JSON body, required. The `Content-Type` is not checked:
 //!   katran-server's clients (and `curl -d`) do not always send one.
@@ -15,7 +16,7 @@
 //! extra fields such as `healthy` on reals.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Query, Request};
+use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::de::DeserializeOwned;
@@ -65,9 +66,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
         if !is_blank(&body) {
             return parse_json(&body).map(Params);
         }
-        Query::<T>::try_from_uri(&uri)
-            .map(|Query(value)| Params(value))
-            .map_err(|e| ApiError::invalid(format!("invalid query string: {}", detail(&e.body_text()))))
+        super::query::from_query(uri.query().unwrap_or_default())
+            .map(Params)
+            .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))
     }
 }
 
@@ -92,7 +93,22 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     // axum's parser reports the path of the offending field (`vip.port: ...`).
     Json::<T>::from_bytes(body)
         .map(|Json(value)| value)
-        .map_err(|e| ApiError::invalid(format!("invalid request body: {}", detail(&e.body_text()))))
+        .map_err(|e| ApiError::invalid(format!("invalid request body: {}", plain_types(detail(&e.body_text())))))
+}
+
+/// serde's type names in plain words: "expected u16" becomes "expected an
+/// integer from 0 to 65535" (the field and the value are already named).
+fn plain_types(message: &str) -> String {
+    const TYPES: &[(&str, &str)] = &[
+        ("expected u8", "expected an integer from 0 to 255"),
+        ("expected u16", "expected an integer from 0 to 65535"),
+        ("expected u32", "expected an integer from 0 to 4294967295"),
+        ("expected u64", "expected an integer from 0 to 18446744073709551615"),
+        ("expected i32", "expected an integer from -2147483648 to 2147483647"),
+        ("expected i64", "expected an integer from -9223372036854775808 to 9223372036854775807"),
+        ("expected a boolean", "expected true or false"),
+    ];
+    TYPES.iter().fold(message.to_owned(), |message, (serde, plain)| message.replace(serde, plain))
 }
 
 async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
@@ -144,19 +160,14 @@ mod tests {
         );
         assert_eq!(
             message::<Key>(r#"{"address":"a","port":65536}"#),
-            "invalid request body: port: invalid value: integer `65536`, expected u16 at line 1 column 27"
+            "invalid request body: port: invalid value: integer `65536`, expected an integer from 0 to 65535 at line 1 \
+             column 27"
         );
         assert_eq!(
             message::<Nested>(r#"{"vip":{"address":"a","port":"x"}}"#),
-            "invalid request body: vip.port: invalid type: string \"x\", expected u16 at line 1 column 32"
+            "invalid request body: vip.port: invalid type: string \"x\", expected an integer from 0 to 65535 at line \
+             1 column 32"
         );
         assert!(message::<Key>("{").starts_with("invalid request body: EOF while parsing"), "{}", message::<Key>("{"));
-    }
-
-    #[test]
-    fn query_errors_name_the_field() {
-        let uri: axum::http::Uri = "/x?address=a&port=70000".parse().unwrap();
-        let text = Query::<Key>::try_from_uri(&uri).unwrap_err().body_text();
-        assert_eq!(detail(&text), "port: number too large to fit in target type");
     }
 }

@@ -57,6 +57,8 @@ const KATRAN_MAPS: &[(&str, &str)] = &[
     ("fallback_cache", abi::map::CONNS),
     ("reals_stats", abi::map::REAL_STATS),
     ("ctl_array", abi::map::CTL),
+    // Katran's per-CPU global counters; weir keeps them in one per-CPU struct.
+    ("stats", abi::map::STATS),
 ];
 
 /// The weir map a request's `map_name` names (a weir name, or a Katran
