@@ -89,7 +89,10 @@ fn attached_balancer_reloads_and_cleans_up() {
         assert!(pins.join("link").exists() && state_file.exists());
         let first_prog = xdp_prog_id(&iface).expect("attached");
 
-        assert_eq!(api.data("/api/v1/lb/status").await, json!({"initialized": true, "ready": true}));
+        assert_eq!(
+            api.data("/api/v1/lb/status").await,
+            json!({"initialized": true, "ready": true, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}})
+        );
         assert_eq!(api.data("/health/ready").await, json!({"status": "ready"}));
         for phase in ["/api/v1/lb/load-bpf-progs", "/api/v1/lb/attach-bpf-progs"] {
             let answer = api.call("POST", phase).await;
@@ -118,7 +121,10 @@ fn attached_balancer_reloads_and_cleans_up() {
         assert_eq!(api.data("/api/v1/stats/bpf-map?map_name=weir_conns").await["current_entries"], json!(1));
         assert_eq!((api.data(vip_stats).await, api.data("/api/v1/stats/lru").await), before);
         assert_eq!(api.data("/api/v1/utils/mac").await, json!({"mac": "02:00:00:00:00:aa"}));
-        assert_eq!(api.data("/api/v1/lb/status").await, json!({"initialized": true, "ready": true}));
+        assert_eq!(
+            api.data("/api/v1/lb/status").await,
+            json!({"initialized": true, "ready": true, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}})
+        );
 
         // Close with cleanup: detached, unpinned, state file gone.
         let answer = api.call("POST", "/api/v1/lb/close").await;
@@ -167,12 +173,18 @@ fn attached_balancer_reloads_and_cleans_up() {
         // The same sizes adopt it.
         let answer = api.send("POST", "/api/v1/lb/create", create_body(&iface, true)).await;
         assert_eq!(answer.status, StatusCode::CREATED);
-        assert_eq!(api.data("/api/v1/lb/status").await, json!({"initialized": true, "ready": true}));
+        assert_eq!(
+            api.data("/api/v1/lb/status").await,
+            json!({"initialized": true, "ready": true, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}})
+        );
 
         // Attached is what the kernel says: with the interface gone, the balancer is not
         // ready any more. Closing with cleanup still removes everything.
         ip(&["link", "del", &iface]);
-        assert_eq!(api.data("/api/v1/lb/status").await, json!({"initialized": true, "ready": false}));
+        assert_eq!(
+            api.data("/api/v1/lb/status").await,
+            json!({"initialized": true, "ready": false, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}})
+        );
         assert_eq!(api.call("GET", "/health/ready").await.status, StatusCode::SERVICE_UNAVAILABLE);
         let answer = api.call("POST", "/api/v1/lb/attach-bpf-progs").await;
         assert_eq!(

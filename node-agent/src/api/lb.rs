@@ -2,7 +2,9 @@
 //! reload, and Katran's two-phase load/attach, answered truthfully for weir,
 //! whose create loads and (unless testing) attaches in one step:
 //!
-//! - `GET /lb/status`: `{initialized, ready}`, 200 even before create;
+//! - `GET /lb/status`: `{initialized, ready}`, 200 even before create; once
+//!   created also the programs that run and the create body's `notices`
+//!   (what it asked for that weir does not do);
 //! - `POST /lb/close`: drops the balancer — with `cleanup_on_shutdown` it
 //!   detaches and unpins everything, otherwise the datapath keeps forwarding
 //!   for the next create to adopt;
@@ -20,11 +22,12 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 
+use super::create::BALANCER_PROGRAM;
 use super::error::ApiError;
 use super::extract::OptionalBody;
 use super::health::is_ready;
 use super::reply::{Acknowledged, Data, Done, Success};
-use super::types::{LbStatus, Reload};
+use super::types::{LbPrograms, LbStatus, Reload};
 use super::ApiState;
 
 endpoints!(lb_status, lb_close, lb_load_bpf_progs, lb_attach_bpf_progs, lb_reload);
@@ -34,7 +37,13 @@ endpoints!(lb_status, lb_close, lb_load_bpf_progs, lb_attach_bpf_progs, lb_reloa
     responses((status = 200, description = "The balancer's state", body = Success<LbStatus>)))]
 async fn lb_status(State(state): State<ApiState>) -> Data<LbStatus> {
     let guard = state.read_lock();
-    Data(LbStatus { initialized: guard.is_some(), ready: guard.as_ref().is_some_and(is_ready) })
+    let lb = guard.as_ref();
+    Data(LbStatus {
+        initialized: lb.is_some(),
+        ready: lb.is_some_and(is_ready),
+        programs: lb.map(|_| LbPrograms { balancer: BALANCER_PROGRAM.to_owned(), healthcheck: None }),
+        notices: lb.map(|lb| lb.config().katran.notices.clone()).unwrap_or_default(),
+    })
 }
 
 /// Closes the balancer (detaching and unpinning it with `cleanup_on_shutdown`).

@@ -4,6 +4,8 @@
 //!
 //! Layout — one module per katran-server resource, each declaring its
 //! endpoints once with `endpoints!`:
+//! - `config`: `/config/export` (and `/json`), the whole configuration as one
+//!   document, and its import (`--config FILE`);
 //! - `lb` (`/lb/*` lifecycle) and `create` (`/lb/create`: how Katran's
 //!   configuration maps onto [`BalancerConfig`](crate::dataplane::BalancerConfig),
 //!   field by field);
@@ -54,6 +56,7 @@ macro_rules! endpoints {
     };
 }
 
+mod config;
 mod create;
 mod disabled;
 mod docs;
@@ -63,6 +66,7 @@ mod features;
 mod health;
 mod lb;
 mod lru;
+mod query;
 mod reals;
 mod reply;
 mod routes;
@@ -72,6 +76,7 @@ pub mod types;
 mod utils;
 mod vips;
 
+pub use config::{import_document, is_document, ConfigDocument};
 pub use create::create_from_json;
 pub use state::{UserspaceCounters, UserspaceStats};
 
@@ -93,6 +98,9 @@ pub struct ApiState {
     /// In cluster mode: who owns which VIP. REST changes to VIPs (and real
     /// addresses) that VirtualServices own are refused, naming the owner.
     pub cluster: Option<Arc<Mutex<Reconciler>>>,
+    /// The agent's effective server settings, for `/config/export`'s `server`
+    /// section (`None`: the section is left out).
+    pub server_settings: Option<Arc<serde_json::Value>>,
 }
 
 /// Pinning locations for balancers created through the API.
@@ -133,6 +141,7 @@ const RESOURCES: &[Resource] = &[
     Resource { routes: docs::routes, doc: docs::doc },
     Resource { routes: lb::routes, doc: lb::doc },
     Resource { routes: create::routes, doc: create::doc },
+    Resource { routes: config::routes, doc: config::doc },
     Resource { routes: vips::routes, doc: vips::doc },
     Resource { routes: reals::routes, doc: reals::doc },
     Resource { routes: stats::routes, doc: stats::doc },

@@ -9,7 +9,7 @@ use axum::extract::State;
 use super::error::ApiError;
 use super::extract::{Body, Params};
 use super::reply::{Acknowledged, Created, Data, Done, Success};
-use super::types::{ModifyRealFlags, Real, RealAddress, RealIndex, RealsBatch, VipKey, VipReal, VipRealDelete};
+use super::types::{ModifyRealFlags, RealAddress, RealIndex, RealState, RealsBatch, VipKey, VipReal, VipRealDelete};
 use super::ApiState;
 use crate::dataplane::{RealAction, RealSpec};
 
@@ -18,13 +18,14 @@ endpoints!(get_reals, add_real, del_real, batch_reals, real_index, modify_real_f
 /// A VIP's reals.
 #[utoipa::path(get, path = "/api/v1/vips/reals", tag = "reals", params(VipKey),
     request_body(content = Option<VipKey>, description = "The parameters as a JSON body, instead of the query string"),
-    responses((status = 200, description = "The VIP's reals", body = Success<Vec<Real>>)))]
-async fn get_reals(State(state): State<ApiState>, Params(key): Params<VipKey>) -> Result<Data<Vec<Real>>, ApiError> {
+    responses((status = 200, description = "The VIP's reals", body = Success<Vec<RealState>>)))]
+async fn get_reals(
+    State(state): State<ApiState>,
+    Params(key): Params<VipKey>,
+) -> Result<Data<Vec<RealState>>, ApiError> {
     let id = state.vip_id("", &key)?;
     let reals = state.read(|lb| lb.reals(&id))?;
-    Ok(Data(
-        reals.into_iter().map(|r| Real { address: r.addr.to_string(), weight: r.weight, flags: r.flags }).collect(),
-    ))
+    Ok(Data(reals.into_iter().map(RealState::from).collect()))
 }
 
 /// Adds a real to a VIP, or updates its weight and flags.
@@ -37,13 +38,15 @@ async fn add_real(State(state): State<ApiState>, Body(req): Body<VipReal>) -> Re
     Ok(Created)
 }
 
-/// Removes a real from a VIP (404 if the VIP does not have it).
+/// Removes a real from a VIP. A real the VIP does not have is already
+/// removed: success, as katran-server answers (and as batches do).
 #[utoipa::path(delete, path = "/api/v1/vips/reals", tag = "reals", request_body = VipRealDelete,
-    responses((status = 200, description = "Removed", body = Acknowledged)))]
+    responses((status = 200, description = "Removed (or was not there)", body = Acknowledged)))]
 async fn del_real(State(state): State<ApiState>, Body(req): Body<VipRealDelete>) -> Result<Done, ApiError> {
     let id = state.vip_id("vip.", &req.vip)?;
     let addr = state.ip("real.address", &req.real.address)?;
-    state.write_vip(&id, |lb| lb.del_real(&id, addr))?;
+    let real = RealSpec { addr, weight: 0, flags: 0 };
+    state.write_vip(&id, |lb| lb.modify_reals(&id, RealAction::Delete, &[real]))?;
     Ok(Done)
 }
 

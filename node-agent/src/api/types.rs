@@ -73,6 +73,24 @@ pub struct Real {
     pub flags: u8,
 }
 
+/// A real of `GET /vips/reals` (and of `/config/export`): the current API's
+/// `healthy` says whether new flows may pick it. weir has no health checking
+/// yet (TODO(#13)), so every real is healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RealState {
+    #[schema(example = "192.168.1.1")]
+    pub address: String,
+    pub weight: u32,
+    pub flags: u8,
+    pub healthy: bool,
+}
+
+impl From<crate::dataplane::RealSpec> for RealState {
+    fn from(r: crate::dataplane::RealSpec) -> Self {
+        Self { address: r.addr.to_string(), weight: r.weight, flags: r.flags, healthy: true }
+    }
+}
+
 /// A real named by its address; other fields (weight, flags) are ignored.
 #[derive(Debug, Clone, Deserialize, ToSchema, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -262,6 +280,22 @@ pub struct LbStatus {
     pub initialized: bool,
     /// It is attached to its interface (or exists in testing mode).
     pub ready: bool,
+    /// Once initialized: the programs that run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub programs: Option<LbPrograms>,
+    /// What the create body asked for that weir does not do (a program path
+    /// it did not load, a feature it lacks...), one sentence each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
+}
+
+/// The programs a balancer runs: weir's own, whatever paths the create body named.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LbPrograms {
+    #[schema(example = "weir_balancer, built into weir-agent 0.1.0")]
+    pub balancer: String,
+    /// None yet: weir has no healthcheck program.
+    pub healthcheck: Option<String>,
 }
 
 /// `POST /lb/reload`: weir reloads its own program with the same
@@ -349,6 +383,10 @@ pub struct CreateLb {
     pub katran_src_v4: Option<String>,
     pub katran_src_v6: Option<String>,
     pub hash_func: Option<u32>,
+    /// The current API's name of the hash function: `"maglev"` or
+    /// `"maglev_v2"` (any case; blank is `maglev_v2`).
+    #[schema(example = "maglev_v2")]
+    pub hash_function: Option<String>,
     /// weir: the L3 MTU of the egress link (default 1500); packets larger
     /// once encapsulated are dropped and counted.
     pub mtu: Option<u32>,

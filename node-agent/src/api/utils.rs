@@ -41,7 +41,7 @@ pub(super) fn parse_mac(field: &str, text: &str) -> Result<[u8; 6], ApiError> {
     Ok(mac)
 }
 
-fn format_mac(mac: [u8; 6]) -> String {
+pub(super) fn format_mac(mac: [u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 

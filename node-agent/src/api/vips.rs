@@ -32,9 +32,10 @@ async fn add_vip(State(state): State<ApiState>, Body(vip): Body<NewVip>) -> Resu
 }
 
 /// Deletes a VIP (its reals are released when no other VIP uses them).
-#[utoipa::path(delete, path = "/api/v1/vips", tag = "vips", request_body = VipKey,
+#[utoipa::path(delete, path = "/api/v1/vips", tag = "vips", params(VipKey),
+    request_body(content = Option<VipKey>, description = "The parameters as a JSON body, instead of the query string"),
     responses((status = 200, description = "Deleted", body = Acknowledged)))]
-async fn del_vip(State(state): State<ApiState>, Body(key): Body<VipKey>) -> Result<Done, ApiError> {
+async fn del_vip(State(state): State<ApiState>, Params(key): Params<VipKey>) -> Result<Done, ApiError> {
     let id = state.vip_id("", &key)?;
     state.write_vip(&id, |lb| lb.del_vip(&id))?;
     Ok(Done)

@@ -62,6 +62,70 @@ pub struct BalancerConfig {
     pub state_dir: PathBuf,
     /// CPUs that forward traffic; reported by the per-core counters. Empty = all.
     pub forwarding_cores: Vec<u32>,
+    /// What a katran-server `/lb/create` body set that weir's datapath does
+    /// not act on, kept so that `/lb/status` can say so and `/config/export`
+    /// gives it back.
+    #[serde(default)]
+    pub katran: KatranSettings,
+}
+
+/// The settings of a Katran configuration that weir accepts without acting on
+/// them — program paths (weir's programs are built in), the healthcheck
+/// program's interfaces, root-map chaining, NUMA placement, table sizes of
+/// features weir lacks — so that katran-server deployments' bodies work
+/// unchanged. Each one that asks for something weir does not do has a line in
+/// `notices` (logged at create, listed by `/lb/status`). Defaults are Katran's.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct KatranSettings {
+    pub balancer_prog_path: String,
+    pub healthchecking_prog_path: String,
+    pub hc_interface: String,
+    pub v4_tun_interface: String,
+    pub v6_tun_interface: String,
+    pub local_mac: Option<[u8; 6]>,
+    pub root_map_path: String,
+    pub root_map_pos: u32,
+    pub use_root_map: bool,
+    pub max_lpm_src_size: u32,
+    pub max_decap_dst: u32,
+    pub global_lru_size: u32,
+    pub enable_hc: bool,
+    pub tunnel_based_hc_encap: bool,
+    pub memlock_unlimited: bool,
+    pub priority: u32,
+    pub numa_nodes: Vec<u32>,
+    pub katran_src_v4: Option<std::net::Ipv4Addr>,
+    pub katran_src_v6: Option<std::net::Ipv6Addr>,
+    /// One sentence per setting above that asks for what weir does not do.
+    pub notices: Vec<String>,
+}
+
+impl Default for KatranSettings {
+    fn default() -> Self {
+        Self {
+            balancer_prog_path: String::new(),
+            healthchecking_prog_path: String::new(),
+            hc_interface: String::new(),
+            v4_tun_interface: String::new(),
+            v6_tun_interface: String::new(),
+            local_mac: None,
+            root_map_path: String::new(),
+            root_map_pos: 2,
+            use_root_map: false,
+            max_lpm_src_size: 3_000_000,
+            max_decap_dst: 6,
+            global_lru_size: 100_000,
+            enable_hc: false,
+            tunnel_based_hc_encap: false,
+            memlock_unlimited: true,
+            priority: 2307,
+            numa_nodes: Vec::new(),
+            katran_src_v4: None,
+            katran_src_v6: None,
+            notices: Vec::new(),
+        }
+    }
 }
 
 impl Default for BalancerConfig {
@@ -81,6 +145,7 @@ impl Default for BalancerConfig {
             pin_root: Some(PathBuf::from(super::pin::DEFAULT_PIN_ROOT)),
             state_dir: PathBuf::from("/run/weir"),
             forwarding_cores: Vec::new(),
+            katran: KatranSettings::default(),
         }
     }
 }

@@ -23,7 +23,7 @@ mod state;
 mod stats;
 
 pub use balancer::{vip_flag_names, Balancer, RealAction, RealSpec, VipInfo, VipSpec};
-pub use config::{AttachMode, BalancerConfig};
+pub use config::{AttachMode, BalancerConfig, KatranSettings};
 pub use flow::{flow_frame, outer_destination, Flow, Simulated, Verdict};
 pub use maglev::HashFunction;
 pub use state::VipId;

@@ -200,9 +200,17 @@ fn config_err(path: &Path, message: String) -> StartError {
 async fn create(state: &ApiState, body: Vec<u8>, error: impl Fn(String) -> StartError) -> Result<(), StartError> {
     let state = state.clone();
     // Loading the BPF program is blocking work.
-    let created = tokio::task::spawn_blocking(move || api::create_from_json(&state, &body))
-        .await
-        .map_err(|e| error(format!("creating the balancer panicked: {e}")))?;
+    // A configuration document (`/config/export`'s) rebuilds VIPs and reals
+    // too; anything else is the body of /lb/create.
+    let created = tokio::task::spawn_blocking(move || {
+        if api::is_document(&body) {
+            api::import_document(&state, &body)
+        } else {
+            api::create_from_json(&state, &body)
+        }
+    })
+    .await
+    .map_err(|e| error(format!("creating the balancer panicked: {e}")))?;
     created.map_err(|e| error(format!("{}: {}", e.code, e.message)))
 }
 
@@ -251,6 +259,11 @@ async fn cluster_start(flags: &ServeFlags, client: Option<kube::Client>) -> Resu
 fn cluster_create_body(config: Option<&[u8]>, flags: &ClusterFlags) -> Result<Vec<u8>, String> {
     let mut body = match config {
         Some(bytes) => match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(serde_json::Value::Object(o)) if o.contains_key("lb") => {
+                return Err("--config: a configuration document (/config/export) cannot seed cluster mode, whose VIPs \
+                            come from VirtualServices; give the body of /lb/create"
+                    .to_owned())
+            }
             Ok(serde_json::Value::Object(map)) => map,
             Ok(_) => return Err("--config must hold a JSON object (the body of /lb/create)".to_owned()),
             Err(e) => return Err(format!("--config is not JSON: {e}")),
