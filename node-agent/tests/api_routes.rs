@@ -267,7 +267,7 @@ async fn features_check_tells_the_truth() {
         assert_error(&api.call("GET", bad).await, StatusCode::BAD_REQUEST, "INVALID_REQUEST", "feature: ");
     }
     let missing = api.call("GET", "/api/v1/features/check").await;
-    assert_error(&missing, StatusCode::BAD_REQUEST, "INVALID_REQUEST", "missing field `feature`");
+    assert_error(&missing, StatusCode::BAD_REQUEST, "INVALID_REQUEST", "missing parameter `feature`");
     if skip_without_root("features_check_tells_the_truth (install after create)") {
         return;
     }

@@ -76,12 +76,12 @@ async fn vip_and_real_lifecycle() {
     assert_eq!(
         reals.body,
         data(json!([
-            {"address": "10.1.0.1", "weight": 10, "flags": 0},
-            {"address": "10.1.0.2", "weight": 20, "flags": 0},
+            {"address": "10.1.0.1", "weight": 10, "flags": 0, "healthy": true},
+            {"address": "10.1.0.2", "weight": 20, "flags": 0, "healthy": true},
         ]))
     );
     let dns_reals = get_both(&api, "/api/v1/vips/reals", &key("10.0.0.2", 53, 17)).await;
-    assert_eq!(dns_reals.body, data(json!([{"address": "10.1.0.2", "weight": 5, "flags": 0}])));
+    assert_eq!(dns_reals.body, data(json!([{"address": "10.1.0.2", "weight": 5, "flags": 0, "healthy": true}])));
     let index = |address: &'static str| {
         let api = &api;
         async move {
@@ -97,7 +97,7 @@ async fn vip_and_real_lifecycle() {
     // Adding an existing real updates its weight (0 drains it).
     api.add_real(web.clone(), "10.1.0.1", 0).await;
     let reals = get_both(&api, "/api/v1/vips/reals", &key("10.0.0.1", 80, 6)).await;
-    assert_eq!(reals.body["data"][0], json!({"address": "10.1.0.1", "weight": 0, "flags": 0}));
+    assert_eq!(reals.body["data"][0], json!({"address": "10.1.0.1", "weight": 0, "flags": 0, "healthy": true}));
 
     // Batch: add (one new, one update), then delete; indices follow.
     let batch = json!({"vip": web, "action": 0, "reals": [
@@ -111,9 +111,9 @@ async fn vip_and_real_lifecycle() {
     assert_eq!(
         reals.body,
         data(json!([
-            {"address": "10.1.0.1", "weight": 4, "flags": 0},
-            {"address": "10.1.0.2", "weight": 20, "flags": 0},
-            {"address": "10.1.0.3", "weight": 7, "flags": 0},
+            {"address": "10.1.0.1", "weight": 4, "flags": 0, "healthy": true},
+            {"address": "10.1.0.2", "weight": 20, "flags": 0, "healthy": true},
+            {"address": "10.1.0.3", "weight": 7, "flags": 0, "healthy": true},
         ]))
     );
     // Deleting 10.1.0.2 from web keeps it (dns uses it); 10.1.0.9 is not there: not an error.
@@ -125,8 +125,9 @@ async fn vip_and_real_lifecycle() {
     let answer = api.send("DELETE", "/api/v1/vips/reals", gone.clone()).await;
     assert_eq!((answer.status, answer.body), (StatusCode::OK, ok()));
     assert_eq!(index("10.1.0.2").await, -1, "no VIP uses it any more");
+    // Again: already gone, success (katran-server's answer).
     let answer = api.send("DELETE", "/api/v1/vips/reals", gone).await;
-    assert_error(&answer, StatusCode::NOT_FOUND, "NOT_FOUND", "real 10.1.0.2 of VIP 10.0.0.2:53/udp");
+    assert_eq!((answer.status, answer.body), (StatusCode::OK, ok()));
 
     // Real flags: LOCAL_REAL set and cleared; unknown reals are 404.
     for (set, expect) in [(true, 2), (false, 0)] {
@@ -134,7 +135,10 @@ async fn vip_and_real_lifecycle() {
             api.send("PUT", "/api/v1/reals/flags", json!({"address": "10.1.0.3", "flags": 2, "set": set})).await;
         assert_eq!((answer.status, answer.body), (StatusCode::OK, ok()));
         let reals = get_both(&api, "/api/v1/vips/reals", &key("10.0.0.1", 80, 6)).await;
-        assert_eq!(reals.body["data"][1], json!({"address": "10.1.0.3", "weight": 7, "flags": expect}));
+        assert_eq!(
+            reals.body["data"][1],
+            json!({"address": "10.1.0.3", "weight": 7, "flags": expect, "healthy": true})
+        );
     }
     let answer = api.send("PUT", "/api/v1/reals/flags", json!({"address": "10.1.0.77", "flags": 2, "set": true})).await;
     assert_error(&answer, StatusCode::NOT_FOUND, "NOT_FOUND", "real 10.1.0.77");

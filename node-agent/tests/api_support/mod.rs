@@ -55,9 +55,13 @@ impl Api {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let allow = response.headers().get("allow").map(|v| v.to_str().unwrap().to_owned());
+        let response_is_yaml = response.headers().get("content-type").is_some_and(|v| v == "application/x-yaml");
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
         let body = if method == "HEAD" {
             Value::Null
+        } else if response_is_yaml {
+            // /config/export: a YAML file, not an envelope.
+            Value::String(String::from_utf8(bytes.to_vec()).unwrap())
         } else {
             serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 panic!("{method} {uri}: the answer is not JSON ({e}): {}", String::from_utf8_lossy(&bytes))
