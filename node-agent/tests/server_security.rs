@@ -94,6 +94,44 @@ async fn bodies_above_the_limit_are_413() {
     server.stop().await;
 }
 
+/// A client that writes its whole body before reading anything (as Python's
+/// urllib does) still reads the 413: the agent drains the refused body (up to
+/// 4 MiB and 2 s) before it closes, instead of closing with unread input,
+/// which the kernel answers with a reset that destroys the response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_sent_in_full_before_reading_still_gets_its_413() {
+    let server = Server::start(AppOptions { body_limit: 1 << 20, ..options() }).await;
+    let addr = server.addr;
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let body = vec![b' '; 2 << 20];
+        let head = format!(
+            "POST /api/v1/vips HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        // As http.client does: the head, then the body (here a moment later,
+        // so that the server has seen the head before the body arrives).
+        std::thread::sleep(Duration::from_millis(100));
+        stream.write_all(&body).expect("the server reads the whole body: no reset while it is being sent");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).expect("the answer, then a clean close (not a reset)");
+        String::from_utf8(answer).unwrap()
+    })
+    .await
+    .unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a complete response");
+    assert!(head.starts_with("HTTP/1.1 413 Payload Too Large\r\n"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    assert_eq!(
+        body,
+        r#"{"success":false,"error":{"code":"INVALID_REQUEST","message":"request body larger than 1048576 bytes (see --body-limit)"}}"#
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_refuses_mutations_only() {
     let server = Server::start(AppOptions { read_only: true, ..options() }).await;
