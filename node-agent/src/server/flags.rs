@@ -138,7 +138,9 @@ pub struct ServeFlags {
     #[arg(long, value_name = "DURATION", default_value = "30", value_parser = duration::parse)]
     pub read_timeout: Duration,
 
-    /// Time to answer a request once its head arrived. 0: no limit.
+    /// Time a response may take to be written: a write the client leaves
+    /// undrained this long closes the connection. Handlers are never cut
+    /// short (a slow change is applied and answered). 0: no limit.
     #[arg(long, value_name = "DURATION", default_value = "30", value_parser = duration::parse)]
     pub write_timeout: Duration,
 

@@ -1,7 +1,11 @@
-//! Limits on one request: its body size (`--body-limit`), the time to receive
-//! it (`-read-timeout`, from its first byte) and the time to answer it
-//! (`-write-timeout`, from the end of its head), measured as Go's net/http
-//! measures them. Refusals are the API's envelope.
+//! Limits on one request: its body size (`--body-limit`) and the time to
+//! receive it (`-read-timeout`, from its first byte, as Go's net/http measures
+//! it). Refusals are the API's envelope.
+//!
+//! No limit here bounds the handler: `-write-timeout` bounds writing the
+//! response (Go's meaning, applied per connection by `conn`), so a change
+//! that took long is still answered with what happened — never a failure for
+//! a change that was applied, nor a change applied behind a failure.
 //!
 //! The body is read here, in full, before any handler runs: the limit then
 //! holds whatever extractor a handler uses, a slow body meets the read
@@ -32,25 +36,6 @@ use crate::api::error::ApiError;
 pub struct Limits {
     pub body: usize,
     pub read: Option<Duration>,
-    pub write: Option<Duration>,
-}
-
-/// Bounds the time from the end of the request head to the response (Go's
-/// write timeout). A handler still running then is abandoned (its future is
-/// dropped) and the client gets 500 INTERNAL_ERROR rather than Go's silently
-/// closed connection.
-pub async fn write_deadline(State(limits): State<Limits>, req: Request, next: Next) -> Response {
-    let Some(limit) = limits.write else { return next.run(req).await };
-    let start = req.extensions().get::<RequestClock>().map_or_else(Instant::now, |c| c.head_read);
-    match tokio::time::timeout_at(start + limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => {
-            let message =
-                format!("the request was not answered within the write timeout ({})", duration::display(limit));
-            tracing::warn!("{message}");
-            ApiError::internal(message).into_response()
-        }
-    }
 }
 
 /// The lingering close of a body over the limit: read and discard at most

@@ -25,7 +25,9 @@
 //!    (browsers send none with them), and every answer carries the headers;
 //! 6. bearer token (with `--token-file`) → 401 UNAUTHORIZED;
 //! 7. read-only (with `--read-only`) → 403 READ_ONLY;
-//! 8. write deadline → 500 INTERNAL_ERROR; 9. body: size → 413, read deadline → 408.
+//! 8. body: size → 413 (after a bounded drain), read deadline → 408.
+//!
+//! The write timeout bounds writing each response (`conn`), not the handler.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +78,7 @@ pub struct AppOptions {
     pub cors: Option<CorsOrigins>,
     pub request_logging: bool,
     pub panic_recovery: bool,
-    /// The read and write timeouts bound each request here; the listener applies all three per connection.
+    /// The read timeout bounds each request's body here; the listener applies all three per connection.
     pub timeouts: Timeouts,
 }
 
@@ -119,14 +121,12 @@ impl AppOptions {
 /// described in the module documentation. `metrics`: where API requests are
 /// recorded, if anywhere.
 pub fn app(router: Router, options: &AppOptions, metrics: Option<Arc<ApiMetrics>>) -> Router {
-    let request_limits =
-        limits::Limits { body: options.body_limit, read: options.timeouts.read, write: options.timeouts.write };
+    let request_limits = limits::Limits { body: options.body_limit, read: options.timeouts.read };
     // Innermost first: each `layer` wraps everything before it.
     let mut router = router
         // Extractors must agree with --body-limit (axum's default is 2 MB).
         .layer(DefaultBodyLimit::max(options.body_limit))
-        .layer(from_fn_with_state(request_limits, limits::body))
-        .layer(from_fn_with_state(request_limits, limits::write_deadline));
+        .layer(from_fn_with_state(request_limits, limits::body));
     if options.read_only {
         router = router.layer(from_fn(security::read_only));
     }
