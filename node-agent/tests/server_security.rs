@@ -71,7 +71,7 @@ async fn bearer_token_is_required_except_on_health() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_above_the_limit_are_413() {
-    let server = Server::start(options()).await;
+    let server = Server::start(AppOptions { body_limit: 64 * 1024, ..options() }).await;
     let url = server.url("/api/v1/vips");
     let big = vec![b' '; 65 * 1024];
     let (status, body) = json(client().post(&url).body(big).send().await.unwrap()).await;
@@ -91,6 +91,25 @@ async fn bodies_above_the_limit_are_413() {
     // At the limit, the body reaches the handler (which finds no balancer).
     let (status, body) = json(client().post(&url).body(vec![b' '; 64 * 1024]).send().await.unwrap()).await;
     assert_ne!(status, 413, "{body}");
+    server.stop().await;
+}
+
+/// The default limit (1 MiB) takes the largest request the API has: a batch
+/// of `max_reals` (4,096) IPv6 reals as katran's Go client encodes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_limit_takes_a_batch_of_max_reals_ipv6_reals() {
+    let server = Server::start(options()).await;
+    let reals: Vec<_> = (0..4096u32)
+        .map(|i| serde_json::json!({"address": format!("2001:0db8:85a3:0000:0000:8a2e:{:04x}:{:04x}", i >> 16, i & 0xffff), "weight": 1, "flags": 0}))
+        .collect();
+    let batch =
+        serde_json::json!({"vip": {"address": "2001:db8::1", "port": 443, "proto": 6}, "action": 0, "reals": reals});
+    let body = serde_json::to_vec(&batch).unwrap();
+    assert!(body.len() > 300_000, "{} bytes", body.len());
+    let response = client().put(server.url("/api/v1/vips/reals/batch")).body(body).send().await.unwrap();
+    let (status, body) = json(response).await;
+    assert_eq!(status, 503, "the body reaches the handler, which has no balancer: {body}");
+    assert_error(&body, "LB_NOT_INITIALIZED");
     server.stop().await;
 }
 

@@ -87,7 +87,7 @@ impl Default for AppOptions {
         Self {
             allow: vec!["127.0.0.0/8".parse().expect("CIDR"), "::1/128".parse().expect("CIDR")],
             token: None,
-            body_limit: 64 * 1024,
+            body_limit: flags::MAX_BODY_LIMIT as usize,
             read_only: false,
             cors: None,
             request_logging: true,
