@@ -90,7 +90,7 @@ fn attached_balancer_reloads_and_cleans_up() {
         let first_prog = xdp_prog_id(&iface).expect("attached");
 
         assert_eq!(api.data("/api/v1/lb/status").await, json!({"initialized": true, "ready": true}));
-        assert_eq!(api.data("/health/ready").await, json!({"status": "ready"}));
+        assert_eq!(api.data("/health/ready").await, json!({"ready": true, "status": "ready"}));
         for phase in ["/api/v1/lb/load-bpf-progs", "/api/v1/lb/attach-bpf-progs"] {
             let answer = api.call("POST", phase).await;
             assert_eq!((answer.status, answer.body), (StatusCode::OK, ok()), "{phase}");
@@ -173,7 +173,10 @@ fn attached_balancer_reloads_and_cleans_up() {
         // ready any more. Closing with cleanup still removes everything.
         ip(&["link", "del", &iface]);
         assert_eq!(api.data("/api/v1/lb/status").await, json!({"initialized": true, "ready": false}));
-        assert_eq!(api.call("GET", "/health/ready").await.status, StatusCode::SERVICE_UNAVAILABLE);
+        let ready = api.call("GET", "/health/ready").await;
+        assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ready.body["data"], json!({"ready": false, "status": "not_ready", "reason": "not_attached"}));
+        assert_eq!(ready.body["error"]["code"], "LB_NOT_INITIALIZED");
         let answer = api.call("POST", "/api/v1/lb/attach-bpf-progs").await;
         assert_eq!(
             (answer.status, &answer.body["error"]["code"]),

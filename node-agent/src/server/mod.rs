@@ -41,6 +41,7 @@ use ipnet::IpNet;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::api::system::{millis, EffectiveLimits};
 use crate::metrics::ApiMetrics;
 
 mod conn;
@@ -113,6 +114,28 @@ impl AppOptions {
             request_logging: !flags.no_logging,
             panic_recovery: !flags.no_recovery,
             timeouts: Timeouts::from_flags(flags.read_timeout, flags.write_timeout, flags.effective_idle_timeout()),
+        }
+    }
+}
+
+impl AppOptions {
+    /// What these options enforce, as `GET /api/v1/limits/effective` reports
+    /// it; `tls` and `mtls`: whether the listener serves TLS, and requires
+    /// client certificates.
+    pub fn effective_limits(&self, tls: bool, mtls: bool) -> EffectiveLimits {
+        EffectiveLimits {
+            body_limit_bytes: self.body_limit as u64,
+            body_drain_max_bytes: limits::DRAIN_MAX_BYTES,
+            body_drain_max_ms: millis(Some(limits::DRAIN_MAX_TIME)),
+            read_timeout_ms: millis(self.timeouts.read),
+            write_timeout_ms: millis(self.timeouts.write),
+            idle_timeout_ms: millis(self.timeouts.idle),
+            allow_cidrs: self.allow.iter().map(ToString::to_string).collect(),
+            read_only: self.read_only,
+            tls_enabled: tls,
+            mtls_enabled: tls && mtls,
+            token_auth_enabled: self.token.is_some(),
+            cors_enabled: self.cors.is_some(),
         }
     }
 }
