@@ -153,7 +153,7 @@ async fn assert_route_table(api: &Api) {
             assert!(success.is_some(), "{method} {path}: no envelope: {}", answer.body);
         }
         let wrong = api.raw("PATCH", path, Some("{}")).await;
-        assert_error(&wrong, StatusCode::METHOD_NOT_ALLOWED, "INVALID_REQUEST", "method PATCH is not allowed");
+        assert_error(&wrong, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "method PATCH is not allowed");
         let allow = wrong.allow.unwrap_or_else(|| panic!("PATCH {path}: no Allow header"));
         assert!(allow.split(", ").any(|m| m == method), "PATCH {path}: Allow {allow:?} lacks {method}");
     }

@@ -121,3 +121,19 @@ async fn system_info_names_the_build_and_hashes_the_configuration() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_method_is_405_method_not_allowed_with_allow() {
+    let server = Server::start(options()).await;
+    let response = client().patch(server.url("/api/v1/vips")).send().await.unwrap();
+    let allow = response.headers()[reqwest::header::ALLOW].to_str().unwrap().to_owned();
+    let (status, body) = json(response).await;
+    assert_eq!(status, 405);
+    assert_eq!(
+        body,
+        json!({"success": false, "error": {"code": "METHOD_NOT_ALLOWED",
+               "message": format!("method PATCH is not allowed on /api/v1/vips (allowed: {allow})")}})
+    );
+    assert_eq!(allow, "DELETE, GET, HEAD, POST");
+    server.stop().await;
+}
