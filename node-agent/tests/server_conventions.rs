@@ -123,6 +123,21 @@ async fn system_info_names_the_build_and_hashes_the_configuration() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_is_accepted_as_bearer_or_bare() {
+    let server = Server::start(AppOptions { token: Some(Token::new("t0ken-Secret").unwrap()), ..options() }).await;
+    for good in ["Bearer t0ken-Secret", "bearer t0ken-Secret", "t0ken-Secret"] {
+        let (status, body) = get(&server, "/api/v1/vips", Some(good)).await;
+        assert_eq!(status, 503, "{good}: reaches the handler: {body}");
+    }
+    for wrong in ["Bearer t0ken-Secre", "t0ken-Secret2", "Basic t0ken-Secret", "Bearert0ken-Secret", ""] {
+        let (status, body) = get(&server, "/api/v1/vips", Some(wrong)).await;
+        assert_eq!(status, 401, "{wrong:?}");
+        assert_error(&body, "UNAUTHORIZED");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_method_is_405_method_not_allowed_with_allow() {
     let server = Server::start(options()).await;
     let response = client().patch(server.url("/api/v1/vips")).send().await.unwrap();

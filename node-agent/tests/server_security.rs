@@ -49,7 +49,7 @@ async fn bearer_token_is_required_except_on_health() {
     assert_eq!(status, 401);
     assert!(assert_error(&body, "UNAUTHORIZED").contains("missing"));
 
-    for wrong in ["Bearer t0ken-Secre", "Bearer t0ken-Secret2", "Basic t0ken-Secret", "t0ken-Secret"] {
+    for wrong in ["Bearer t0ken-Secre", "Bearer t0ken-Secret2", "Basic t0ken-Secret", "t0ken-Secre"] {
         let (status, body) = json(client().get(&vips).header(AUTHORIZATION, wrong).send().await.unwrap()).await;
         assert_eq!(status, 401, "{wrong}");
         assert!(assert_error(&body, "UNAUTHORIZED").contains("invalid"), "{wrong}");
