@@ -123,6 +123,29 @@ async fn system_info_names_the_build_and_hashes_the_configuration() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailing_slashes_are_trimmed_before_routing() {
+    let server = Server::start(AppOptions { token: Some(Token::new("tok").unwrap()), ..options() }).await;
+    // Routed as /api/v1/vips (no balancer yet), and /health/ stays open.
+    let (status, body) = get(&server, "/api/v1/vips/", Some("Bearer tok")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_error(&body, "LB_NOT_INITIALIZED");
+    let (status, body) = get(&server, "/health/", None).await;
+    assert_eq!((status, &body["data"]["status"]), (200, &json!("ok")), "{body}");
+    // 404 and 405 name the trimmed path.
+    let (status, body) = get(&server, "/no/such/path/", Some("Bearer tok")).await;
+    assert_eq!(status, 404);
+    assert_eq!(assert_error(&body, "NOT_FOUND"), "no endpoint GET /no/such/path");
+    let response = client().patch(server.url("/api/v1/vips/")).bearer_auth("tok").send().await.unwrap();
+    let (status, body) = json(response).await;
+    assert_eq!(status, 405);
+    assert!(assert_error(&body, "METHOD_NOT_ALLOWED").contains("on /api/v1/vips ("), "{body}");
+    // "/" itself is left alone.
+    let (status, _) = get(&server, "/", Some("Bearer tok")).await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_is_accepted_as_bearer_or_bare() {
     let server = Server::start(AppOptions { token: Some(Token::new("t0ken-Secret").unwrap()), ..options() }).await;
     for good in ["Bearer t0ken-Secret", "bearer t0ken-Secret", "t0ken-Secret"] {

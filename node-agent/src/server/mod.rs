@@ -13,9 +13,10 @@
 //! - `standalone`: [`serve`], the standalone program from its flags;
 //!   `signal`: SIGTERM and SIGINT.
 //!
-//! The layers run after routing (`Router::layer`), so the metrics see the
-//! matched route, and unknown paths and methods still get the router's
-//! envelope. Outermost first:
+//! Trailing slashes are trimmed before routing (the admin conventions). The
+//! layers run after routing (`Router::layer`), so the metrics see the matched
+//! route, and unknown paths and methods still get the router's envelope.
+//! Outermost first:
 //!
 //! 1. access log (unless `-no-logging`);
 //! 2. API metrics (when a metrics listener exists);
@@ -33,9 +34,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::extract::Request;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::Method;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::http::Uri;
+use axum::middleware::{from_fn, from_fn_with_state, map_request};
 use axum::Router;
 use ipnet::IpNet;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -169,7 +172,35 @@ pub fn app(router: Router, options: &AppOptions, metrics: Option<Arc<ApiMetrics>
     if options.request_logging {
         router = router.layer(from_fn(observe::log_request));
     }
-    router
+    // Before routing, so outside the router: its layers run after routing.
+    Router::new().fallback_service(router).layer(map_request(trim_trailing_slash))
+}
+
+/// The admin conventions' path normalization: trailing slashes are trimmed
+/// from paths longer than `/` before routing (`/api/v1/vips/` is
+/// `/api/v1/vips`, and 404/405 answers name the trimmed path). The query
+/// string is kept.
+async fn trim_trailing_slash(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if path.len() <= 1 || !path.ends_with('/') {
+        return req;
+    }
+    let trimmed = match path.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
+    };
+    let path_and_query = match req.uri().query() {
+        Some(query) => format!("{trimmed}?{query}"),
+        None => trimmed.to_owned(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
 }
 
 /// CORS as katran-server offers it (its methods; JSON bodies and the token
