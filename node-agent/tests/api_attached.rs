@@ -93,7 +93,7 @@ fn attached_balancer_reloads_and_cleans_up() {
             api.data("/api/v1/lb/status").await,
             json!({"initialized": true, "ready": true, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}})
         );
-        assert_eq!(api.data("/health/ready").await, json!({"status": "ready"}));
+        assert_eq!(api.data("/health/ready").await, json!({"ready": true, "status": "ready"}));
         for phase in ["/api/v1/lb/load-bpf-progs", "/api/v1/lb/attach-bpf-progs"] {
             let answer = api.call("POST", phase).await;
             assert_eq!((answer.status, answer.body), (StatusCode::OK, ok()), "{phase}");
@@ -181,11 +181,11 @@ fn attached_balancer_reloads_and_cleans_up() {
         // Attached is what the kernel says: with the interface gone, the balancer is not
         // ready any more. Closing with cleanup still removes everything.
         ip(&["link", "del", &iface]);
-        assert_eq!(
-            api.data("/api/v1/lb/status").await,
-            json!({"initialized": true, "ready": false, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}})
-        );
-        assert_eq!(api.call("GET", "/health/ready").await.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(api.data("/api/v1/lb/status").await, json!({"initialized": true, "ready": false, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}}));
+        let ready = api.call("GET", "/health/ready").await;
+        assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ready.body["data"], json!({"ready": false, "status": "not_ready", "reason": "not_attached"}));
+        assert_eq!(ready.body["error"]["code"], "LB_NOT_INITIALIZED");
         let answer = api.call("POST", "/api/v1/lb/attach-bpf-progs").await;
         assert_eq!(
             (answer.status, &answer.body["error"]["code"]),

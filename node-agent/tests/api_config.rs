@@ -106,7 +106,10 @@ async fn the_export_describes_everything_and_rebuilds_it() {
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(api.send("PUT", "/api/v1/utils/mac", json!({"mac": "02:aa:bb:cc:dd:ee"})).await.status, StatusCode::OK);
 
-    let doc = api.data("/api/v1/config/export/json").await;
+    let mut doc = api.data("/api/v1/config/export/json").await;
+    // `server`: the agent's effective settings, as /limits/effective reports them.
+    let server = doc.as_object_mut().unwrap().remove("server").unwrap();
+    assert_eq!(server, api.data("/api/v1/limits/effective").await);
     let real = |address: &str, weight: u32| json!({"address": address, "weight": weight, "flags": 0, "healthy": true});
     assert_eq!(
         doc,
@@ -146,6 +149,7 @@ async fn the_export_describes_everything_and_rebuilds_it() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(content_type.as_deref(), Some("application/x-yaml"));
     assert_eq!(disposition.as_deref(), Some("attachment; filename=\"katran-config.yaml\""));
+    doc["server"] = server;
     assert_eq!(serde_yaml::from_str::<Value>(&yaml).unwrap(), doc);
 
     // The round trip: the file rebuilds the same state on a fresh agent.

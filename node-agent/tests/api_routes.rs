@@ -104,7 +104,12 @@ const CURRENT_ENDPOINTS: &[(&str, &str)] = &[
 ];
 
 /// weir's additions to the document.
-const WEIR_ENDPOINTS: &[(&str, &str)] = &[("GET", "/health/ready"), ("GET", "/api/v1/openapi.json")];
+const WEIR_ENDPOINTS: &[(&str, &str)] = &[
+    ("GET", "/health/ready"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/api/v1/system/info"),
+    ("GET", "/api/v1/limits/effective"),
+];
 
 /// The endpoints of features the datapath lacks, and the feature each names.
 const DISABLED: &[(&str, &str, &str)] = &[
@@ -168,7 +173,7 @@ async fn assert_route_table(api: &Api) {
             assert!(success.is_some(), "{method} {path}: no envelope: {}", answer.body);
         }
         let wrong = api.raw("PATCH", path, Some("{}")).await;
-        assert_error(&wrong, StatusCode::METHOD_NOT_ALLOWED, "INVALID_REQUEST", "method PATCH is not allowed");
+        assert_error(&wrong, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "method PATCH is not allowed");
         let allow = wrong.allow.unwrap_or_else(|| panic!("PATCH {path}: no Allow header"));
         assert!(allow.split(", ").any(|m| m == method), "PATCH {path}: Allow {allow:?} lacks {method}");
     }
@@ -280,9 +285,17 @@ async fn features_check_tells_the_truth() {
 async fn health_and_readiness() {
     let api = Api::new();
     let health = api.call("GET", "/health").await;
-    assert_eq!((health.status, health.body), (StatusCode::OK, data(json!({"status": "ok"}))));
+    assert_eq!((health.status, health.body), (StatusCode::OK, data(json!({"status": "ok", "read_only": false}))));
+    // 503 keeps katran's error envelope and carries the readiness data too.
     let ready = api.call("GET", "/health/ready").await;
-    assert_error(&ready, StatusCode::SERVICE_UNAVAILABLE, "LB_NOT_INITIALIZED", "not ready: no balancer yet");
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        ready.body,
+        json!({"success": false,
+               "error": {"code": "LB_NOT_INITIALIZED",
+                         "message": "not ready: no balancer yet (POST /api/v1/lb/create, or start with --config)"},
+               "data": {"ready": false, "status": "not_ready", "reason": "no_balancer"}})
+    );
     let status = api.call("GET", "/api/v1/lb/status").await;
     assert_eq!((status.status, status.body), (StatusCode::OK, data(json!({"initialized": false, "ready": false}))));
     if skip_without_root("health_and_readiness (after create)") {
@@ -290,9 +303,9 @@ async fn health_and_readiness() {
     }
     api.create().await;
     let ready = api.call("GET", "/health/ready").await;
-    assert_eq!((ready.status, ready.body), (StatusCode::OK, data(json!({"status": "ready"}))));
+    assert_eq!((ready.status, ready.body), (StatusCode::OK, data(json!({"ready": true, "status": "ready"}))));
     let health = api.call("GET", "/health").await;
-    assert_eq!((health.status, health.body), (StatusCode::OK, data(json!({"status": "ok"}))));
+    assert_eq!((health.status, health.body), (StatusCode::OK, data(json!({"status": "ok", "read_only": false}))));
 }
 
 #[tokio::test]

@@ -67,7 +67,10 @@ async fn metrics_report_the_datapath_and_the_api() {
         let r = reqwest::get(format!("http://{metrics_addr}{path}")).await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     };
-    assert_eq!(probe("/health").await, (200, r#"{"success":true,"data":{"status":"ok"}}"#.to_owned()));
+    assert_eq!(
+        probe("/health").await,
+        (200, r#"{"success":true,"data":{"status":"ok","read_only":false}}"#.to_owned())
+    );
     assert_eq!(probe("/health/ready").await.0, 503);
     assert_sample(&text, "weir_agent_balancer_initialized", 0);
     assert!(!text.contains("weir_agent_vip_packets_total{"), "no datapath series before /lb/create");

@@ -49,7 +49,7 @@ async fn bearer_token_is_required_except_on_health() {
     assert_eq!(status, 401);
     assert!(assert_error(&body, "UNAUTHORIZED").contains("missing"));
 
-    for wrong in ["Bearer t0ken-Secre", "Bearer t0ken-Secret2", "Basic t0ken-Secret", "t0ken-Secret"] {
+    for wrong in ["Bearer t0ken-Secre", "Bearer t0ken-Secret2", "Basic t0ken-Secret", "t0ken-Secre"] {
         let (status, body) = json(client().get(&vips).header(AUTHORIZATION, wrong).send().await.unwrap()).await;
         assert_eq!(status, 401, "{wrong}");
         assert!(assert_error(&body, "UNAUTHORIZED").contains("invalid"), "{wrong}");
@@ -71,7 +71,7 @@ async fn bearer_token_is_required_except_on_health() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_above_the_limit_are_413() {
-    let server = Server::start(options()).await;
+    let server = Server::start(AppOptions { body_limit: 64 * 1024, ..options() }).await;
     let url = server.url("/api/v1/vips");
     let big = vec![b' '; 65 * 1024];
     let (status, body) = json(client().post(&url).body(big).send().await.unwrap()).await;
@@ -91,6 +91,63 @@ async fn bodies_above_the_limit_are_413() {
     // At the limit, the body reaches the handler (which finds no balancer).
     let (status, body) = json(client().post(&url).body(vec![b' '; 64 * 1024]).send().await.unwrap()).await;
     assert_ne!(status, 413, "{body}");
+    server.stop().await;
+}
+
+/// The default limit (1 MiB) takes the largest request the API has: a batch
+/// of `max_reals` (4,096) IPv6 reals as katran's Go client encodes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_limit_takes_a_batch_of_max_reals_ipv6_reals() {
+    let server = Server::start(options()).await;
+    let reals: Vec<_> = (0..4096u32)
+        .map(|i| serde_json::json!({"address": format!("2001:0db8:85a3:0000:0000:8a2e:{:04x}:{:04x}", i >> 16, i & 0xffff), "weight": 1, "flags": 0}))
+        .collect();
+    let batch =
+        serde_json::json!({"vip": {"address": "2001:db8::1", "port": 443, "proto": 6}, "action": 0, "reals": reals});
+    let body = serde_json::to_vec(&batch).unwrap();
+    assert!(body.len() > 300_000, "{} bytes", body.len());
+    let response = client().put(server.url("/api/v1/vips/reals/batch")).body(body).send().await.unwrap();
+    let (status, body) = json(response).await;
+    assert_eq!(status, 503, "the body reaches the handler, which has no balancer: {body}");
+    assert_error(&body, "LB_NOT_INITIALIZED");
+    server.stop().await;
+}
+
+/// A client that writes its whole body before reading anything (as Python's
+/// urllib does) still reads the 413: the agent drains the refused body (up to
+/// 4 MiB and 2 s) before it closes, instead of closing with unread input,
+/// which the kernel answers with a reset that destroys the response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_sent_in_full_before_reading_still_gets_its_413() {
+    let server = Server::start(AppOptions { body_limit: 1 << 20, ..options() }).await;
+    let addr = server.addr;
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let body = vec![b' '; 2 << 20];
+        let head = format!(
+            "POST /api/v1/vips HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        // As http.client does: the head, then the body (here a moment later,
+        // so that the server has seen the head before the body arrives).
+        std::thread::sleep(Duration::from_millis(100));
+        stream.write_all(&body).expect("the server reads the whole body: no reset while it is being sent");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).expect("the answer, then a clean close (not a reset)");
+        String::from_utf8(answer).unwrap()
+    })
+    .await
+    .unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a complete response");
+    assert!(head.starts_with("HTTP/1.1 413 Payload Too Large\r\n"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    assert_eq!(
+        body,
+        r#"{"success":false,"error":{"code":"INVALID_REQUEST","message":"request body larger than 1048576 bytes (see --body-limit)"}}"#
+    );
     server.stop().await;
 }
 

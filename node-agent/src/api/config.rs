@@ -10,7 +10,8 @@
 //! lists are identical share a target group (`group-0`, `group-1`, ... in VIP
 //! order), so identical sets never split. weir's additions: `lb.mtu`, and each
 //! VIP's `hash_function` (Katran's document has one for the whole balancer).
-//! `server` is the agent's effective server settings.
+//! `server` is the agent's effective server settings (`/limits/effective`'s
+//! document; informational, not imported).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -260,7 +261,7 @@ fn export(state: &ApiState, lb: &Balancer) -> ConfigDocument {
         });
     }
     ConfigDocument {
-        server: state.server_settings.as_ref().map(|s| s.as_ref().clone()),
+        server: serde_json::to_value(state.system.limits()).ok(),
         lb: lb_section,
         target_groups: groups.into_iter().enumerate().map(|(i, g)| (format!("group-{i}"), g)).collect(),
         vips,

@@ -37,7 +37,10 @@ pub(super) fn describe(docs: impl Iterator<Item = OpenApi>) -> OpenApi {
     for item in api.paths.paths.values_mut() {
         for op in operations_mut(item) {
             for (status, what) in [
-                ("4XX", "Bad request (INVALID_REQUEST), NOT_FOUND, ALREADY_EXISTS, wrong method (405)"),
+                (
+                    "4XX",
+                    "Bad request (INVALID_REQUEST), NOT_FOUND, ALREADY_EXISTS, METHOD_NOT_ALLOWED (405, with Allow)",
+                ),
                 ("5XX", "LB_NOT_INITIALIZED, BPF_FAILED, FEATURE_DISABLED, SPACE_EXHAUSTED, INTERNAL_ERROR"),
             ] {
                 op.responses.responses.entry(status.to_owned()).or_insert_with(|| {

@@ -69,6 +69,7 @@ pub fn status_of(code: &str) -> StatusCode {
         "INVALID_REQUEST" => StatusCode::BAD_REQUEST,
         "UNAUTHORIZED" => StatusCode::UNAUTHORIZED,
         "NOT_FOUND" => StatusCode::NOT_FOUND,
+        "METHOD_NOT_ALLOWED" => StatusCode::METHOD_NOT_ALLOWED,
         "ALREADY_EXISTS" => StatusCode::CONFLICT,
         "SPACE_EXHAUSTED" => StatusCode::INSUFFICIENT_STORAGE,
         "FEATURE_DISABLED" => StatusCode::NOT_IMPLEMENTED,

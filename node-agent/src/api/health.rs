@@ -5,13 +5,22 @@
 //! new agent of a rolling update is Ready only when it forwards what the old
 //! one did). Both are also served on the metrics listener, for kubelet probes
 //! that the API's allowlist would refuse.
+//!
+//! Bodies, as the admin conventions have them: `/health` is
+//! `{"status": "ok", "read_only": bool}`; `/health/ready` is
+//! `{"ready": true, "status": "ready"}`, or a 503 in katran's error envelope
+//! (LB_NOT_INITIALIZED, the human message) that also carries
+//! `data: {"ready": false, "status": "not_ready", "reason"}` with a
+//! machine-readable reason.
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::error::ApiError;
-use super::reply::{Data, Failure, Success};
-use super::types::HealthStatus;
+use super::reply::{Data, ErrorDetail, Success};
 use super::ApiState;
 use crate::dataplane::Balancer;
 
@@ -22,38 +31,83 @@ pub(super) fn is_ready(lb: &Balancer) -> bool {
     lb.is_attached() || lb.config().testing
 }
 
-/// Liveness: the agent is running.
+/// `/health` data (the admin conventions' `HealthData`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Health {
+    /// Always "ok".
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    /// Whether the agent refuses changes (`--read-only`).
+    pub read_only: bool,
+}
+
+/// `/health/ready` data, in both states (the conventions' `HealthReadyData`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    /// "ready" or "not_ready".
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// Why not ready, machine-readable: `no_balancer`, `cluster_not_synced`
+    /// or `not_attached`; absent when ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "no_balancer")]
+    pub reason: Option<&'static str>,
+}
+
+/// The 503 of `/health/ready`: katran-server's error envelope (code
+/// LB_NOT_INITIALIZED, the human message) that also carries the readiness
+/// `data`, so probes and operators read the same fields in both states.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotReady {
+    /// Always false.
+    pub success: bool,
+    pub error: ErrorDetail,
+    pub data: Readiness,
+}
+
+impl IntoResponse for NotReady {
+    fn into_response(self) -> Response {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(self)).into_response()
+    }
+}
+
+fn not_ready(reason: &'static str, message: impl Into<String>) -> NotReady {
+    NotReady {
+        success: false,
+        error: ErrorDetail { code: "LB_NOT_INITIALIZED".to_owned(), message: message.into() },
+        data: Readiness { ready: false, status: "not_ready", reason: Some(reason) },
+    }
+}
+
+/// Liveness: the agent is running (and whether it is read-only).
 #[utoipa::path(get, path = "/health", tag = "health",
-    responses((status = 200, description = "The agent is running", body = Success<HealthStatus>)))]
-async fn health() -> Data<HealthStatus> {
-    Data(HealthStatus { status: "ok".to_owned() })
+    responses((status = 200, description = "The agent is running", body = Success<Health>)))]
+async fn health(State(state): State<ApiState>) -> Data<Health> {
+    Data(Health { status: "ok", read_only: state.system.limits().read_only })
 }
 
 /// Readiness: a balancer exists and is attached (or exists in testing mode).
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
-        (status = 200, description = "Ready", body = Success<HealthStatus>),
-        (status = 503, description = "Not ready (LB_NOT_INITIALIZED), with the reason", body = Failure),
+        (status = 200, description = "Ready", body = Success<Readiness>),
+        (status = 503, description = "Not ready (LB_NOT_INITIALIZED), with the reason", body = NotReady),
     ))]
-async fn health_ready(State(state): State<ApiState>) -> Result<Data<HealthStatus>, ApiError> {
+async fn health_ready(State(state): State<ApiState>) -> Result<Data<Readiness>, NotReady> {
     let guard = state.read_lock();
     match guard.as_ref() {
-        None => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "LB_NOT_INITIALIZED",
-            "not ready: no balancer yet (POST /api/v1/lb/create, or start with --config)",
-        )),
+        None => {
+            Err(not_ready("no_balancer", "not ready: no balancer yet (POST /api/v1/lb/create, or start with --config)"))
+        }
         Some(_) if state.cluster.as_ref().is_some_and(|r| !r.lock().unwrap_or_else(|e| e.into_inner()).synced()) => {
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "LB_NOT_INITIALIZED",
+            Err(not_ready(
+                "cluster_not_synced",
                 "not ready: cluster mode has not programmed the cluster's VirtualServices yet",
             ))
         }
-        Some(lb) if is_ready(lb) => Ok(Data(HealthStatus { status: "ready".to_owned() })),
-        Some(lb) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "LB_NOT_INITIALIZED",
+        Some(lb) if is_ready(lb) => Ok(Data(Readiness { ready: true, status: "ready", reason: None })),
+        Some(lb) => Err(not_ready(
+            "not_attached",
             format!("not ready: the balancer is not attached to {}", lb.config().main_interface),
         )),
     }

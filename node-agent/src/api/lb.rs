@@ -112,9 +112,11 @@ async fn lb_reload(
             "config: reloading with another configuration is not supported; POST /lb/close, then /lb/create",
         ));
     }
+    let system = state.system.clone();
     // Loading runs the verifier: off the async workers.
     tokio::task::spawn_blocking(move || state.write(|lb| lb.reload()))
         .await
         .map_err(|e| ApiError::internal(format!("reload: {e}")))??;
+    system.count_reload();
     Ok(Done)
 }

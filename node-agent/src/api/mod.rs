@@ -14,6 +14,7 @@
 //! - `disabled`: the endpoints of features the datapath does not have yet
 //!   (QUIC, source routing, inline decap, healthchecks, monitor, ...): 501;
 //! - `health`: `/health` (liveness), `/health/ready` (readiness);
+//! - `system`: `/system/info` and `/limits/effective` (what the agent is and enforces);
 //! - `docs`: `/api/v1/openapi.json`;
 //! - `types` (wire DTOs), `reply` (the success envelope), `error` (the error
 //!   envelope), `extract` (body and query extractors), `state` (balancer
@@ -72,6 +73,7 @@ mod reply;
 mod routes;
 mod state;
 mod stats;
+pub mod system;
 pub mod types;
 mod utils;
 mod vips;
@@ -98,9 +100,9 @@ pub struct ApiState {
     /// In cluster mode: who owns which VIP. REST changes to VIPs (and real
     /// addresses) that VirtualServices own are refused, naming the owner.
     pub cluster: Option<Arc<Mutex<Reconciler>>>,
-    /// The agent's effective server settings, for `/config/export`'s `server`
-    /// section (`None`: the section is left out).
-    pub server_settings: Option<Arc<serde_json::Value>>,
+    /// What the agent is and enforces (`/health`'s read_only,
+    /// `/system/info`, `/limits/effective`), and its reload count.
+    pub system: Arc<system::System>,
 }
 
 /// Pinning locations for balancers created through the API.
@@ -148,5 +150,6 @@ const RESOURCES: &[Resource] = &[
     Resource { routes: lru::routes, doc: lru::doc },
     Resource { routes: utils::routes, doc: utils::doc },
     Resource { routes: features::routes, doc: features::doc },
+    Resource { routes: system::routes, doc: system::doc },
     Resource { routes: disabled::routes, doc: disabled::doc },
 ];

@@ -104,13 +104,13 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found(format!("no endpoint {method} {}", uri.path()))
 }
 
-/// katran-server has no code for a wrong method: 405 with INVALID_REQUEST
-/// (the request is invalid for this path), and the `Allow` header HTTP asks for.
+/// katran-server has no code for a wrong method: 405 with the admin
+/// conventions' METHOD_NOT_ALLOWED, and the `Allow` header HTTP asks for.
 fn method_not_allowed(allowed: &BTreeMap<String, BTreeSet<&'static str>>, method: &Method, uri: &Uri) -> Response {
     let methods = allowed.get(uri.path()).map(|m| m.iter().copied().collect::<Vec<_>>().join(", ")).unwrap_or_default();
     let error = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "INVALID_REQUEST",
+        "METHOD_NOT_ALLOWED",
         format!("method {method} is not allowed on {} (allowed: {methods})", uri.path()),
     );
     let mut response = error.into_response();

@@ -14,8 +14,11 @@
 //! - idle timeout: with no request in flight, a connection silent for this long
 //!   is closed (HTTP/1 and HTTP/2);
 //! - write timeout: a write the peer does not drain for this long fails the
-//!   connection ([`TimedIo`]); the time to produce a response is bounded by the
-//!   `limits` middleware.
+//!   connection ([`TimedIo`]). That is all it bounds: writing the response, as
+//!   Go's net/http bounds the handler's output. The handler itself runs to
+//!   its end and its answer is sent: a change that took longer than the write
+//!   timeout was made, and is never reported as failed (Go would not answer
+//!   at all; katran-server's handlers are never cut short either).
 
 use std::future::Future;
 use std::io;

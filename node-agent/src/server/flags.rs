@@ -44,9 +44,11 @@ const VALUE_FLAGS: &[&str] = &[
     "xdp-mode",
 ];
 
-/// The largest accepted `--body-limit`: the API's biggest request (a batch of
-/// reals) is far below it, and every body is buffered in memory.
-pub const MAX_BODY_LIMIT: u64 = 64 << 20;
+/// `--body-limit`'s default and largest value, 1 MiB (the admin conventions'
+/// range is [1, 1 MiB]): the API's biggest request, a batch of `max_reals`
+/// (4,096) IPv6 reals as katran's Go client encodes it, is about 310 KB, and
+/// every body is buffered in memory.
+pub const MAX_BODY_LIMIT: u64 = 1 << 20;
 
 /// Rewrites `-flag`, `-flag=value` into `--flag`, `--flag=value`, up to the
 /// first positional argument (a subcommand such as `decap` keeps its arguments
@@ -138,7 +140,9 @@ pub struct ServeFlags {
     #[arg(long, value_name = "DURATION", default_value = "30", value_parser = duration::parse)]
     pub read_timeout: Duration,
 
-    /// Time to answer a request once its head arrived. 0: no limit.
+    /// Time a response may take to be written: a write the client leaves
+    /// undrained this long closes the connection. Handlers are never cut
+    /// short (a slow change is applied and answered). 0: no limit.
     #[arg(long, value_name = "DURATION", default_value = "30", value_parser = duration::parse)]
     pub write_timeout: Duration,
 
@@ -173,8 +177,8 @@ pub struct ServeFlags {
     #[arg(long, value_name = "FILE", value_parser = non_empty_path)]
     pub token_file: Option<PathBuf>,
 
-    /// Largest accepted request body, in bytes (larger: 413).
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024,
+    /// Largest accepted request body, in bytes, 1 to 1048576 (larger bodies: 413).
+    #[arg(long, value_name = "BYTES", default_value_t = MAX_BODY_LIMIT,
           value_parser = clap::value_parser!(u64).range(1..=MAX_BODY_LIMIT))]
     pub body_limit: u64,
 

@@ -29,22 +29,21 @@ use tower::ServiceExt;
 use super::conn::{watchdog, ConnClock, Expiry, TimedIo, Timeouts, Tracked};
 
 /// When a request began (its first byte, as near as the connection knows), for
-/// deadlines measured like Go's: the read timeout from there, the write timeout
-/// from the end of its head.
+/// the read timeout measured like Go's: from there.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestClock {
     pub began: Instant,
-    pub head_read: Instant,
 }
 
-/// How long shutdown waits for in-flight requests when there is no write
-/// timeout to bound them.
-const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// How long shutdown waits for in-flight requests. No timeout bounds a
+/// handler (the write timeout bounds writing its answer), so this does;
+/// Kubernetes' default termination grace period is as long.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting,
-/// lets in-flight requests finish (up to the write timeout, or 30 s without
-/// one) and closes idle connections. With `tls`, every connection must
-/// complete a TLS handshake (within the read timeout) first.
+/// lets in-flight requests finish (for up to 30 s) and closes idle
+/// connections. With `tls`, every connection must complete a TLS handshake
+/// (within the read timeout) first.
 pub async fn run(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -76,7 +75,7 @@ pub async fn run(
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    let grace = timeouts.write.unwrap_or(DEFAULT_GRACE);
+    let grace = SHUTDOWN_GRACE;
     let drained = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(connections = conns.len(), "shutdown: closing connections still busy after {grace:?}");
@@ -147,7 +146,7 @@ impl Conn {
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let (began, guard) = service_clock.request_started();
             req.extensions_mut().insert(ConnectInfo(peer));
-            req.extensions_mut().insert(RequestClock { began, head_read: Instant::now() });
+            req.extensions_mut().insert(RequestClock { began });
             let app = app.clone();
             async move {
                 let Ok(response) = app.oneshot(req).await;

@@ -13,9 +13,10 @@
 //! - `standalone`: [`serve`], the standalone program from its flags;
 //!   `signal`: SIGTERM and SIGINT.
 //!
-//! The layers run after routing (`Router::layer`), so the metrics see the
-//! matched route, and unknown paths and methods still get the router's
-//! envelope. Outermost first:
+//! Trailing slashes are trimmed before routing (the admin conventions). The
+//! layers run after routing (`Router::layer`), so the metrics see the matched
+//! route, and unknown paths and methods still get the router's envelope.
+//! Outermost first:
 //!
 //! 1. access log (unless `-no-logging`);
 //! 2. API metrics (when a metrics listener exists);
@@ -25,20 +26,25 @@
 //!    (browsers send none with them), and every answer carries the headers;
 //! 6. bearer token (with `--token-file`) → 401 UNAUTHORIZED;
 //! 7. read-only (with `--read-only`) → 403 READ_ONLY;
-//! 8. write deadline → 500 INTERNAL_ERROR; 9. body: size → 413, read deadline → 408.
+//! 8. body: size → 413 (after a bounded drain), read deadline → 408.
+//!
+//! The write timeout bounds writing each response (`conn`), not the handler.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::extract::Request;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::Method;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::http::Uri;
+use axum::middleware::{from_fn, from_fn_with_state, map_request};
 use axum::Router;
 use ipnet::IpNet;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::api::system::{millis, EffectiveLimits};
 use crate::metrics::ApiMetrics;
 
 mod conn;
@@ -76,7 +82,7 @@ pub struct AppOptions {
     pub cors: Option<CorsOrigins>,
     pub request_logging: bool,
     pub panic_recovery: bool,
-    /// The read and write timeouts bound each request here; the listener applies all three per connection.
+    /// The read timeout bounds each request's body here; the listener applies all three per connection.
     pub timeouts: Timeouts,
 }
 
@@ -85,7 +91,7 @@ impl Default for AppOptions {
         Self {
             allow: vec!["127.0.0.0/8".parse().expect("CIDR"), "::1/128".parse().expect("CIDR")],
             token: None,
-            body_limit: 64 * 1024,
+            body_limit: flags::MAX_BODY_LIMIT as usize,
             read_only: false,
             cors: None,
             request_logging: true,
@@ -115,18 +121,38 @@ impl AppOptions {
     }
 }
 
+impl AppOptions {
+    /// What these options enforce, as `GET /api/v1/limits/effective` reports
+    /// it; `tls` and `mtls`: whether the listener serves TLS, and requires
+    /// client certificates.
+    pub fn effective_limits(&self, tls: bool, mtls: bool) -> EffectiveLimits {
+        EffectiveLimits {
+            body_limit_bytes: self.body_limit as u64,
+            body_drain_max_bytes: limits::DRAIN_MAX_BYTES,
+            body_drain_max_ms: millis(Some(limits::DRAIN_MAX_TIME)),
+            read_timeout_ms: millis(self.timeouts.read),
+            write_timeout_ms: millis(self.timeouts.write),
+            idle_timeout_ms: millis(self.timeouts.idle),
+            allow_cidrs: self.allow.iter().map(ToString::to_string).collect(),
+            read_only: self.read_only,
+            tls_enabled: tls,
+            mtls_enabled: tls && mtls,
+            token_auth_enabled: self.token.is_some(),
+            cors_enabled: self.cors.is_some(),
+        }
+    }
+}
+
 /// Wraps the API router (or any router: tests add routes) in the layer stack
 /// described in the module documentation. `metrics`: where API requests are
 /// recorded, if anywhere.
 pub fn app(router: Router, options: &AppOptions, metrics: Option<Arc<ApiMetrics>>) -> Router {
-    let request_limits =
-        limits::Limits { body: options.body_limit, read: options.timeouts.read, write: options.timeouts.write };
+    let request_limits = limits::Limits { body: options.body_limit, read: options.timeouts.read };
     // Innermost first: each `layer` wraps everything before it.
     let mut router = router
         // Extractors must agree with --body-limit (axum's default is 2 MB).
         .layer(DefaultBodyLimit::max(options.body_limit))
-        .layer(from_fn_with_state(request_limits, limits::body))
-        .layer(from_fn_with_state(request_limits, limits::write_deadline));
+        .layer(from_fn_with_state(request_limits, limits::body));
     if options.read_only {
         router = router.layer(from_fn(security::read_only));
     }
@@ -146,7 +172,35 @@ pub fn app(router: Router, options: &AppOptions, metrics: Option<Arc<ApiMetrics>
     if options.request_logging {
         router = router.layer(from_fn(observe::log_request));
     }
-    router
+    // Before routing, so outside the router: its layers run after routing.
+    Router::new().fallback_service(router).layer(map_request(trim_trailing_slash))
+}
+
+/// The admin conventions' path normalization: trailing slashes are trimmed
+/// from paths longer than `/` before routing (`/api/v1/vips/` is
+/// `/api/v1/vips`, and 404/405 answers name the trimmed path). The query
+/// string is kept.
+async fn trim_trailing_slash(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if path.len() <= 1 || !path.ends_with('/') {
+        return req;
+    }
+    let trimmed = match path.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
+    };
+    let path_and_query = match req.uri().query() {
+        Some(query) => format!("{trimmed}?{query}"),
+        None => trimmed.to_owned(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
 }
 
 /// CORS as katran-server offers it (its methods; JSON bodies and the token

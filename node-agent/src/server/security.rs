@@ -5,7 +5,7 @@
 //! | check | status | code | why this code |
 //! |---|---|---|---|
 //! | source allowlist | 403 | `FORBIDDEN` | katran has no code for it; the conventions' `forbidden`, in katran's case. Not `UNAUTHORIZED`: no credential would help. |
-//! | bearer token | 401 | `UNAUTHORIZED` | katran's own code, with `WWW-Authenticate: Bearer` (RFC 6750) |
+//! | token (`Bearer <token>` or the bare token) | 401 | `UNAUTHORIZED` | katran's own code, with `WWW-Authenticate: Bearer` (RFC 6750) |
 //! | read-only | 403 | `READ_ONLY` | the conventions' `read_only`: the request is understood and valid, this agent refuses changes |
 
 use std::net::{IpAddr, SocketAddr};
@@ -18,7 +18,7 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConstantTimeEq};
 
 use crate::api::error::ApiError;
 
@@ -69,7 +69,12 @@ fn forbidden(message: impl Into<String>) -> ApiError {
 
 /// The bearer token. Its bytes never appear in `Debug` output.
 #[derive(Clone)]
-pub struct Token(Arc<[u8]>);
+pub struct Token {
+    /// The token, the bare form of the header's value.
+    bare: Arc<[u8]>,
+    /// `Bearer <token>`, the RFC 6750 form (with the scheme's canonical spelling).
+    bearer: Arc<[u8]>,
+}
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,7 +91,8 @@ impl Token {
         if !secret.bytes().all(|b| b.is_ascii_graphic()) {
             return Err("the token must be visible ASCII without spaces".to_owned());
         }
-        Ok(Self(secret.as_bytes().into()))
+        let bearer: Vec<u8> = b"Bearer ".iter().chain(secret.as_bytes()).copied().collect();
+        Ok(Self { bare: secret.as_bytes().into(), bearer: bearer.into() })
     }
 
     /// Reads a token file; surrounding whitespace (the final newline) is not part of the token.
@@ -95,19 +101,36 @@ impl Token {
         Self::new(text.trim())
     }
 
-    /// `Authorization: Bearer <token>` (the scheme case-insensitively, RFC
-    /// 7235). The token is compared in constant time: the time taken does not
-    /// depend on how many leading bytes match. (A length mismatch is answered
-    /// at once; the length is not the secret.)
+    /// The admin conventions' check: the whole `Authorization` value equals
+    /// `Bearer <token>` or the bare `<token>`. The scheme is matched
+    /// case-insensitively and may be followed by several spaces (RFC 7235's
+    /// `1*SP`); that canonicalization looks only at the scheme, never the
+    /// secret. Both comparisons always run, over the whole presented value,
+    /// in constant time (no early exit at the first differing byte, nor on a
+    /// length mismatch): the time depends only on the presented length.
     fn accepts(&self, header: Option<&HeaderValue>) -> bool {
         let Some(value) = header.map(HeaderValue::as_bytes) else { return false };
-        let Some((scheme, rest)) = value.split_at_checked(6) else { return false };
-        if !scheme.eq_ignore_ascii_case(b"Bearer") || !rest.starts_with(b" ") {
-            return false;
-        }
-        let presented = rest.trim_ascii_start();
-        bool::from(presented.ct_eq(&self.0))
+        let canonical = match value.split_at_checked(6) {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"Bearer") && rest.starts_with(b" ") => {
+                let mut canonical = b"Bearer ".to_vec();
+                canonical.extend_from_slice(rest.trim_ascii_start());
+                Some(canonical)
+            }
+            _ => None,
+        };
+        let as_bearer = ct_eq_padded(canonical.as_deref().unwrap_or(value), &self.bearer);
+        let as_bare = ct_eq_padded(value, &self.bare);
+        bool::from(as_bearer | as_bare)
     }
+}
+
+/// `a == b` in constant time over `max(len)` bytes: unlike `subtle`'s slice
+/// comparison, a length mismatch is not answered early.
+fn ct_eq_padded(a: &[u8], b: &[u8]) -> Choice {
+    let n = a.len().max(b.len());
+    let bytes = (0..n)
+        .fold(Choice::from(1), |acc, i| acc & a.get(i).copied().unwrap_or(0).ct_eq(&b.get(i).copied().unwrap_or(0)));
+    bytes & (a.len() as u64).ct_eq(&(b.len() as u64))
 }
 
 /// Requires the bearer token on every path but [`OPEN_PATHS`].
@@ -120,8 +143,8 @@ pub async fn bearer(State(token): State<Token>, req: Request, next: Next) -> Res
         return next.run(req).await;
     }
     let (message, challenge) = match header {
-        None => ("missing bearer token: send Authorization: Bearer <token>", "Bearer realm=\"weir-agent\""),
-        Some(_) => ("invalid bearer token", "Bearer realm=\"weir-agent\", error=\"invalid_token\""),
+        None => ("missing token: send Authorization: Bearer <token>", "Bearer realm=\"weir-agent\""),
+        Some(_) => ("invalid token", "Bearer realm=\"weir-agent\", error=\"invalid_token\""),
     };
     let mut response = ApiError::unauthorized(message).into_response();
     response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
@@ -164,11 +187,14 @@ mod tests {
         let accepts = |v: &str| token.accepts(Some(&HeaderValue::from_str(v).unwrap()));
         assert!(accepts("Bearer s3cret"));
         assert!(accepts("bearer  s3cret"));
+        assert!(accepts("s3cret"), "the bare token (admin conventions)");
         assert!(!accepts("Bearer s3cre"));
         assert!(!accepts("Bearer s3cretx"));
         assert!(!accepts("Basic s3cret"));
         assert!(!accepts("Bearers3cret"));
-        assert!(!accepts("s3cret"));
+        assert!(!accepts("s3cre"));
+        assert!(!accepts("s3cret "));
+        assert!(!accepts("Bearer "));
         assert!(!token.accepts(None));
         assert!(Token::new("").is_err());
         assert!(Token::new("a b").is_err());

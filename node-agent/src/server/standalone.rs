@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use super::flags::ClusterFlags;
 use super::tls::{self, TlsError, TlsFiles};
 use super::{app, exposition, listener, AppOptions, ServeFlags, Token};
+use crate::api::system::System;
 use crate::api::{self, ApiState};
 use crate::cluster::{self, Reconciler};
 use crate::dataplane;
@@ -80,11 +81,6 @@ pub async fn serve_with_client(
         true => Some(cluster_start(&flags, client).await?),
         false => None,
     };
-    let state = ApiState {
-        pins: Some(api::Pins { pin_root: flags.pin_root.clone(), state_dir: flags.state_dir.clone() }),
-        cluster: cluster.as_ref().map(|c| c.reconciler.clone()),
-        ..ApiState::default()
-    };
     let token = match &flags.token_file {
         Some(path) => Some(Token::from_file(path).map_err(|reason| StartError::Token { path: path.clone(), reason })?),
         None => None,
@@ -98,6 +94,14 @@ pub async fn serve_with_client(
         _ => None,
     };
     let options = AppOptions::from_flags(&flags, token);
+    let limits = options.effective_limits(tls.is_some(), flags.tls_client_ca.is_some());
+    let state = ApiState {
+        pins: Some(api::Pins { pin_root: flags.pin_root.clone(), state_dir: flags.state_dir.clone() }),
+        cluster: cluster.as_ref().map(|c| c.reconciler.clone()),
+        // The flags' Debug form is canonical enough for a hash, and holds no secret (the token file's path only).
+        system: Arc::new(System::new(limits, format!("{flags:?}"))),
+        ..ApiState::default()
+    };
     let metrics = flags.metrics_addr.map(|_| {
         let options = datapath::Options { conn_table_usage: flags.metrics_conn_table_usage };
         Arc::new(Metrics::new(&state, options))

@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+use weir_agent::api::system::System;
 use weir_agent::api::{self, ApiState};
 use weir_agent::metrics::ApiMetrics;
 use weir_agent::server::{self, AppOptions};
@@ -45,7 +46,11 @@ impl Server {
     }
 
     pub async fn start_with(setup: Setup) -> Self {
-        let state = setup.state.unwrap_or_default();
+        // The state reports what these options enforce (/health, /api/v1/limits/effective).
+        let state = setup.state.unwrap_or_else(|| ApiState {
+            system: Arc::new(System::new(setup.options.effective_limits(setup.tls.is_some(), false), String::new())),
+            ..ApiState::default()
+        });
         let mut router = api::router(state.clone());
         if let Some(extra) = setup.extra {
             router = router.merge(extra);
