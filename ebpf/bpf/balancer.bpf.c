@@ -8,6 +8,18 @@
  * picked from the connection table (for packets other than TCP SYNs) or else
  * from the VIP's Maglev ring; the packet is wrapped in an outer IP header
  * addressed to the real and sent back out with XDP_TX.
+ *
+ * Two entry points share one pipeline and the same maps:
+ * - weir_balancer, the live program, attached to the interface;
+ * - weir_balancer_dry, never attached: the agent runs it with
+ *   BPF_PROG_TEST_RUN to ask where a packet would go (real-for-flow) without
+ *   changing anything. It neither counts (no global, VIP or real counter) nor
+ *   touches the connection table: no insert, no refresh (not even a lookup,
+ *   which on an LRU map marks the entry used), no flood-guard accounting.
+ *   Its only effect is on the frame it is given.
+ * Every stage takes `dry`, always a literal at the entry point: the stages
+ * are inlined, so the compiler builds two specialised copies of one code
+ * path, and the live one is the code it was before the flag existed.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -35,14 +47,20 @@ const volatile __u32 weir_mtu = WEIR_DEFAULT_MTU;
 #define HASH_SEED 0x77656972    /* "weir" */
 #define HASH_SEED_V6 0x6c623436 /* "lb46" */
 
-/* count - add to one of the global counters of this CPU. */
-static __always_inline void count(struct global_stats *st, enum weir_stat stat, __u64 v1, __u64 v2) {
+/* count - add to one of the global counters of this CPU (never in a dry run). */
+static __always_inline void count(bool dry, struct global_stats *st, enum weir_stat stat, __u64 v1,
+                                  __u64 v2) {
+  if (dry)
+    return;
   st->stat[stat].v1 += v1;
   st->stat[stat].v2 += v2;
 }
 
-/* count_in - add one packet of @bytes to @map[@index] (per-VIP / per-real counters). */
-static __always_inline void count_in(void *map, __u32 index, __u64 bytes) {
+/* count_in - add one packet of @bytes to @map[@index] (per-VIP / per-real
+ * counters; never in a dry run). */
+static __always_inline void count_in(bool dry, void *map, __u32 index, __u64 bytes) {
+  if (dry)
+    return;
   struct lb_counter *c = bpf_map_lookup_elem(map, &index);
   if (!c)
     return;
@@ -155,13 +173,13 @@ static __always_inline void conn_remember(struct global_stats *st, const struct 
  * ring_pick - the real of a flow by consistent hashing on the VIP's ring.
  * Returns: the real index, or WEIR_REAL_NONE when the slot is empty.
  */
-static __always_inline __u32 ring_pick(struct global_stats *st, const struct packet *pkt,
+static __always_inline __u32 ring_pick(bool dry, struct global_stats *st, const struct packet *pkt,
                                        const struct vip_meta *vip) {
   __u32 ring_size = weir_ring_size;
   __u32 slot = vip->vip_num * ring_size + flow_hash(pkt) % ring_size;
   __u32 *real_index = bpf_map_lookup_elem(&WEIR_MAP_CH_RINGS, &slot);
   if (!real_index || *real_index == WEIR_REAL_NONE) {
-    count(st, WEIR_STAT_CH_DROP, 1, 0);
+    count(dry, st, WEIR_STAT_CH_DROP, 1, 0);
     return WEIR_REAL_NONE;
   }
   return *real_index;
@@ -171,25 +189,27 @@ static __always_inline __u32 ring_pick(struct global_stats *st, const struct pac
  * pick_real - the real of a VIP flow: the connection table first (but never
  * for a SYN, which always rehashes and refreshes the table), then the ring,
  * whose choice the table then remembers. ICMP errors leave no state, and
- * NO_LRU VIPs never use the table.
+ * NO_LRU VIPs never use the table. A dry run is the ring's answer alone:
+ * it must not even look the flow up (see the top of this file), so it is
+ * the answer for a new connection (the agent only dry-runs SYNs).
  * Returns: the real index, or WEIR_REAL_NONE (drop).
  */
-static __always_inline __u32 pick_real(struct global_stats *st, const struct packet *pkt,
+static __always_inline __u32 pick_real(bool dry, struct global_stats *st, const struct packet *pkt,
                                        const struct vip_meta *vip) {
   bool syn = pkt->flags & PKT_F_SYN;
-  bool stateful = !(vip->flags & VIP_F_NO_LRU) && !(pkt->flags & PKT_F_ICMP);
+  bool stateful = !dry && !(vip->flags & VIP_F_NO_LRU) && !(pkt->flags & PKT_F_ICMP);
   struct conn_entry *conn = NULL;
   struct conn_key key = {.conn_tag = vip->conn_tag, .sport = pkt->flow.sport, .dport = pkt->flow.dport};
   __builtin_memcpy(key.src, pkt->flow.src, 16);
-  if (!(vip->flags & VIP_F_NO_LRU)) {
+  if (!dry && !(vip->flags & VIP_F_NO_LRU)) {
     conn = bpf_map_lookup_elem(&WEIR_MAP_CONNS, &key);
     if (conn && !syn && conn_fresh(pkt, conn))
       return conn->real_index;
   }
   if (pkt->flow.proto == IPPROTO_TCP && !(pkt->flags & PKT_F_ICMP))
-    count(st, WEIR_STAT_LRU_MISS, syn, !syn);
-  count(st, WEIR_STAT_LRU, 0, 1);
-  __u32 real_index = ring_pick(st, pkt, vip);
+    count(dry, st, WEIR_STAT_LRU_MISS, syn, !syn);
+  count(dry, st, WEIR_STAT_LRU, 0, 1);
+  __u32 real_index = ring_pick(dry, st, pkt, vip);
   if (real_index != WEIR_REAL_NONE && stateful)
     conn_remember(st, pkt, &key, conn, real_index);
   return real_index;
@@ -203,18 +223,18 @@ static __always_inline __u32 encap_overhead(const struct real_def *real) {
 /**
  * balance - the fate of a packet addressed to a VIP.
  * Returns: XDP_TX once encapsulated toward a real, XDP_PASS for a local real,
- * XDP_DROP when no real can take it (each drop is counted).
+ * XDP_DROP when no real can take it (each drop is counted, unless @dry).
  */
-static __always_inline int balance(struct xdp_md *ctx, struct global_stats *st,
+static __always_inline int balance(bool dry, struct xdp_md *ctx, struct global_stats *st,
                                    struct packet *pkt, const struct vip_meta *vip) {
-  count(st, WEIR_STAT_LRU, 1, 0);
+  count(dry, st, WEIR_STAT_LRU, 1, 0);
   shape_flow(pkt, vip);
-  __u32 real_index = pick_real(st, pkt, vip);
+  __u32 real_index = pick_real(dry, st, pkt, vip);
   if (real_index == WEIR_REAL_NONE)
     return XDP_DROP;
   struct real_def *real = bpf_map_lookup_elem(&WEIR_MAP_REALS, &real_index);
   if (!real) {
-    count(st, WEIR_STAT_CH_DROP, 0, 1);
+    count(dry, st, WEIR_STAT_CH_DROP, 0, 1);
     return XDP_DROP;
   }
   /* A local real takes the packet as it is; anything else must still fit
@@ -222,13 +242,13 @@ static __always_inline int balance(struct xdp_md *ctx, struct global_stats *st,
   bool local = (vip->flags & VIP_F_LOCAL_VIP) && (real->flags & REAL_F_LOCAL_REAL);
   if (!local && pkt->l3_len + encap_overhead(real) > weir_mtu) {
     /* TODO(#2): answer with ICMP too-big / packet-too-big instead. */
-    count(st, WEIR_STAT_ICMP_TOOBIG, !pkt->is_v6, pkt->is_v6);
+    count(dry, st, WEIR_STAT_ICMP_TOOBIG, !pkt->is_v6, pkt->is_v6);
     return XDP_DROP;
   }
   if (pkt->flags & PKT_F_ICMP)
-    count(st, WEIR_STAT_ICMP_FWD, !pkt->is_v6, pkt->is_v6);
-  count_in(&WEIR_MAP_VIP_STATS, vip->vip_num, pkt->l3_len);
-  count_in(&WEIR_MAP_REAL_STATS, real_index, pkt->l3_len);
+    count(dry, st, WEIR_STAT_ICMP_FWD, !pkt->is_v6, pkt->is_v6);
+  count_in(dry, &WEIR_MAP_VIP_STATS, vip->vip_num, pkt->l3_len);
+  count_in(dry, &WEIR_MAP_REAL_STATS, real_index, pkt->l3_len);
   if (local)
     return XDP_PASS;
 
@@ -243,11 +263,11 @@ static __always_inline int balance(struct xdp_md *ctx, struct global_stats *st,
     encapsulated = encap_v4(ctx, pkt, real, ctl);
   } else {
     /* IPv6-in-IPv4 is not a supported pair: the control plane refuses it. */
-    count(st, WEIR_STAT_ENCAP_FAIL, 0, 1);
+    count(dry, st, WEIR_STAT_ENCAP_FAIL, 0, 1);
     return XDP_DROP;
   }
   if (!encapsulated) {
-    count(st, WEIR_STAT_ENCAP_FAIL, 1, 0);
+    count(dry, st, WEIR_STAT_ENCAP_FAIL, 1, 0);
     return XDP_DROP;
   }
   return XDP_TX;
@@ -257,7 +277,7 @@ static __always_inline int balance(struct xdp_md *ctx, struct global_stats *st,
  * process - parse a frame and decide its fate.
  * Returns: the XDP verdict.
  */
-static __always_inline int process(struct xdp_md *ctx, struct global_stats *st) {
+static __always_inline int process(bool dry, struct xdp_md *ctx, struct global_stats *st) {
   void *data = (void *)(long)ctx->data;
   void *data_end = (void *)(long)ctx->data_end;
   struct packet pkt = {};
@@ -275,10 +295,10 @@ static __always_inline int process(struct xdp_md *ctx, struct global_stats *st) 
   case PARSE_OK:
     break;
   case PARSE_V4_OPTIONS:
-    count(st, WEIR_STAT_NOT_BALANCED, 1, 0);
+    count(dry, st, WEIR_STAT_NOT_BALANCED, 1, 0);
     return XDP_PASS;
   case PARSE_FRAGMENT:
-    count(st, WEIR_STAT_NOT_BALANCED, 0, 1);
+    count(dry, st, WEIR_STAT_NOT_BALANCED, 0, 1);
     return XDP_PASS;
   default:
     return XDP_PASS;
@@ -291,9 +311,10 @@ static __always_inline int process(struct xdp_md *ctx, struct global_stats *st) 
   struct vip_meta *vip = lookup_vip(&pkt);
   if (!vip)
     return XDP_PASS;
-  return balance(ctx, st, &pkt, vip);
+  return balance(dry, ctx, st, &pkt, vip);
 }
 
+/* The live program: attached to the interface. */
 SEC("xdp")
 int weir_balancer(struct xdp_md *ctx) {
   __u64 bytes = ctx->data_end - ctx->data;
@@ -301,20 +322,29 @@ int weir_balancer(struct xdp_md *ctx) {
   struct global_stats *st = bpf_map_lookup_elem(&WEIR_MAP_STATS, &zero);
   if (!st) /* only for the verifier: entry 0 always exists */
     return XDP_PASS;
-  int action = process(ctx, st);
-  count(st, WEIR_STAT_XDP_TOTAL, 1, bytes);
+  int action = process(false, ctx, st);
+  count(false, st, WEIR_STAT_XDP_TOTAL, 1, bytes);
   switch (action) {
   case XDP_TX:
-    count(st, WEIR_STAT_XDP_TX, 1, bytes);
+    count(false, st, WEIR_STAT_XDP_TX, 1, bytes);
     break;
   case XDP_DROP:
-    count(st, WEIR_STAT_XDP_DROP, 1, bytes);
+    count(false, st, WEIR_STAT_XDP_DROP, 1, bytes);
     break;
   default:
-    count(st, WEIR_STAT_XDP_PASS, 1, bytes);
+    count(false, st, WEIR_STAT_XDP_PASS, 1, bytes);
     break;
   }
   return action;
+}
+
+/*
+ * The query program: the same pipeline, dry (see the top of this file). It
+ * has no counters to address, so its stages are handed none.
+ */
+SEC("xdp")
+int weir_balancer_dry(struct xdp_md *ctx) {
+  return process(true, ctx, NULL);
 }
 
 char _license[] SEC("license") = "GPL";

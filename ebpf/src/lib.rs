@@ -10,14 +10,21 @@
 
 pub mod abi;
 
-/// The balancer's XDP object file. Its program is [`BALANCER_PROGRAM`].
+/// The balancer's XDP object file. Its programs are [`BALANCER_PROGRAM`] and
+/// [`BALANCER_DRY_PROGRAM`], which share its maps.
 pub static BALANCER: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/balancer.bpf.o"));
 
 /// The decapsulation program's XDP object file. Its program is [`DECAP_PROGRAM`].
 pub static DECAP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/decap.bpf.o"));
 
-/// Name of the XDP program in [`BALANCER`].
+/// Name of the live XDP program in [`BALANCER`], the one attached.
 pub const BALANCER_PROGRAM: &str = "weir_balancer";
+
+/// Name of the query program in [`BALANCER`]: the same pipeline as
+/// [`BALANCER_PROGRAM`], but dry — it counts nothing and never touches the
+/// connection table. Never attached; run with BPF_PROG_TEST_RUN to ask where
+/// a packet would go (real-for-flow).
+pub const BALANCER_DRY_PROGRAM: &str = "weir_balancer_dry";
 
 /// Name of the XDP program in [`DECAP`].
 pub const DECAP_PROGRAM: &str = "weir_decap";

@@ -28,9 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use common::packets::*;
-use weir_agent::dataplane::{
-    flow_frame, Balancer, BalancerConfig, Counter, Flow, RealAction, RealSpec, Verdict, VipId, VipSpec,
-};
+use weir_agent::dataplane::{Balancer, BalancerConfig, Counter, Flow, RealAction, RealSpec, Verdict, VipId, VipSpec};
 use weir_agent::Error;
 use weir_ebpf::abi::{self, Stat};
 
@@ -298,24 +296,40 @@ impl Lb {
         }
     }
 
-    /// `real_for_flow` runs a TCP ACK or UDP datagram of the flow through the
-    /// program: it counts like any packet (`counts`, plus VIP and real).
-    fn real_for_flow(&mut self, flow: &Flow, vip: VipId, counts: &[(Stat, u64, u64)]) -> Option<IpAddr> {
+    /// Asks where a flow goes: (`real_for_flow`, the real of a new
+    /// connection; `existing_real_for_flow`, the real of the existing one).
+    /// A question changes nothing: every counter and the whole connection
+    /// table (keys, reals and timestamps) must be as they were.
+    fn real_for_flow(&mut self, flow: &Flow) -> (Option<IpAddr>, Option<IpAddr>) {
         self.track();
-        let frame = flow_frame(flow).expect("a frame of the flow");
-        let real = self.b.real_for_flow(flow).expect("real_for_flow");
-        let bytes = frame.len() as u64;
-        self.bump(Stat::XdpTotal, 1, bytes);
-        self.bump(Stat::XdpTx, 1, bytes);
-        for &(stat, v1, v2) in counts {
-            self.bump(stat, v1, v2);
-        }
-        let l3 = l3_len(&frame);
-        add(self.want_vips.get_mut(&vip).expect("a known VIP"), 1, l3);
-        let index = self.index_of[&real.expect("a real for the flow")];
-        add(self.want_reals.entry(index).or_default(), 1, l3);
-        self.check_counters("real_for_flow");
-        real
+        let table = self.table();
+        let new = self.b.real_for_flow(flow).expect("real_for_flow");
+        let existing = self.b.existing_real_for_flow(flow).expect("existing_real_for_flow");
+        let what = format!("real_for_flow {flow:?}");
+        self.check_counters(&what);
+        assert!(self.table() == table, "{what}: the connection table changed");
+        (new, existing)
+    }
+
+    /// The connection table, every entry: (key, real index, atime).
+    fn table(&self) -> Vec<(Vec<u8>, u32, u64)> {
+        use std::os::fd::BorrowedFd;
+        let fd = self.b.map_fd(abi::map::CONNS).expect("the table's fd");
+        // SAFETY: the Balancer keeps `fd` open while `self` lives; it is only borrowed to be duplicated.
+        let owned = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().expect("dup");
+        let data = aya::maps::MapData::from_fd(owned).expect("open the table");
+        let map = aya::maps::Map::from_map_data(data).expect("the table as a map");
+        let conns: aya::maps::HashMap<_, abi::ConnKey, abi::ConnEntry> = map.try_into().expect("a hash map");
+        let mut entries: Vec<_> = conns
+            .iter()
+            .map(|e| e.expect("an entry"))
+            .map(|(k, v)| {
+                let key = [&k.src[..], &k.conn_tag.to_ne_bytes(), &k.sport, &k.dport].concat();
+                (key, v.real_index, v.atime_ns)
+            })
+            .collect();
+        entries.sort();
+        entries
     }
 
     fn check_counters(&self, what: &str) {
@@ -711,8 +725,11 @@ fn connection_table_pins_flows_while_the_ring_changes() {
         );
     }
     lb.run(&row("late flow, after the ring changed", ack(late, to)).tx(vip, late_real).counts(HIT));
+    // Asked now, the flow's existing connection stays on its real; a new
+    // one takes the ring (the real the SYN below reaches).
     let flow = Flow { src: flows[0].ip(), dst: VIP4.into(), src_port: flows[0].port(), dst_port: 80, proto: TCP };
-    assert_eq!(lb.real_for_flow(&flow, vip, HIT), Some(before[0]));
+    let (new, existing) = lb.real_for_flow(&flow);
+    assert_eq!(existing, Some(before[0]));
 
     // A SYN always takes the ring, and its entry replaces the old one.
     let after: Vec<IpAddr> = flows
@@ -726,6 +743,7 @@ fn connection_table_pins_flows_while_the_ring_changes() {
             .unwrap()
         })
         .collect();
+    assert_eq!(new, Some(after[0]), "real_for_flow names the real a new connection reaches");
     let moved = before.iter().zip(&after).filter(|(x, y)| x != y).count();
     assert!(moved > 0, "no flow changed real: the test proves nothing");
     for (&f, &real) in flows.iter().zip(&after) {
@@ -954,6 +972,77 @@ fn drained_real_keeps_its_flows_and_empty_rings_drop() {
             .counts(SYN_MISS)
             .counts(ch_drop),
     ]);
+}
+
+/// Issue #10: real_for_flow answers where a new connection of the flow goes
+/// (a drained real is never named, whatever was asked before), and asking
+/// changes nothing (the harness checks every counter and the whole table
+/// after each question). `existing_real_for_flow` answers for the open
+/// connection, and the live program agrees with it.
+#[test]
+fn real_for_flow_names_the_real_of_a_new_connection_and_changes_nothing() {
+    if skip_unless_root("real_for_flow_names_the_real_of_a_new_connection_and_changes_nothing") {
+        return;
+    }
+    let mut lb = Lb::testing();
+    let (a, b) = (r4(1), r4(2));
+    let tcp = lb.vip(VIP4, 80, TCP, 0, &[a, b]);
+    let udp = lb.vip(VIP4, 53, UDP, 0, &[a, b]);
+    let flow = |port, dst_port, proto| Flow { src: CLIENT4.into(), dst: VIP4.into(), src_port: port, dst_port, proto };
+    let ports = 40000..40100u16;
+
+    // Asked before anything was sent: the ring's answer, and no connection.
+    let asked: Vec<IpAddr> = ports
+        .clone()
+        .map(|p| {
+            let (new, existing) = lb.real_for_flow(&flow(p, 80, TCP));
+            assert_eq!(existing, None, "port {p}: no connection yet");
+            new.expect("a real for a new connection")
+        })
+        .collect();
+    assert!(asked.contains(&a) && asked.contains(&b), "one real got every flow: the test proves nothing");
+    assert_eq!(lb.conns(), 0, "questions inserted connection-table entries");
+
+    // Connections opened: they reach the real that was named, and are known.
+    for (p, &real) in ports.clone().zip(&asked) {
+        lb.run(
+            &row(format!("SYN from port {p}"), syn(sock(CLIENT4, p), sock(VIP4, 80))).tx(tcp, real).counts(SYN_MISS),
+        );
+        lb.run(&row(format!("datagram from port {p}"), udp_dgram(p)).tx_any(udp, &[a, b]).counts(RING));
+    }
+    assert_eq!(lb.conns(), 200);
+
+    // Drain a: every new connection goes to b, including the flows asked
+    // about (and opened) before; open connections stay where they are.
+    lb.set_reals(&tcp, &[a], 0);
+    lb.set_reals(&udp, &[a], 0);
+    for (p, &real) in ports.clone().zip(&asked) {
+        assert_eq!(lb.real_for_flow(&flow(p, 80, TCP)), (Some(b), Some(real)), "TCP port {p}");
+        let (new, existing) = lb.real_for_flow(&flow(p, 53, UDP));
+        assert_eq!(new, Some(b), "UDP port {p}");
+        assert!(existing.is_some(), "UDP port {p}: its datagram's entry");
+    }
+    for p in 50000..50100u16 {
+        assert_eq!(lb.real_for_flow(&flow(p, 80, TCP)), (Some(b), None), "unseen TCP port {p}");
+    }
+    assert_eq!(lb.conns(), 200, "questions inserted connection-table entries");
+
+    // The live program agrees with both answers.
+    let p = ports.clone().zip(&asked).find(|&(_, &r)| r == a).expect("a flow on the drained real").0;
+    lb.run(
+        &row("ACK of a connection on the drained real", ack(sock(CLIENT4, p), sock(VIP4, 80))).tx(tcp, a).counts(HIT),
+    );
+    lb.run(&row("a new SYN of that flow", syn(sock(CLIENT4, p), sock(VIP4, 80))).tx(tcp, b).counts(SYN_MISS));
+    assert_eq!(lb.real_for_flow(&flow(p, 80, TCP)), (Some(b), Some(b)), "the SYN moved the connection");
+
+    // Not for a VIP: no real either way.
+    let other = Flow { dst: OTHER4.into(), ..flow(1, 80, TCP) };
+    assert_eq!(lb.real_for_flow(&other), (None, None));
+}
+
+/// A UDP datagram from `CLIENT4:port` to `VIP4:53`.
+fn udp_dgram(port: u16) -> Vec<u8> {
+    udp(sock(CLIENT4, port), sock(VIP4, 53))
 }
 
 #[test]

@@ -242,11 +242,21 @@ pub struct FlowQuery {
     pub proto: u8,
 }
 
-/// An address in response data.
+/// `GET /utils/real-for-flow` data: katran's `address`, plus weir's
+/// `existing` (clients that do not know it ignore it).
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Address {
-    #[schema(example = "192.168.1.1")]
+pub struct FlowReal {
+    /// The real a new connection of the flow goes to (the ring's choice, as
+    /// for a TCP SYN).
+    #[schema(example = "10.1.0.2")]
     pub address: String,
+    /// The real the flow's existing connection goes to, read from the
+    /// connection table; null when the table has no entry the datapath would
+    /// honour (its next packet then goes to `address`). Differs from
+    /// `address` when the ring changed under an open connection (a drained
+    /// or added real).
+    #[schema(example = "10.1.0.1", nullable)]
+    pub existing: Option<String>,
 }
 
 /// `POST /utils/simulate-packet`: an Ethernet frame, standard base64.

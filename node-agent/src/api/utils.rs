@@ -7,7 +7,13 @@
 //! frame, and `{"packet": null, "verdict": "XDP_PASS"}` (or `XDP_DROP`, ...)
 //! otherwise: katran returns the packet only for XDP_TX; the verdict is
 //! weir's addition. A simulated packet is a real run: it counts and may add
-//! a connection-table entry, as a live packet would (real-for-flow too).
+//! a connection-table entry, as a live packet would.
+//!
+//! `real-for-flow` is a question, not a packet: it answers where a new
+//! connection of the flow goes (katran's meaning; its simulator builds a SYN)
+//! from a run of the balancer's dry query program, and, in weir's extra
+//! field `existing`, where the flow's existing connection goes, from a read
+//! of the connection table. It changes nothing: no counter, no table entry.
 
 use axum::extract::State;
 use base64::engine::general_purpose::STANDARD;
@@ -17,7 +23,7 @@ use super::error::ApiError;
 use super::extract::{Body, Params};
 use super::reply::{Acknowledged, Data, Done, Success};
 use super::stats::weir_map;
-use super::types::{Address, Fd, FlowQuery, Mac, MapName, SimulatePacket, SimulatedPacket};
+use super::types::{Fd, FlowQuery, FlowReal, Mac, MapName, SimulatePacket, SimulatedPacket};
 use super::ApiState;
 use crate::dataplane::{Flow, Verdict};
 
@@ -62,15 +68,20 @@ async fn set_mac(State(state): State<ApiState>, Body(req): Body<Mac>) -> Result<
     Ok(Done)
 }
 
-/// The real the datapath sends a flow to (404 when the flow is not for a
-/// VIP or the VIP has no real for it).
+/// The real a new connection of the flow goes to, and (`existing`) the real
+/// its existing connection goes to, if the connection table has one; 404
+/// when the flow is not for a VIP or the VIP has no real for a new
+/// connection. Changes no counter and no connection-table entry.
 #[utoipa::path(get, path = "/api/v1/utils/real-for-flow", tag = "utils", params(FlowQuery),
     request_body(content = Option<FlowQuery>, description = "The parameters as a JSON body, instead of the query string"),
-    responses((status = 200, description = "The real's address", body = Success<Address>)))]
+    responses(
+        (status = 200, description = "`address`: the real of a new connection (as katran); `existing`: the real of \
+            the flow's existing connection, or null", body = Success<FlowReal>),
+        (status = 404, description = "Not for a VIP, or the VIP has no real for a new connection")))]
 async fn real_for_flow(
     State(state): State<ApiState>,
     Params(req): Params<FlowQuery>,
-) -> Result<Data<Address>, ApiError> {
+) -> Result<Data<FlowReal>, ApiError> {
     let flow = Flow {
         src: state.ip("src", &req.src)?,
         dst: state.ip("dst", &req.dst)?,
@@ -78,8 +89,9 @@ async fn real_for_flow(
         dst_port: req.dst_port,
         proto: req.proto,
     };
-    match state.read(|lb| lb.real_for_flow(&flow))? {
-        Some(real) => Ok(Data(Address { address: real.to_string() })),
+    let (new, existing) = state.read(|lb| Ok((lb.real_for_flow(&flow)?, lb.existing_real_for_flow(&flow)?)))?;
+    match new {
+        Some(real) => Ok(Data(FlowReal { address: real.to_string(), existing: existing.map(|r| r.to_string()) })),
         None => Err(ApiError::not_found(format!(
             "no real for the flow {}:{} -> {}:{} proto {} (not a VIP, or the VIP has no real for it)",
             flow.src, flow.src_port, flow.dst, flow.dst_port, flow.proto

@@ -224,13 +224,17 @@ fn report(case: &str, median_ns: u64, method: &str) {
     println!("{}", serde_json::json!({ "case": case, "median_ns": median_ns, "method": method }));
 }
 
-/// A 64-byte frame of a flow to `vip` (zero padding after the L4 header).
+/// A 64-byte frame of a flow to `vip` (zero padding after the L4 header):
+/// a UDP datagram, or a TCP ACK (ack 1) that `syn` turns into a SYN.
 fn frame(src: IpAddr, vip: VipId, src_port: u16, syn: bool) -> anyhow::Result<Vec<u8>> {
     let flow = Flow { src, dst: vip.addr, src_port, dst_port: vip.port, proto: vip.proto };
+    // flow_frame builds a new connection's packet (a SYN for TCP).
     let mut frame = weir_agent::dataplane::flow_frame(&flow)?;
-    if syn {
-        // TCP flags byte: eth 14 + IPv4 20 + 13; SYN instead of ACK.
-        frame[14 + 20 + 13] = 0x02;
+    if vip.proto == 6 {
+        // TCP, after eth 14 + IPv4 20: ack number at 8, flags at 13.
+        let tcp = 14 + 20;
+        frame[tcp + 8..tcp + 12].copy_from_slice(&1u32.to_be_bytes());
+        frame[tcp + 13] = if syn { 0x02 } else { 0x10 };
     }
     frame.resize(FRAME_LEN, 0);
     Ok(frame)

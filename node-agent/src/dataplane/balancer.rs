@@ -145,6 +145,10 @@ impl Balancer {
         let mut ebpf = loader.load(weir_ebpf::BALANCER).map_err(|e| Error::bpf("load the balancer object", e))?;
         drop(ephemeral);
         program_mut(&mut ebpf)?.load().map_err(|e| Error::bpf("load the balancer program (verifier)", e))?;
+        // The query program shares the object's maps; it is never attached.
+        program_named_mut(&mut ebpf, weir_ebpf::BALANCER_DRY_PROGRAM)?
+            .load()
+            .map_err(|e| Error::bpf("load the balancer's query program (verifier)", e))?;
         let maps = Maps::take(&mut ebpf, config.ch_ring_size, &sizes)?;
 
         let mut balancer = Self {
@@ -453,7 +457,7 @@ impl Balancer {
                 ),
             ));
         }
-        let key = super::flow::conn_key(vip, src, src_port);
+        let key = super::flow::conn_key(vip, src, src_port, id.port);
         match self.maps.conns.remove(&key) {
             Ok(()) => Ok(true),
             Err(e) if maps::is_missing(&e) => Ok(false),
@@ -544,11 +548,49 @@ impl Balancer {
         super::flow::simulate(program(&self.ebpf)?, frame)
     }
 
-    /// The real the datapath sends a flow to, found by running a packet of
-    /// the flow (a TCP ACK or a UDP datagram) through the program. `None`
-    /// when the flow is not for a VIP or the VIP has no real for it.
+    /// The real a new connection of `flow` goes to (katran's
+    /// `getRealForFlow`, whose simulator builds a SYN): a TCP SYN or a UDP
+    /// datagram of the flow run through the query program, the live
+    /// pipeline made dry. Changes nothing: no counter counts it and the
+    /// connection table is neither read nor written. `None` when the flow is
+    /// not for a VIP or the VIP has no real for it.
     pub fn real_for_flow(&self, flow: &super::flow::Flow) -> Result<Option<IpAddr>> {
-        super::flow::real_for_flow(program(&self.ebpf)?, flow)
+        super::flow::real_for_flow(program_named(&self.ebpf, weir_ebpf::BALANCER_DRY_PROGRAM)?, flow)
+    }
+
+    /// The real an existing connection of `flow` goes to: the real its
+    /// connection-table entry names, or `None` when it has none the datapath
+    /// would honour (no entry, an expired UDP entry, a NO_LRU VIP, not a VIP;
+    /// its next packet would then take [`Self::real_for_flow`]'s real).
+    ///
+    /// A read from user space, on purpose: a lookup by a BPF program marks an
+    /// LRU entry as used (it then survives eviction longer), while the
+    /// syscall's lookup does not, so this changes nothing. The key is shaped
+    /// by [`super::flow::conn_key`], the Rust mirror of the program's.
+    pub fn existing_real_for_flow(&self, flow: &super::flow::Flow) -> Result<Option<IpAddr>> {
+        if flow.src.is_ipv6() != flow.dst.is_ipv6() {
+            return Err(Error::invalid("src", format!("{} and {} are of different families", flow.src, flow.dst)));
+        }
+        // lookup_vip: the VIP of the port first, then the port-less one.
+        let id = |port| VipId { addr: flow.dst, port, proto: flow.proto };
+        let Some(vip) = self.state.vips.get(&id(flow.dst_port)).or_else(|| self.state.vips.get(&id(0))) else {
+            return Ok(None);
+        };
+        if vip.flags & abi::VIP_F_NO_LRU != 0 {
+            return Ok(None);
+        }
+        let key = super::flow::conn_key(vip, flow.src, flow.src_port, flow.dst_port);
+        let entry = match self.maps.conns.get(&key, 0) {
+            Ok(entry) => entry,
+            Err(e) if maps::is_missing(&e) => return Ok(None),
+            Err(e) => return Err(map_err(abi::map::CONNS, "read", e)),
+        };
+        // conn_fresh: the program ignores a UDP entry older than the timeout.
+        if flow.proto == UDP && monotonic_coarse_ns().saturating_sub(entry.atime_ns) > abi::UDP_CONN_TIMEOUT_NS {
+            return Ok(None);
+        }
+        let real = self.maps.reals.get(&entry.real_index, 0).map_err(|e| map_err(abi::map::REALS, "read", e))?;
+        Ok(Some(real.ip()))
     }
 
     /// The loaded XDP program, for benchmarks and the prog-fd endpoint.
@@ -692,17 +734,25 @@ impl Drop for Balancer {
 }
 
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-    ebpf.program_mut(weir_ebpf::BALANCER_PROGRAM)
-        .ok_or_else(|| Error::bpf("find the balancer program", std::io::Error::other("missing from the object")))?
-        .try_into()
-        .map_err(|e| Error::bpf("open the balancer program", e))
+    program_named_mut(ebpf, weir_ebpf::BALANCER_PROGRAM)
 }
 
 fn program(ebpf: &Ebpf) -> Result<&Xdp> {
-    ebpf.program(weir_ebpf::BALANCER_PROGRAM)
-        .ok_or_else(|| Error::bpf("find the balancer program", std::io::Error::other("missing from the object")))?
+    program_named(ebpf, weir_ebpf::BALANCER_PROGRAM)
+}
+
+fn program_named_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| Error::bpf(format!("find program {name}"), std::io::Error::other("missing from the object")))?
         .try_into()
-        .map_err(|e| Error::bpf("open the balancer program", e))
+        .map_err(|e| Error::bpf(format!("open program {name}"), e))
+}
+
+fn program_named<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp> {
+    ebpf.program(name)
+        .ok_or_else(|| Error::bpf(format!("find program {name}"), std::io::Error::other("missing from the object")))?
+        .try_into()
+        .map_err(|e| Error::bpf(format!("open program {name}"), e))
 }
 
 fn vip_key(id: &VipId) -> VipKey {
@@ -728,9 +778,18 @@ fn ring_of(vip: &Vip, state: &State, ring_size: u32) -> Vec<u32> {
 }
 
 fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// The clock the datapath stamps connections with (bpf_ktime_get_coarse_ns).
+fn monotonic_coarse_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes the timespec we pass and nothing else.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

@@ -1,6 +1,7 @@
-//! Flows and test runs: running frames through the balancer program with
-//! BPF_PROG_TEST_RUN (simulate-packet, real-for-flow), and computing the
-//! connection-table key of a flow the way the program does.
+//! Flows and test runs: running frames through the balancer's programs with
+//! BPF_PROG_TEST_RUN (simulate-packet through the live one, real-for-flow
+//! through the dry one), and computing the connection-table key of a flow the
+//! way the program does.
 
 use std::net::IpAddr;
 
@@ -90,17 +91,21 @@ pub(crate) fn simulate(program: &Xdp, frame: &[u8]) -> Result<Simulated> {
     Ok(Simulated { verdict: Verdict::from_code(result.return_value), packet: out })
 }
 
-pub(crate) fn real_for_flow(program: &Xdp, flow: &Flow) -> Result<Option<IpAddr>> {
+/// The real a new connection of `flow` goes to: a TCP SYN (or a UDP
+/// datagram) of the flow run through `dry`, the balancer's query program,
+/// which takes the ring's choice without counting or touching the
+/// connection table. A SYN, as in Katran's simulator: a new connection always
+/// rehashes, so the answer follows the ring (a drained real is never named).
+pub(crate) fn real_for_flow(dry: &Xdp, flow: &Flow) -> Result<Option<IpAddr>> {
     let frame = flow_frame(flow)?;
-    let run = simulate(program, &frame)?;
+    let run = simulate(dry, &frame)?;
     Ok(match run.verdict {
         Verdict::Tx => outer_destination(&run.packet),
         _ => None,
     })
 }
 
-/// A frame of `flow`: a TCP ACK (an ACK, not a SYN, so that an existing
-/// connection's entry is read rather than overwritten) or a UDP datagram.
+/// A frame of a new connection of `flow`: a TCP SYN or a UDP datagram.
 pub fn flow_frame(flow: &Flow) -> Result<Vec<u8>> {
     const MACS: ([u8; 6], [u8; 6]) = ([0x02, 0, 0, 0, 0, 0xaa], [0x02, 0, 0, 0, 0, 0xbb]);
     let eth = PacketBuilder::ethernet2(MACS.0, MACS.1);
@@ -112,7 +117,7 @@ pub fn flow_frame(flow: &Flow) -> Result<Vec<u8>> {
     let mut frame = Vec::new();
     let written = match flow.proto {
         6 => {
-            let builder = ip.tcp(flow.src_port, flow.dst_port, 1, 64_000).ack(1);
+            let builder = ip.tcp(flow.src_port, flow.dst_port, 1, 64_000).syn();
             frame.reserve(builder.size(0));
             builder.write(&mut frame, &[])
         }
@@ -149,16 +154,18 @@ pub fn outer_destination(frame: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// The connection-table key of the flow from `src:src_port` to `vip`, shaped
-/// as `lookup_vip` and `shape_flow` in balancer.bpf.c shape it. The caller
-/// makes sure the key does not depend on a destination port the request does
-/// not name (port-less VIPs with DPORT_HASH or HASH_SRC_DST_PORT).
-pub(crate) fn conn_key(vip: &Vip, src: IpAddr, src_port: u16) -> ConnKey {
+/// The connection-table key of the flow from `src:src_port` to port
+/// `dst_port` of `vip`, shaped as `lookup_vip` and `shape_flow` in
+/// balancer.bpf.c shape it: a port-less VIP keys its flows by port 0 unless
+/// DPORT_HASH or HASH_SRC_DST_PORT keeps the destination port.
+pub(crate) fn conn_key(vip: &Vip, src: IpAddr, src_port: u16, dst_port: u16) -> ConnKey {
+    let keeps_dport = vip.flags & (abi::VIP_F_DPORT_HASH | abi::VIP_F_HASH_SRC_DST_PORT) != 0;
+    let dport = if vip.id.port == 0 && !keeps_dport { 0 } else { dst_port };
     let mut key = ConnKey {
         src: abi::addr_bytes(src),
         conn_tag: vip.conn_tag,
         sport: src_port.to_be_bytes(),
-        dport: vip.id.port.to_be_bytes(),
+        dport: dport.to_be_bytes(),
     };
     if vip.flags & abi::VIP_F_DPORT_HASH != 0 {
         key.sport = key.dport;
