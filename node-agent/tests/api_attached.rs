@@ -181,7 +181,10 @@ fn attached_balancer_reloads_and_cleans_up() {
         // Attached is what the kernel says: with the interface gone, the balancer is not
         // ready any more. Closing with cleanup still removes everything.
         ip(&["link", "del", &iface]);
-        assert_eq!(api.data("/api/v1/lb/status").await, json!({"initialized": true, "ready": false, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}}));
+        assert_eq!(
+            api.data("/api/v1/lb/status").await,
+            json!({"initialized": true, "ready": false, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}})
+        );
         let ready = api.call("GET", "/health/ready").await;
         assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(ready.body["data"], json!({"ready": false, "status": "not_ready", "reason": "not_attached"}));
