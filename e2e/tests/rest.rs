@@ -39,7 +39,8 @@ fn rest_api_programs_a_vip_that_serves_real_tcp() {
         .unwrap();
     assert_eq!(
         agent.expect("GET", "/api/v1/lb/status", None, 200).unwrap(),
-        json!({"initialized": true, "ready": true})
+        json!({"initialized": true, "ready": true,
+               "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}})
     );
     assert_eq!(agent.expect("GET", "/health/ready", None, 200).unwrap()["status"], "ready");
 
