@@ -71,11 +71,14 @@ pub struct TopologyConfig {
     pub ipv6: bool,
     /// MTU of the lb and real links (the client link is [`CLIENT_MTU`]).
     pub fabric_mtu: u32,
+    /// One interface name for every real's link (e.g. `eth0`, as pods have),
+    /// instead of `vreal<i>`: each real is its own namespace, so they can share it.
+    pub real_iface: Option<String>,
 }
 
 impl Default for TopologyConfig {
     fn default() -> Self {
-        Self { reals: 2, ipv6: true, fabric_mtu: FABRIC_MTU }
+        Self { reals: 2, ipv6: true, fabric_mtu: FABRIC_MTU, real_iface: None }
     }
 }
 
@@ -152,10 +155,13 @@ impl Topology {
 
         let router = Netns::new("router")?;
         configure_netns(&router, Role::Router)?;
-        let client = Host::create("client", LINK_CLIENT, CLIENT_MTU, &router, ipv6)?;
-        let lb = Host::create("lb", LINK_LB, config.fabric_mtu, &router, ipv6)?;
+        let client = Host::create("client", LINK_CLIENT, CLIENT_MTU, &router, ipv6, None)?;
+        let lb = Host::create("lb", LINK_LB, config.fabric_mtu, &router, ipv6, None)?;
         let reals = (0..config.reals)
-            .map(|i| Host::create(&format!("real{i}"), LINK_REAL0 + i as u8, config.fabric_mtu, &router, ipv6))
+            .map(|i| {
+                let link = LINK_REAL0 + i as u8;
+                Host::create(&format!("real{i}"), link, config.fabric_mtu, &router, ipv6, config.real_iface.as_deref())
+            })
             .collect::<Result<Vec<_>>>()?;
 
         // Direct server return: each real owns the VIPs on `lo` and answers from
@@ -422,14 +428,15 @@ fn owned<K: AsRef<str>>(settings: &[(K, &str)]) -> Vec<(String, String)> {
 }
 
 impl Host {
-    /// Makes the namespace `role` and links it to the router on link `link`.
-    fn create(role: &str, link: u8, mtu: u32, router: &Netns, ipv6: bool) -> Result<Host> {
+    /// Makes the namespace `role` and links it to the router on link `link`,
+    /// through its interface `iface` (default `v<role>`).
+    fn create(role: &str, link: u8, mtu: u32, router: &Netns, ipv6: bool, iface: Option<&str>) -> Result<Host> {
         let ns = Netns::new(role)?;
         configure_netns(&ns, if role.starts_with("real") { Role::Real } else { Role::Host })?;
         let host = Host {
             role: role.to_owned(),
             link,
-            iface: format!("v{role}"),
+            iface: iface.map_or_else(|| format!("v{role}"), str::to_owned),
             mac: mac(link, 2),
             v4: v4(link, 2),
             v6: ipv6.then(|| v6(link, 2)),

@@ -184,3 +184,45 @@ fn restarted_agent_adopts_the_datapath_without_dropping_traffic() {
     let served = connect_many(&topo, vip, 20, true);
     assert_eq!(served.keys().collect::<Vec<_>>(), ["real0"], "{served:?}");
 }
+
+/// The id of the XDP program on `iface` in `ns`, if any.
+fn xdp_prog_id(ns: &weir_e2e::Netns, iface: &str) -> Option<String> {
+    let link = ns.ip(["-d", "link", "show", "dev", iface]).expect("ip link show");
+    link.split("prog/xdp id ").nth(1).and_then(|t| t.split_whitespace().next()).map(str::to_owned)
+}
+
+/// Issue #10: balancers in two namespaces, on interfaces of one name (`eth0`)
+/// and one pin root, never adopt each other's pins: each is attached to its
+/// own interface with its own program and state, and a restart in one adopts
+/// that one's datapath only.
+#[test]
+fn balancers_on_same_named_interfaces_in_two_namespaces_stay_apart() {
+    if skip_unless_root("balancers_on_same_named_interfaces_in_two_namespaces_stay_apart") {
+        return;
+    }
+    let config = TopologyConfig { reals: 2, ipv6: false, real_iface: Some("eth0".into()), ..TopologyConfig::default() };
+    let topo = Topology::build(config).expect("build the topology");
+    let (ns0, ns1) = (&topo.reals[0].ns, &topo.reals[1].ns);
+    let config =
+        |cleanup| weir_agent::dataplane::BalancerConfig { main_interface: "eth0".into(), ..lb::config(&topo, cleanup) };
+    let vip = lb::vip(&topo, false).unwrap();
+
+    let mut first = ns0.run(|| weir_agent::dataplane::Balancer::new(config(false))).expect("balancer in real0");
+    first.add_vip(weir_agent::dataplane::VipSpec { id: vip, flags: 0 }).unwrap();
+    let second = ns1.run(|| weir_agent::dataplane::Balancer::new(config(true))).expect("balancer in real1");
+    assert!(first.is_attached() && second.is_attached());
+    assert_eq!(second.vips(), vec![], "real1's balancer adopted real0's state");
+    let (id0, id1) = (xdp_prog_id(ns0, "eth0"), xdp_prog_id(ns1, "eth0"));
+    assert!(id0.is_some() && id1.is_some() && id0 != id1, "programs: real0 {id0:?}, real1 {id1:?}");
+
+    // real0's agent restarts (no cleanup): it adopts its own datapath.
+    drop(first);
+    let first = ns0.run(|| weir_agent::dataplane::Balancer::new(config(true))).expect("restart in real0");
+    assert_eq!(first.vips().iter().map(|v| v.id).collect::<Vec<_>>(), vec![vip], "real0's state not adopted");
+    assert!(first.is_attached() && second.is_attached());
+    let (new0, new1) = (xdp_prog_id(ns0, "eth0"), xdp_prog_id(ns1, "eth0"));
+    assert!(new0.is_some() && new0 != id0, "real0's program was not replaced in its link: {new0:?}");
+    assert_eq!(new1, id1, "real1's program changed when real0 restarted");
+    drop((first, second));
+    assert_eq!((xdp_prog_id(ns0, "eth0"), xdp_prog_id(ns1, "eth0")), (None, None), "cleanup left a program");
+}

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use weir_agent::dataplane::decap;
+use weir_agent::dataplane::{decap, pin};
 use weir_e2e::netns::Netns;
 use weir_e2e::{connect_once, serve, skip_unless_root, Topology, TopologyConfig, DEFAULT_TIMEOUT, VIP_V4, VIP_V6};
 use weir_ebpf::abi::DecapStat;
@@ -274,7 +274,7 @@ fn decap_delivers_tunnelled_packets_to_the_vip() {
             assert!(answered, "{encap:?} via {} ({to}): no echo reply from the VIP", real.role);
         }
         // Counted by the outer header's family: one IPv4 outer, two IPv6 outer.
-        let counters = decap::counters(&real.iface, &topo.pin_root).expect("decap counters");
+        let counters = real.ns.run(|| decap::counters(&real.iface, &topo.pin_root)).expect("decap counters");
         assert_eq!(counters[DecapStat::V4 as usize].v1, 1, "{}: {counters:?}", real.role);
         assert_eq!(counters[DecapStat::V6 as usize].v1, 2, "{}: {counters:?}", real.role);
     }
@@ -297,7 +297,7 @@ fn decap_passes_plain_traffic_and_detaches_cleanly() {
                 .unwrap_or_else(|e| panic!("client -> {addr} with decap attached: {e:#}"));
             assert_eq!(name, real.role);
         }
-        let counters = decap::counters(&real.iface, &topo.pin_root).expect("decap counters");
+        let counters = real.ns.run(|| decap::counters(&real.iface, &topo.pin_root)).expect("decap counters");
         assert!(counters[DecapStat::Pass as usize].v1 > 0, "{}: {counters:?}", real.role);
     }
     topo.detach_decap().expect("detach decap");
@@ -318,7 +318,59 @@ fn dropping_the_topology_detaches_decap() {
     let topo = Topology::build(TopologyConfig { reals: 1, ipv6: false, ..TopologyConfig::default() }).expect("build");
     topo.attach_decap().expect("attach decap");
     let pin_root = topo.pin_root.clone();
-    assert!(pin_root.join("decap").join(&topo.reals[0].iface).join("link").exists());
+    let netns = topo.reals[0].ns.run(pin::netns_cookie).expect("the namespace's cookie");
+    assert!(pin::decap_dir(&pin_root, netns, &topo.reals[0].iface).join("link").exists());
     drop(topo);
     assert!(!pin_root.exists(), "{} survived the topology", pin_root.display());
+}
+
+/// Issue #10: three reals, each its own network namespace with an `eth0`
+/// (as pods, or hostNetwork agents next to namespaced reals, on one machine
+/// sharing one bpffs). Each gets its own decap program — none replaces
+/// another's — and decapsulates its own traffic, counted in its own map.
+#[test]
+fn decap_in_three_namespaces_each_with_eth0() {
+    if skip_unless_root("decap_in_three_namespaces_each_with_eth0") {
+        return;
+    }
+    let config = TopologyConfig { reals: 3, ipv6: false, real_iface: Some("eth0".into()), ..TopologyConfig::default() };
+    let topo = Topology::build(config).expect("build");
+    let lb = &topo.lb;
+    topo.attach_decap().expect("attach decap in every real");
+
+    let mut prog_ids = Vec::new();
+    for real in &topo.reals {
+        assert_eq!(real.iface, "eth0");
+        assert!(xdp_attached(&real.ns, "eth0"), "{}: no XDP program on its eth0", real.role);
+        let link = real.ns.ip(["-d", "link", "show", "dev", "eth0"]).expect("ip link show");
+        let id = link.split("prog/xdp id ").nth(1).and_then(|t| t.split_whitespace().next()).map(str::to_owned);
+        prog_ids.push(id.unwrap_or_else(|| panic!("{}: no XDP program id in {link}", real.role)));
+    }
+    prog_ids.sort();
+    prog_ids.dedup();
+    assert_eq!(prog_ids.len(), 3, "the reals share a program: {prog_ids:?}");
+
+    // Each real's traffic, in turn: delivered (the VIP answers), and counted
+    // by that real's program only.
+    let count = |real: &weir_e2e::topology::Host| {
+        real.ns.run(|| decap::counters("eth0", &topo.pin_root)).expect("decap counters")[DecapStat::V4 as usize].v1
+    };
+    for (i, real) in topo.reals.iter().enumerate() {
+        let before: Vec<u64> = topo.reals.iter().map(count).collect();
+        let answered =
+            tunnelled_ping(&lb.ns, Encap::V4InV4, lb.v4.into(), real.v4.into(), 300 + i as u16, DEFAULT_TIMEOUT)
+                .expect("probe");
+        assert!(answered, "{}: its encapsulated ping was not answered", real.role);
+        let after: Vec<u64> = topo.reals.iter().map(count).collect();
+        for (j, other) in topo.reals.iter().enumerate() {
+            let want = u64::from(i == j);
+            assert_eq!(after[j] - before[j], want, "{}'s decap counted {}'s packet", other.role, real.role);
+        }
+    }
+
+    // Detaching one namespace's leaves the others' in place.
+    topo.reals[0].ns.run(|| decap::detach("eth0", &topo.pin_root)).expect("detach in real0");
+    for real in &topo.reals[1..] {
+        assert!(xdp_attached(&real.ns, "eth0"), "{} lost its program when real0 detached", real.role);
+    }
 }

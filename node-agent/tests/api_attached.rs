@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 use api_support::*;
 use common::packets::{sock, syn};
+use weir_agent::dataplane::pin;
 
 /// Runs `f` on a thread of its own in a new, empty network namespace (it is
 /// gone, with its interfaces, when the thread ends), on a tokio runtime
@@ -80,8 +81,10 @@ fn attached_balancer_reloads_and_cleans_up() {
         return;
     }
     in_private_netns(|iface| async move {
-        let pins = Path::new("/sys/fs/bpf/weir").join(&iface);
-        let state_file = Path::new("/run/weir").join(format!("{iface}.json"));
+        // Pins and state are keyed by the namespace (this thread's) and the name.
+        let netns = pin::netns_cookie().expect("the namespace's cookie");
+        let pins = pin::balancer_dir(Path::new(pin::DEFAULT_PIN_ROOT), netns, &iface);
+        let state_file = pin::state_file(Path::new("/run/weir"), netns, &iface);
         let _cleanup = Leftovers(vec![pins.clone(), state_file.clone()]);
         let api = Api::new();
         let answer = api.send("POST", "/api/v1/lb/create", create_body(&iface, true)).await;

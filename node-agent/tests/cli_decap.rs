@@ -4,6 +4,8 @@
 
 use std::process::Command;
 
+use weir_agent::dataplane::pin;
+
 const BIN: &str = env!("CARGO_BIN_EXE_weir-agent");
 
 /// A namespace with a veth pair and a pin root, both removed on drop (also
@@ -25,6 +27,23 @@ impl Netns {
         let mut all = vec!["-n", &self.0];
         all.extend_from_slice(args);
         run("ip", &all)
+    }
+
+    /// The decap pin directory of `iface` in this namespace (pins are keyed
+    /// by the namespace's cookie, read from inside it).
+    fn decap_dir(&self, iface: &str) -> std::path::PathBuf {
+        use std::os::fd::AsFd;
+        let fd = std::fs::File::open(format!("/run/netns/{}", self.0)).expect("open the netns");
+        let netns = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                    pin::netns_cookie().expect("the namespace's cookie")
+                })
+                .join()
+                .expect("the cookie thread")
+        });
+        pin::decap_dir(std::path::Path::new(&self.1), netns, iface)
     }
 
     /// Runs the agent in the namespace's network stack only.
@@ -67,7 +86,7 @@ fn decap_attaches_stays_and_removes() {
     // The command has exited; the program is still there, in driver mode.
     let link = ns.ip(&["-d", "link", "show", "wc0"]);
     assert!(link.contains("xdp") && link.contains("name weir_decap"), "not attached after exit: {link}");
-    assert!(std::path::Path::new(&pin_root).join("decap/wc0/link").exists());
+    assert!(ns.decap_dir("wc0").join("link").exists());
 
     let out = ns.agent(&["decap", "--iface", "wc0", "--remove", "--pin-root", &pin_root]);
     assert!(out.status.success(), "remove: {}", String::from_utf8_lossy(&out.stderr));

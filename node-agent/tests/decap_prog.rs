@@ -24,7 +24,7 @@ use etherparse::{
     EtherType, Ethernet2Header, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder, SingleVlanHeader,
     VlanId, VlanPcp,
 };
-use weir_agent::dataplane::{decap, AttachMode};
+use weir_agent::dataplane::{decap, pin, AttachMode};
 use weir_agent::Error;
 use weir_ebpf::abi::{self, DecapStat, LbCounter};
 
@@ -585,7 +585,9 @@ fn attach_outlives_the_loader_and_detach_detaches() {
     let ns = Netns::new("decap");
     let pin_root = PinRoot::new("decap-attach");
     veth_pair(&ns);
-    let dir = pin_root.0.join("decap").join("wd0");
+    // Pins are per network namespace: everything below asks from inside ns.
+    let netns = ns.run(pin::netns_cookie).expect("the namespace's cookie");
+    let dir = pin::decap_dir(&pin_root.0, netns, "wd0");
 
     ns.run(|| decap::attach("wd0", AttachMode::Driver, &pin_root.0)).expect("attach");
     assert!(dir.join("link").exists(), "link not pinned in {}", dir.display());
@@ -606,19 +608,22 @@ fn attach_outlives_the_loader_and_detach_detaches() {
     // Traffic through the veth is decapsulated and counted in the pinned map.
     let inner = tcp_syn_v4();
     let frame = cat(&[&eth(ETH_P_IP), &outer_v4(IPPROTO_IPIP, &inner)]);
-    let before = decap::counters("wd0", &pin_root.0).expect("counters");
+    let counters = || ns.run(|| decap::counters("wd0", &pin_root.0));
+    let before = counters().expect("counters");
     ns.run(|| send_frame("wd1", &frame));
     let arrived = wait_for(Duration::from_secs(3), || {
-        decap::counters("wd0", &pin_root.0).expect("counters")[DecapStat::V4 as usize].v1
-            > before[DecapStat::V4 as usize].v1
+        counters().expect("counters")[DecapStat::V4 as usize].v1 > before[DecapStat::V4 as usize].v1
     });
     assert!(arrived, "the encapsulated frame was never counted");
-    let after = decap::counters("wd0", &pin_root.0).expect("counters");
+    let after = counters().expect("counters");
     assert_eq!(delta(after, before)[DecapStat::V4 as usize], LbCounter { v1: 1, v2: inner.len() as u64 });
     assert_eq!(delta(after, before)[DecapStat::V6 as usize], LbCounter::default());
 
-    // Detach from outside the namespace: it works on the pins alone.
-    decap::detach("wd0", &pin_root.0).expect("detach");
+    // Outside the namespace there is no such attachment: its pins are ns's.
+    assert!(matches!(decap::detach("wd0", &pin_root.0), Err(Error::NotFound { .. })));
+    assert!(matches!(decap::counters("wd0", &pin_root.0), Err(Error::NotFound { .. })));
+    // Detach works on the pins alone.
+    ns.run(|| decap::detach("wd0", &pin_root.0)).expect("detach");
     assert!(!dir.exists(), "{} still exists", dir.display());
     // The link goes once its last reference does (the bpffs inode is freed
     // after an RCU grace period), so give it a moment.
@@ -627,8 +632,8 @@ fn attach_outlives_the_loader_and_detach_detaches() {
         "still attached after detach: {:?}",
         ns.xdp_prog("wd0")
     );
-    assert!(matches!(decap::detach("wd0", &pin_root.0), Err(Error::NotFound { .. })));
-    assert!(matches!(decap::counters("wd0", &pin_root.0), Err(Error::NotFound { .. })));
+    assert!(matches!(ns.run(|| decap::detach("wd0", &pin_root.0)), Err(Error::NotFound { .. })));
+    assert!(matches!(counters(), Err(Error::NotFound { .. })));
 }
 
 #[test]
@@ -651,6 +656,6 @@ fn attach_replaces_a_link_whose_interface_is_gone() {
     let (_, name, mode) = ns.xdp_prog("wd0").expect("not attached to the new wd0");
     assert_eq!((name.as_str(), mode), (weir_ebpf::DECAP_PROGRAM, 1));
 
-    decap::detach("wd0", &pin_root.0).expect("detach");
+    ns.run(|| decap::detach("wd0", &pin_root.0)).expect("detach");
     assert!(wait_for(Duration::from_secs(5), || ns.xdp_prog("wd0").is_none()), "still attached after detach");
 }

@@ -82,6 +82,9 @@ pub struct Balancer {
     link: Option<PinnedLink>,
     pin_dir: Option<PathBuf>,
     state_file: Option<PathBuf>,
+    /// The main interface's index in the namespace the Balancer was created
+    /// in (0 in testing mode): what its link must stay attached to.
+    ifindex: u32,
 }
 
 impl std::fmt::Debug for Balancer {
@@ -96,22 +99,33 @@ impl Balancer {
     /// earlier agent stopped without cleanup), adopts it: its maps are reused
     /// as they are, the new program replaces the old one atomically on the same
     /// link, and the saved state is re-applied, so forwarding never stops.
+    ///
+    /// "The same interface" is this network namespace's interface of that
+    /// name (the thread's namespace): pins and state are keyed by the
+    /// namespace's cookie (see [`pin`]), and a pinned link is adopted only
+    /// while it is attached to that interface; a defunct or foreign one is
+    /// unpinned and the program attached anew.
     pub fn new(config: BalancerConfig) -> Result<Self> {
         validate_config(&config)?;
         // Testing mode never pins: its maps are private to this Balancer, so
         // tests (and REST "testing" balancers) cannot see each other's state.
-        let pin_dir = match &config.pin_root {
+        let pins = match &config.pin_root {
             Some(root) if !config.testing => {
                 pin::ensure_bpffs(root)?;
-                Some(pin::balancer_dir(root, &config.main_interface))
+                let netns = pin::netns_cookie()?;
+                let iface = &config.main_interface;
+                Some((pin::balancer_dir(root, netns, iface), pin::state_file(&config.state_dir, netns, iface)))
             }
             _ => None,
         };
-        let state_file = pin_dir.as_ref().map(|_| config.state_dir.join(format!("{}.json", config.main_interface)));
+        let (pin_dir, state_file) = pins.unzip();
         let link_path = pin_dir.as_ref().map(|dir| dir.join(pin::LINK));
-        let adopting = link_path.as_ref().is_some_and(|p| p.exists());
-        let saved = match (&state_file, adopting) {
-            (Some(path), true) => State::load(&config, path)?,
+        let adopting = match &link_path {
+            Some(path) => adoptable(path, &config.main_interface)?,
+            None => false,
+        };
+        let saved = match (&state_file, &pin_dir, adopting) {
+            (Some(path), Some(dir), true) => State::load(&config, path, dir)?,
             _ => None,
         };
 
@@ -159,9 +173,11 @@ impl Balancer {
             link: None,
             pin_dir,
             state_file,
+            ifindex: 0,
         };
         balancer.restore(saved)?;
         if !balancer.config.testing {
+            balancer.ifindex = pin::if_index(&balancer.config.main_interface);
             balancer.attach(adopting, link_path.expect("pinning is required to attach"))?;
         }
         Ok(balancer)
@@ -232,6 +248,15 @@ impl Balancer {
             aya::programs::ProgramError::UnknownInterface { .. } => {
                 Error::invalid("main_interface", format!("no interface named {iface:?}"))
             }
+            aya::programs::ProgramError::SyscallError(ref sys) if sys.io_error.raw_os_error() == Some(libc::EBUSY) => {
+                Error::bpf(
+                    format!(
+                        "attach XDP to {iface} in {mode:?} mode: another XDP program is attached there (one \
+                         pinned by an agent of the layout before per-namespace pins? see docs/upgrading.md)"
+                    ),
+                    e,
+                )
+            }
             e => Error::bpf(format!("attach XDP to {iface} in {mode:?} mode"), e),
         })?;
         let link = program.take_link(id).map_err(|e| Error::bpf("take the XDP link", e))?;
@@ -246,7 +271,8 @@ impl Balancer {
     }
 
     /// Whether the program is attached to its interface now, as the kernel
-    /// says: its pinned link is still bound to the interface (false once the
+    /// says: its pinned link is still bound to the interface it was attached
+    /// to, in the Balancer's namespace, whatever the caller's (false once the
     /// interface went away or the link was detached; always false in testing
     /// mode).
     pub fn is_attached(&self) -> bool {
@@ -254,7 +280,7 @@ impl Balancer {
             return false;
         };
         match pin::xdp_link_ifindex(&dir.join(pin::LINK)) {
-            Ok(ifindex) => ifindex != 0,
+            Ok(ifindex) => ifindex != 0 && ifindex == self.ifindex,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read the XDP link");
                 false
@@ -726,10 +752,33 @@ impl Drop for Balancer {
                 let _ = std::fs::remove_file(dir.join(name));
             }
             let _ = std::fs::remove_dir(dir);
+            // The namespace's directory, once nothing else of it is pinned.
+            if let Some(netns_dir) = dir.parent() {
+                let _ = std::fs::remove_dir(netns_dir);
+            }
         }
         if let Some(file) = &self.state_file {
             let _ = std::fs::remove_file(file);
+            if let Some(netns_dir) = file.parent() {
+                let _ = std::fs::remove_dir(netns_dir);
+            }
         }
+    }
+}
+
+/// Whether the link pinned at `path` is this namespace's `iface`'s, to be
+/// adopted. A link pinned there but defunct or attached elsewhere can never
+/// carry this interface's traffic: its pin is removed (so that a new link
+/// can be pinned in its place) and the datapath starts afresh.
+fn adoptable(path: &std::path::Path, iface: &str) -> Result<bool> {
+    match pin::link_attached_to(path, iface)? {
+        Some(true) => Ok(true),
+        Some(false) => {
+            tracing::warn!(%iface, link = %path.display(), "pinned XDP link is not attached to {iface}; attaching anew");
+            std::fs::remove_file(path).map_err(|e| Error::system(format!("remove {}", path.display()), e))?;
+            Ok(false)
+        }
+        None => Ok(false),
     }
 }
 

@@ -58,7 +58,7 @@ pub struct BalancerConfig {
     /// Pin root on bpffs (required unless testing; testing mode never pins).
     pub pin_root: Option<PathBuf>,
     /// Where the control-plane state of a pinned datapath is saved
-    /// (`<state_dir>/<main_interface>.json`), so a restarted agent can adopt it.
+    /// (`<state_dir>/netns-<cookie>/<main_interface>.json`, see `pin`), so a restarted agent can adopt it.
     pub state_dir: PathBuf,
     /// CPUs that forward traffic; reported by the per-core counters. Empty = all.
     pub forwarding_cores: Vec<u32>,

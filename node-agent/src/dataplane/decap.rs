@@ -1,7 +1,8 @@
 //! The real-side decapsulation program (`decap.bpf.c`): attaching it to an
 //! interface so that it outlives the agent, detaching it, reading its counters.
 //!
-//! An attachment lives in [`pin::decap_dir`]`(pin_root, iface)`: the XDP link
+//! An attachment lives in [`pin::decap_dir`]`(pin_root, netns, iface)` (`netns`
+//! the calling thread's network namespace, [`pin::netns_cookie`]): the XDP link
 //! (`link`) and the counter map (`weir_decaps`). The pinned link keeps the
 //! program attached after the [`Ebpf`] that attached it is dropped and after the
 //! agent exits. Attaching again swaps the new program into that same link
@@ -9,9 +10,10 @@
 //! without decapsulation, not even for one packet.
 //!
 //! Everything here acts in the calling thread's network namespace: interface
-//! names are resolved, and links created, wherever the thread stands.
+//! names are resolved, links created and pins found wherever the thread
+//! stands. Two namespaces' `eth0`s never share a pin directory, and a pinned
+//! link is adopted only while it is attached to this namespace's interface.
 
-use std::ffi::CString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -30,37 +32,44 @@ use super::pin;
 use crate::{Error, Result};
 
 /// Attaches the decap program to `iface` and pins its link under
-/// [`pin::decap_dir`]`(pin_root, iface)`, so that it stays attached after this
+/// [`pin::decap_dir`]`(pin_root, netns, iface)`, so that it stays attached after this
 /// process exits. The counter map `weir_decaps` is pinned in the same directory
 /// and survives re-attachment, counters included.
 ///
 /// Idempotent: when a link is already pinned there, the new program atomically
 /// replaces the old one inside that link (which keeps the mode it was created
-/// with; `mode` applies to new links only). A pinned link whose interface is
-/// gone is replaced by a new link.
+/// with; `mode` applies to new links only). A pinned link that is not
+/// attached to this namespace's `iface` (its interface is gone, or was
+/// re-created) is replaced by a new link.
 ///
 /// Errors: [`Error::InvalidRequest`] naming `iface` when it is not a valid
 /// interface name or no such interface exists in the caller's network namespace.
 pub fn attach(iface: &str, mode: AttachMode, pin_root: &Path) -> Result<()> {
     check_iface_name(iface)?;
-    if if_index(iface) == 0 {
+    if pin::if_index(iface) == 0 {
         return Err(Error::invalid("interface", format!("{iface} does not exist in this network namespace")));
     }
     pin::ensure_bpffs(pin_root)?;
-    let dir = pin::decap_dir(pin_root, iface);
+    let dir = pin::decap_dir(pin_root, pin::netns_cookie()?, iface);
     std::fs::create_dir_all(&dir).map_err(|e| Error::system(format!("create {}", dir.display()), e))?;
 
     let mut ebpf = load(&dir)?;
     let program = program_mut(&mut ebpf)?;
     let link_path = dir.join(pin::LINK);
-    if let Some(pinned) = open_pinned_link(&link_path)? {
-        if replace_program(program, pinned, &link_path)? {
-            tracing::info!(iface, link = %link_path.display(), "decap program replaced in pinned link");
-            return Ok(());
+    // Only a link attached to this interface is adopted; one that outlived
+    // its interface (an interface of that name was deleted, maybe
+    // re-created) can never carry this interface's traffic again.
+    let ours = pin::link_attached_to(&link_path, iface)?;
+    if ours == Some(true) {
+        if let Some(pinned) = open_pinned_link(&link_path)? {
+            if replace_program(program, pinned, &link_path)? {
+                tracing::info!(iface, link = %link_path.display(), "decap program replaced in pinned link");
+                return Ok(());
+            }
         }
-        // The link outlived its interface (an interface of that name was
-        // deleted, maybe re-created): it can never carry traffic again.
-        tracing::warn!(iface, link = %link_path.display(), "pinned decap link is defunct; attaching anew");
+    }
+    if ours.is_some() {
+        tracing::warn!(iface, link = %link_path.display(), "pinned decap link is not attached to {iface}; attaching anew");
         remove_pin(&link_path)?;
     }
     attach_new_link(program, iface, mode, &link_path)?;
@@ -73,10 +82,10 @@ pub fn attach(iface: &str, mode: AttachMode, pin_root: &Path) -> Result<()> {
 /// agent keeps none), its pinned counter map and its pin directory.
 ///
 /// The interface need not exist any more. Errors: [`Error::NotFound`] naming
-/// the interface when nothing is pinned for it.
+/// the interface when nothing is pinned for it in this network namespace.
 pub fn detach(iface: &str, pin_root: &Path) -> Result<()> {
     check_iface_name(iface)?;
-    let dir = pin::decap_dir(pin_root, iface);
+    let dir = pin::decap_dir(pin_root, pin::netns_cookie()?, iface);
     if !dir.is_dir() {
         return Err(not_attached(iface));
     }
@@ -85,6 +94,10 @@ pub fn detach(iface: &str, pin_root: &Path) -> Result<()> {
         removed |= remove_pin(&dir.join(name))?;
     }
     std::fs::remove_dir(&dir).map_err(|e| Error::system(format!("remove {}", dir.display()), e))?;
+    // The namespace's decap/ and its own directory, once empty.
+    for parent in dir.ancestors().skip(1).take(2) {
+        let _ = std::fs::remove_dir(parent);
+    }
     if !removed {
         return Err(not_attached(iface));
     }
@@ -110,12 +123,12 @@ pub fn load_unattached() -> Result<Ebpf> {
     load(&scratch.0)
 }
 
-/// The decap counters of `iface`, summed over CPUs, indexed by
+/// The decap counters of `iface` in this network namespace, summed over CPUs, indexed by
 /// [`DecapStat`]: `[v4, v6, pass]`. Read from the pinned map, so they cover
 /// every program that has been attached there since the first attach.
 pub fn counters(iface: &str, pin_root: &Path) -> Result<[LbCounter; DecapStat::COUNT as usize]> {
     check_iface_name(iface)?;
-    let path = pin::decap_dir(pin_root, iface).join(abi::map::DECAP_STATS);
+    let path = pin::decap_dir(pin_root, pin::netns_cookie()?, iface).join(abi::map::DECAP_STATS);
     if !path.exists() {
         return Err(not_attached(iface));
     }
@@ -221,16 +234,6 @@ fn remove_pin(path: &Path) -> Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::system(format!("remove {}", path.display()), e)),
-    }
-}
-
-/// The index of `iface` in the calling thread's network namespace; 0 when it
-/// does not exist there.
-fn if_index(iface: &str) -> u32 {
-    match CString::new(iface) {
-        // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
-        Ok(name) => unsafe { libc::if_nametoindex(name.as_ptr()) },
-        Err(_) => 0,
     }
 }
 

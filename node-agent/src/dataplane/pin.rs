@@ -1,11 +1,24 @@
 //! bpffs: mounting it when it is missing, and where weir pins its objects.
 //!
-//! Layout under the pin root (default `/sys/fs/bpf/weir`):
-//! - `<iface>/`       one balancer: its maps by name, `link` (the XDP attachment);
-//! - `decap/<iface>/` one decapsulation program: `weir_decaps`, `link`.
+//! Layout under the pin root (default `/sys/fs/bpf/weir`), per network
+//! namespace: `<netns>` is `netns-<cookie>`, the namespace's cookie
+//! (SO_NETNS_COOKIE, 64 bits, never reused within a boot — and pins do not
+//! outlive a boot), in decimal:
+//! - `<netns>/<iface>/`       one balancer: its maps by name, `link` (the XDP attachment);
+//! - `<netns>/decap/<iface>/` one decapsulation program: `weir_decaps`, `link`.
+//!
+//! An interface is named by its namespace and its name: agents in several
+//! namespaces sharing one bpffs (pods, or hostNetwork agents next to
+//! namespaced reals) each have an `eth0`, and must never share or adopt each
+//! other's pins. The state file beside a balancer is keyed the same way
+//! (`<state_dir>/<netns>/<iface>.json`, see [`state_file`]).
 //!
 //! A pinned link keeps its program attached after the process that attached it
-//! exits; a restarted agent opens the link and atomically swaps in its program.
+//! exits; a restarted agent opens the link and atomically swaps in its
+//! program — but only after [`link_attached_to`] says that the link is
+//! attached to this namespace's interface of that name (not defunct, not
+//! another interface's). Pins of the layout before namespaces (`<iface>/`,
+//! `decap/<iface>/`) are not adopted: see docs/upgrading.md.
 
 use std::path::{Path, PathBuf};
 
@@ -43,14 +56,83 @@ fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
 }
 
-/// The pin directory of the balancer on `iface`.
-pub fn balancer_dir(root: &Path, iface: &str) -> PathBuf {
-    root.join(iface)
+/// The cookie of the calling thread's network namespace: a 64-bit id the
+/// kernel never reuses within a boot (SO_NETNS_COOKIE on a socket there).
+pub fn netns_cookie() -> Result<u64> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    /// SO_NETNS_COOKIE (asm-generic/socket.h), Linux 5.14.
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let op = "read the network namespace's cookie (SO_NETNS_COOKIE, Linux 5.14)";
+    // SAFETY: socket() has no memory preconditions.
+    let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(Error::system(op, std::io::Error::last_os_error()));
+    }
+    // SAFETY: socket() returned a new descriptor that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` and `len` are valid for writes of `len` bytes and outlive the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(Error::system(op, std::io::Error::last_os_error()));
+    }
+    Ok(cookie)
 }
 
-/// The pin directory of the decapsulation program on `iface`.
-pub fn decap_dir(root: &Path, iface: &str) -> PathBuf {
-    root.join("decap").join(iface)
+/// The directory of everything pinned for network namespace `netns` (a
+/// [`netns_cookie`]).
+pub fn netns_dir(root: &Path, netns: u64) -> PathBuf {
+    root.join(format!("netns-{netns}"))
+}
+
+/// The pin directory of the balancer on `iface` of network namespace `netns`.
+pub fn balancer_dir(root: &Path, netns: u64, iface: &str) -> PathBuf {
+    netns_dir(root, netns).join(iface)
+}
+
+/// The pin directory of the decapsulation program on `iface` of network
+/// namespace `netns`.
+pub fn decap_dir(root: &Path, netns: u64, iface: &str) -> PathBuf {
+    netns_dir(root, netns).join("decap").join(iface)
+}
+
+/// The balancer's state file for `iface` of network namespace `netns`.
+pub fn state_file(state_dir: &Path, netns: u64, iface: &str) -> PathBuf {
+    state_dir.join(format!("netns-{netns}")).join(format!("{iface}.json"))
+}
+
+/// The index of `iface` in the calling thread's network namespace; 0 when it
+/// does not exist there.
+pub fn if_index(iface: &str) -> u32 {
+    match std::ffi::CString::new(iface) {
+        // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+        Ok(name) => unsafe { libc::if_nametoindex(name.as_ptr()) },
+        Err(_) => 0,
+    }
+}
+
+/// Whether the XDP link pinned at `link` may be adopted for `iface` of the
+/// calling thread's network namespace: `None` when nothing is pinned there,
+/// `Some(true)` when the link is attached to this namespace's `iface`,
+/// `Some(false)` when it is defunct (its interface went away) or attached
+/// to another interface (an interface of that name deleted and re-created
+/// has a new index). The pin directory already names the namespace; the
+/// index is what the link itself can tell (bpf_link_info has no netns).
+pub fn link_attached_to(link: &Path, iface: &str) -> Result<Option<bool>> {
+    match xdp_link_ifindex(link) {
+        Ok(ifindex) => Ok(Some(ifindex != 0 && ifindex == if_index(iface))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::system(format!("read the XDP link {}", link.display()), e)),
+    }
 }
 
 /// The file name of a pinned XDP link inside a pin directory.

@@ -115,7 +115,8 @@ impl State {
 
     /// Loads a saved state; `Ok(None)` when there is none. The saved
     /// configuration must shape the maps as `config` does.
-    pub fn load(config: &BalancerConfig, path: &Path) -> Result<Option<Self>> {
+    /// `pin_dir` is the pinned datapath's directory, for the error message.
+    pub fn load(config: &BalancerConfig, path: &Path, pin_dir: &Path) -> Result<Option<Self>> {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -137,10 +138,7 @@ impl State {
                     saved.config.ch_ring_size,
                     saved.config.lru_size,
                     saved.config.mtu,
-                    config.pin_root.as_deref().map_or_else(
-                        || "(none)".to_owned(),
-                        |root| root.join(&config.main_interface).display().to_string()
-                    ),
+                    pin_dir.display(),
                     path.display()
                 ),
             ));
