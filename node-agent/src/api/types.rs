@@ -317,13 +317,6 @@ pub struct Reload {
     pub config: Option<serde_json::Value>,
 }
 
-/// `/health` and `/health/ready` data.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct HealthStatus {
-    #[schema(example = "ok")]
-    pub status: String,
-}
-
 /// `GET /features/check` parameters: a Katran feature bit.
 #[derive(Debug, Clone, Deserialize, ToSchema, IntoParams)]
 #[into_params(parameter_in = Query)]
