@@ -173,25 +173,34 @@ async fn a_bad_document_creates_nothing() {
     api.raw("POST", "/api/v1/lb/create", Some(CREATE_TESTING)).await;
     api.add_vip("10.0.0.1", 80, 6, 0).await;
     let good = api.data("/api/v1/config/export/json").await;
-    for (change, needle) in [
+    for (change, code, needle) in [
         (
             json!({"vips": [{"address": "10.0.0.1", "port": 80, "proto": "sctp", "target_group": "group-0", "flags": 0}]}),
+            "INVALID_REQUEST",
             "vips[0].proto: \"sctp\" is not tcp or udp",
         ),
         (
             json!({"vips": [{"address": "10.0.0.1", "port": 80, "proto": "tcp", "target_group": "group-9", "flags": 0}]}),
+            "INVALID_REQUEST",
             "vips[0].target_group: no target group \"group-9\"",
         ),
         (
             json!({"vips": [{"address": "10.0.0.x", "port": 80, "proto": "tcp", "target_group": "group-0", "flags": 0}]}),
+            "INVALID_REQUEST",
             "vips[0].address: \"10.0.0.x\" is not an IP address",
+        ),
+        // Refused by the Balancer once the balancer exists: it is dropped again.
+        (
+            json!({"vips": [{"address": "10.0.0.1", "port": 80, "proto": "tcp", "target_group": "group-0", "flags": 4}]}),
+            "FEATURE_DISABLED",
+            "VIP flag QUIC_VIP (0x4) is not supported by this datapath",
         ),
     ] {
         let mut doc = good.clone();
         doc.as_object_mut().unwrap().extend(change.as_object().unwrap().clone());
         let fresh = Api::new();
         let err = weir_agent::api::import_document(&fresh.state, doc.to_string().as_bytes()).unwrap_err();
-        assert_eq!((err.code, err.message.as_str()), ("INVALID_REQUEST", needle));
+        assert_eq!((err.code, err.message.as_str()), (code, needle));
         assert!(fresh.state.balancer.read().unwrap().is_none(), "{needle}: a balancer was created");
     }
 }

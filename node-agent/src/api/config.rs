@@ -277,8 +277,10 @@ pub fn is_document(bytes: &[u8]) -> bool {
 /// Rebuilds the balancer a configuration document describes: creates it
 /// from `lb` (exactly as `/lb/create` would), then adds every VIP with its
 /// flags and hash function and its target group's reals. Every address,
-/// protocol, group and hash function is checked before anything is created.
-/// Blocking (it loads the program).
+/// protocol, group and hash function is checked before anything is created;
+/// when the Balancer refuses a VIP or a real, the balancer is dropped again
+/// (with `cleanup_on_shutdown: false` its pinned datapath stays, as after
+/// `/lb/close`). Blocking (it loads the program).
 pub fn import_document(state: &ApiState, bytes: &[u8]) -> Result<(), ApiError> {
     let doc: ConfigDocument =
         serde_yaml::from_slice(bytes).map_err(|e| ApiError::invalid(format!("configuration document: {e}")))?;
@@ -310,13 +312,20 @@ pub fn import_document(state: &ApiState, bytes: &[u8]) -> Result<(), ApiError> {
     create(state, &create_body(&doc.lb)?)?;
     for (spec, hash, reals) in plan {
         let id: VipId = spec.id;
-        state.write_vip(&id, |lb| {
+        let applied = state.write_vip(&id, |lb| {
             lb.add_vip(spec)?;
             if let Some(hash) = hash.filter(|&h| h != lb.config().hash_function) {
                 lb.change_hash_function(&id, hash)?;
             }
             lb.modify_reals(&id, RealAction::Add, &reals)
-        })?;
+        });
+        if let Err(e) = applied {
+            // What only the Balancer can refuse (a VIP flag it lacks, a full
+            // table, an IPv4 real behind an IPv6 VIP): the half-built balancer
+            // goes, so a bad document leaves no balancer behind.
+            state.write_lock().take();
+            return Err(e);
+        }
     }
     Ok(())
 }
