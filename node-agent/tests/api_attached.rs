@@ -201,3 +201,77 @@ fn attached_balancer_reloads_and_cleans_up() {
         assert!(!pins.exists() && !state_file.exists());
     });
 }
+
+/// Sets or clears the immutable attribute of `dir` (FS_IOC_SETFLAGS, as
+/// `chattr +i`): nothing can be created in or removed from it, even by root.
+fn set_immutable(dir: &Path, on: bool) {
+    use std::os::fd::AsRawFd;
+    const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+    const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+    const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+    let file = std::fs::File::open(dir).expect("open the directory");
+    let mut flags: libc::c_long = 0;
+    // SAFETY: both ioctls read or write one `long` at a pointer valid for the call.
+    unsafe {
+        assert_eq!(libc::ioctl(file.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags), 0, "FS_IOC_GETFLAGS");
+        flags = if on { flags | FS_IMMUTABLE_FL } else { flags & !FS_IMMUTABLE_FL };
+        assert_eq!(libc::ioctl(file.as_raw_fd(), FS_IOC_SETFLAGS, &flags), 0, "FS_IOC_SETFLAGS");
+    }
+}
+
+/// A reload that fails once the replacement is half built (here: its state
+/// file cannot be written) changes nothing: the live program stays attached,
+/// the pins and the state file stay, and the next reload (or restart) adopts
+/// them with every flow.
+#[test]
+fn failed_reload_keeps_the_pinned_datapath() {
+    if skip_without_root("failed_reload_keeps_the_pinned_datapath") {
+        return;
+    }
+    in_private_netns(|iface| async move {
+        let netns = pin::netns_cookie().expect("the namespace's cookie");
+        let pins = pin::balancer_dir(Path::new(pin::DEFAULT_PIN_ROOT), netns, &iface);
+        let state_file = pin::state_file(Path::new("/run/weir"), netns, &iface);
+        let state_dir = state_file.parent().unwrap().to_owned();
+        let _cleanup = Leftovers(vec![pins.clone(), state_file.clone()]);
+        let api = Api::new();
+        let answer = api.send("POST", "/api/v1/lb/create", create_body(&iface, true)).await;
+        assert_eq!((answer.status, answer.body), (StatusCode::CREATED, ok()));
+        api.add_vip("10.0.0.1", 80, 6, 0).await;
+        api.add_real(vip("10.0.0.1", 80, 6), "10.1.0.1", 1).await;
+        let frame =
+            syn(sock("198.51.100.7".parse::<IpAddr>().unwrap(), 1), sock("10.0.0.1".parse::<IpAddr>().unwrap(), 80));
+        let out = api.send("POST", "/api/v1/utils/simulate-packet", json!({"packet": STANDARD.encode(&frame)})).await;
+        assert_eq!(out.body["data"]["verdict"], json!("XDP_TX"));
+        let prog = xdp_prog_id(&iface).expect("attached");
+        let pinned = |dir: &Path| {
+            let mut names: Vec<String> =
+                std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            names.sort();
+            names
+        };
+        let pins_before = pinned(&pins);
+        let state_before = std::fs::read(&state_file).unwrap();
+
+        set_immutable(&state_dir, true);
+        let answer = api.call("POST", "/api/v1/lb/reload").await;
+        set_immutable(&state_dir, false);
+        assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", answer.body);
+        assert_eq!(answer.body["error"]["code"], json!("INTERNAL_ERROR"), "{}", answer.body);
+
+        // Nothing changed: the same program on the link, every pin, the same state.
+        assert_eq!(xdp_prog_id(&iface), Some(prog));
+        assert_eq!(pinned(&pins), pins_before);
+        assert_eq!(std::fs::read(&state_file).unwrap(), state_before);
+        assert_eq!(api.data("/api/v1/vips").await, json!([vip("10.0.0.1", 80, 6)]));
+        assert_eq!(api.data("/api/v1/stats/bpf-map?map_name=weir_conns").await["current_entries"], json!(1));
+
+        // The next reload adopts it all.
+        let answer = api.call("POST", "/api/v1/lb/reload").await;
+        assert_eq!((answer.status, answer.body), (StatusCode::OK, ok()));
+        assert_ne!(xdp_prog_id(&iface), Some(prog));
+        assert_eq!(api.data("/api/v1/stats/bpf-map?map_name=weir_conns").await["current_entries"], json!(1));
+        assert_eq!(api.call("POST", "/api/v1/lb/close").await.status, StatusCode::OK);
+        assert!(!pins.exists() && !state_file.exists());
+    });
+}

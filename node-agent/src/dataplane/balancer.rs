@@ -175,12 +175,27 @@ impl Balancer {
             state_file,
             ifindex: 0,
         };
-        balancer.restore(saved)?;
-        if !balancer.config.testing {
-            balancer.ifindex = pin::if_index(&balancer.config.main_interface);
-            balancer.attach(adopting, link_path.expect("pinning is required to attach"))?;
+        if let Err(e) = balancer.come_up(saved, adopting, link_path) {
+            // A pinned datapath this Balancer adopted is still another's (the
+            // running one's, on `/lb/reload`): dropping the half-built
+            // Balancer must leave it, pins and state file, as it was.
+            if adopting {
+                balancer.config.cleanup_on_shutdown = false;
+            }
+            return Err(e);
         }
         Ok(balancer)
+    }
+
+    /// The part of [`Self::new`] after loading: the maps' contents, then the
+    /// attachment.
+    fn come_up(&mut self, saved: Option<State>, adopting: bool, link_path: Option<PathBuf>) -> Result<()> {
+        self.restore(saved)?;
+        if !self.config.testing {
+            self.ifindex = pin::if_index(&self.config.main_interface);
+            self.attach(adopting, link_path.expect("pinning is required to attach"))?;
+        }
+        Ok(())
     }
 
     /// Makes the maps match `saved` (an adopted datapath) or an empty
@@ -709,6 +724,10 @@ impl Balancer {
                     .to_owned(),
             });
         }
+        // The replacement adopts what the state file says: make it say what
+        // runs (a deleted file would otherwise read as "no state" and clear
+        // the live connection table).
+        self.save()?;
         let next = Balancer::new(self.config.clone())?;
         let mut previous = std::mem::replace(self, next);
         // The new Balancer owns the pinned datapath now: dropping the previous
