@@ -275,3 +275,45 @@ fn failed_reload_keeps_the_pinned_datapath() {
         assert!(!pins.exists() && !state_file.exists());
     });
 }
+
+/// An interface name becomes a path under the pin root and the state
+/// directory: one that is not a valid interface name of this namespace is
+/// refused (400, naming it) before anything touches the filesystem.
+#[test]
+fn create_refuses_interface_names_that_are_not_interfaces() {
+    if skip_without_root("create_refuses_interface_names_that_are_not_interfaces") {
+        return;
+    }
+    in_private_netns(|iface| async move {
+        let netns = pin::netns_cookie().expect("the namespace's cookie");
+        let netns_pins = pin::netns_dir(Path::new(pin::DEFAULT_PIN_ROOT), netns);
+        let escape = format!("/tmp/weir-escape-{}", std::process::id());
+        let _cleanup = Leftovers(vec![escape.clone().into(), netns_pins.clone()]);
+        let cases = [
+            (format!("../../../..{escape}"), format!("\"../../../..{escape}\" is not a valid interface name")),
+            (format!("../weir/{iface}"), format!("\"../weir/{iface}\" is not a valid interface name")),
+            ("..".to_owned(), "\"..\" is not a valid interface name".to_owned()),
+            ("eth0:1".to_owned(), "\"eth0:1\" is not a valid interface name".to_owned()),
+            ("sixteen-chars-xx".to_owned(), "\"sixteen-chars-xx\" is not a valid interface name".to_owned()),
+            ("nosuch0".to_owned(), "nosuch0 does not exist in this network namespace".to_owned()),
+        ];
+        let api = Api::new();
+        for (name, message) in cases {
+            let mut body = create_body(&iface, true);
+            body["main_interface"] = json!(name);
+            let answer = api.send("POST", "/api/v1/lb/create", body).await;
+            assert_eq!(
+                (answer.status, answer.body),
+                (
+                    StatusCode::BAD_REQUEST,
+                    json!({"success": false, "error": {"code": "INVALID_REQUEST", "message":
+                        format!("invalid main_interface: {message}")}})
+                ),
+                "{name}"
+            );
+            assert!(!Path::new(&escape).exists(), "{name}: created {escape}");
+            assert!(!netns_pins.exists(), "{name}: created {}", netns_pins.display());
+            assert_eq!(api.data("/api/v1/lb/status").await["initialized"], json!(false), "{name}");
+        }
+    });
+}

@@ -884,6 +884,10 @@ fn validate_config(c: &BalancerConfig) -> Result<()> {
     if !c.testing && c.main_interface.is_empty() {
         return Err(Error::invalid("main_interface", "required unless testing"));
     }
+    if !c.testing {
+        // Before anything is pinned: the name becomes a path.
+        pin::check_interface("main_interface", &c.main_interface)?;
+    }
     if !c.testing && c.pin_root.is_none() {
         return Err(Error::invalid("pin_root", "required unless testing: the attachment is pinned"));
     }

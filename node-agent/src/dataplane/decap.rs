@@ -45,10 +45,7 @@ use crate::{Error, Result};
 /// Errors: [`Error::InvalidRequest`] naming `iface` when it is not a valid
 /// interface name or no such interface exists in the caller's network namespace.
 pub fn attach(iface: &str, mode: AttachMode, pin_root: &Path) -> Result<()> {
-    check_iface_name(iface)?;
-    if pin::if_index(iface) == 0 {
-        return Err(Error::invalid("interface", format!("{iface} does not exist in this network namespace")));
-    }
+    pin::check_interface("interface", iface)?;
     pin::ensure_bpffs(pin_root)?;
     let dir = pin::decap_dir(pin_root, pin::netns_cookie()?, iface);
     std::fs::create_dir_all(&dir).map_err(|e| Error::system(format!("create {}", dir.display()), e))?;
@@ -84,7 +81,7 @@ pub fn attach(iface: &str, mode: AttachMode, pin_root: &Path) -> Result<()> {
 /// The interface need not exist any more. Errors: [`Error::NotFound`] naming
 /// the interface when nothing is pinned for it in this network namespace.
 pub fn detach(iface: &str, pin_root: &Path) -> Result<()> {
-    check_iface_name(iface)?;
+    pin::check_iface_name("interface", iface)?;
     let dir = pin::decap_dir(pin_root, pin::netns_cookie()?, iface);
     if !dir.is_dir() {
         return Err(not_attached(iface));
@@ -127,7 +124,7 @@ pub fn load_unattached() -> Result<Ebpf> {
 /// [`DecapStat`]: `[v4, v6, pass]`. Read from the pinned map, so they cover
 /// every program that has been attached there since the first attach.
 pub fn counters(iface: &str, pin_root: &Path) -> Result<[LbCounter; DecapStat::COUNT as usize]> {
-    check_iface_name(iface)?;
+    pin::check_iface_name("interface", iface)?;
     let path = pin::decap_dir(pin_root, pin::netns_cookie()?, iface).join(abi::map::DECAP_STATS);
     if !path.exists() {
         return Err(not_attached(iface));
@@ -234,21 +231,6 @@ fn remove_pin(path: &Path) -> Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::system(format!("remove {}", path.display()), e)),
-    }
-}
-
-/// Refuses what the kernel would refuse as an interface name (dev_valid_name),
-/// which also keeps `iface` from escaping its pin directory.
-fn check_iface_name(iface: &str) -> Result<()> {
-    let valid = !iface.is_empty()
-        && iface.len() < libc::IFNAMSIZ
-        && iface != "."
-        && iface != ".."
-        && !iface.chars().any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace());
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::invalid("interface", format!("{iface:?} is not a valid interface name")))
     }
 }
 

@@ -110,6 +110,33 @@ pub fn state_file(state_dir: &Path, netns: u64, iface: &str) -> PathBuf {
     state_dir.join(format!("netns-{netns}")).join(format!("{iface}.json"))
 }
 
+/// Refuses what the kernel would refuse as an interface name (its
+/// dev_valid_name): an interface name becomes a path component under the pin
+/// root and the state directory, and this keeps it from naming any other
+/// directory (no `/`, no `.` or `..`). `field` names the request field.
+pub fn check_iface_name(field: &'static str, iface: &str) -> Result<()> {
+    let valid = !iface.is_empty()
+        && iface.len() < libc::IFNAMSIZ
+        && iface != "."
+        && iface != ".."
+        && !iface.chars().any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace());
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, format!("{iface:?} is not a valid interface name")))
+    }
+}
+
+/// [`check_iface_name`], and the interface exists in the calling thread's
+/// network namespace: what is checked before anything is pinned for it.
+pub fn check_interface(field: &'static str, iface: &str) -> Result<()> {
+    check_iface_name(field, iface)?;
+    if if_index(iface) == 0 {
+        return Err(Error::invalid(field, format!("{iface} does not exist in this network namespace")));
+    }
+    Ok(())
+}
+
 /// The index of `iface` in the calling thread's network namespace; 0 when it
 /// does not exist there.
 pub fn if_index(iface: &str) -> u32 {
