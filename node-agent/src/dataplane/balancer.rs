@@ -572,6 +572,12 @@ impl Balancer {
         }
     }
 
+    /// Kernel memory of each of the balancer's maps, in bytes (the kernel's
+    /// `memlock` accounting), by map name.
+    pub fn map_memory(&self) -> Result<Vec<(&'static str, u64)>> {
+        self.maps.memory()
+    }
+
     // ---- Test runs ----
 
     /// Runs one frame through the balancer program (BPF_PROG_TEST_RUN).

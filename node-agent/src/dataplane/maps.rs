@@ -85,6 +85,26 @@ impl Maps {
         })
     }
 
+    /// Kernel memory of each map, as the kernel accounts it (`memlock` in
+    /// `/proc/self/fdinfo/<fd>`, the map's own `map_mem_usage`): memory the
+    /// maps hold whatever this process maps of them.
+    pub fn memory(&self) -> Result<Vec<(&'static str, u64)>> {
+        abi::map::BALANCER
+            .iter()
+            .map(|&name| {
+                let fd = self.fd(name).ok_or_else(|| Error::NotFound { what: format!("map {name}") })?;
+                let path = format!("/proc/self/fdinfo/{fd}");
+                let info = std::fs::read_to_string(&path).map_err(|e| Error::system(format!("read {path}"), e))?;
+                let memlock = info
+                    .lines()
+                    .find_map(|line| line.strip_prefix("memlock:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .ok_or_else(|| Error::system(format!("read {path}"), std::io::Error::other("no memlock line")))?;
+                Ok((name, memlock))
+            })
+            .collect()
+    }
+
     /// A counter of a per-CPU array, summed over CPUs.
     pub fn sum(map: &PerCpuArray<MapData, LbCounter>, index: u32, name: &str) -> Result<LbCounter> {
         Ok(sum(&Self::per_cpu(map, index, name)?))
