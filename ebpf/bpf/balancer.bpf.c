@@ -221,28 +221,24 @@ static __always_inline __u32 encap_overhead(const struct real_def *real) {
   return real->flags & REAL_F_IPV6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
 }
 
-/* The most L3 bytes a frame padded to Ethernet's minimum (60 bytes without
- * the FCS; 64 when a tag was added after padding) holds. */
-#define ETH_MIN_L3_LEN (ETH_ZLEN - ETH_HLEN)
-
 /**
  * lengths_agree - whether the frame holds the IP packet its header describes.
  *
  * A frame shorter than the header's length is malformed (the kernel's ip_rcv
  * drops it too), as is an IPv4 tot_len shorter than the header itself. A
- * longer frame is legal only as Ethernet padding: a packet of fewer than 46
- * bytes is padded up to a 60-byte frame, and that frame is balanced as it
- * is, the padding carried behind the inner packet (the outer header's length
- * covers the inner packet only, so the real's stack trims it as it trims any
- * padding; no bpf_xdp_adjust_tail on every padded ACK). Any other excess
- * (a 1514-byte frame whose tot_len says 40) is dropped rather than trimmed:
- * it is not a packet any IP stack sent, and sending it on would put bytes on
- * the wire that no header accounts for.
+ * longer frame is legal: Ethernet pads short frames to 60 bytes, a NIC with
+ * rx-fcs on leaves the 4-byte FCS, some switches append trailers, and the
+ * kernel trims them all. Such a frame is balanced as it is, the excess
+ * carried behind the inner packet: the outer header's length covers the
+ * inner packet only, so the real's stack trims the excess as it would have
+ * here. Trimming it (bpf_xdp_adjust_tail) would cost a helper call on every
+ * padded ACK; dropping it would drop whole links' traffic (rx-fcs). What
+ * goes on the wire is the frame, so the MTU check (balance) is made against
+ * the frame's length, never the header's: a 1514-byte frame whose tot_len
+ * says 40 is too big, not 40 bytes.
  */
 static __always_inline bool lengths_agree(const struct packet *pkt) {
   if (pkt->frame_l3_len < pkt->l3_len)
-    return false;
-  if (pkt->frame_l3_len > pkt->l3_len && pkt->frame_l3_len > ETH_MIN_L3_LEN)
     return false;
   return pkt->is_v6 || pkt->l3_len >= sizeof(struct iphdr);
 }

@@ -203,8 +203,9 @@ enum weir_stat {
   WEIR_STAT_XDP_TX,        /* v1: packets; v2: bytes (whole frame, as received) */
   WEIR_STAT_XDP_DROP,      /* v1: packets; v2: bytes */
   WEIR_STAT_XDP_PASS,      /* v1: packets; v2: bytes */
-  WEIR_STAT_BAD_LEN,       /* v1: IPv4 VIP packets dropped as their frame's length disagrees with
-                            * tot_len (see lengths_agree); v2: IPv6, with 40 + payload_len */
+  WEIR_STAT_BAD_LEN,       /* v1: IPv4 VIP packets dropped as their frame is shorter than tot_len,
+                            * or tot_len shorter than the header; v2: IPv6, shorter than 40 +
+                            * payload_len (see lengths_agree) */
   WEIR_STAT_MAX,
 };
 

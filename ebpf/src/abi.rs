@@ -93,8 +93,9 @@ pub enum Stat {
     XdpTx,
     XdpDrop,
     XdpPass,
-    /// v1: IPv4 VIP packets dropped because the frame's length disagrees
-    /// with the header's (`lengths_agree` in balancer.bpf.c); v2: IPv6.
+    /// v1: IPv4 VIP packets dropped because the frame is shorter than the
+    /// header's tot_len, or tot_len shorter than the header; v2: IPv6,
+    /// shorter than 40 + payload_len (`lengths_agree` in balancer.bpf.c).
     BadLen,
 }
 

@@ -1507,10 +1507,13 @@ fn an_ipv4_vip_and_the_ipv6_vip_of_the_same_bytes_are_two_vips() {
 }
 
 /// Issue #11, item 5: the frame, not the IP header's length field, is what
-/// is sent, so a VIP packet whose header and frame disagree is dropped and
-/// counted (BadLen: v1 IPv4, v2 IPv6) before it touches the connection
-/// table; only Ethernet padding of a short packet may follow it, and such a
-/// frame is balanced. Frames for no VIP pass unchanged, lying or not.
+/// is sent. A VIP packet whose frame is shorter than its header says (or an
+/// IPv4 tot_len below the header's 20 bytes) is dropped and counted (BadLen:
+/// v1 IPv4, v2 IPv6) before it touches the connection table. A longer frame
+/// (Ethernet padding, an FCS left by rx-fcs, a trailer) is balanced with the
+/// excess carried behind the inner packet, whose outer header covers the
+/// inner packet only; and the MTU is judged on the frame, so a 1514-byte frame
+/// whose tot_len says 40 is too big. Frames for no VIP pass unchanged.
 #[test]
 fn frames_whose_ip_length_lies_are_dropped_and_counted() {
     if skip_unless_root("frames_whose_ip_length_lies_are_dropped_and_counted") {
@@ -1525,67 +1528,80 @@ fn frames_whose_ip_length_lies_are_dropped_and_counted() {
     let (to4, to6, to46) = (sock(VIP4, 80), sock(VIP6, 443), sock(VIP4B, 80));
     let bad_v4 = &[(Stat::BadLen, 1, 0)];
     let bad_v6 = &[(Stat::BadLen, 0, 1)];
+    let too_big_v4 = &[(Stat::IcmpTooBig, 1, 0)];
+    let too_big_v6 = &[(Stat::IcmpTooBig, 0, 1)];
     let frame_1514 = ack_of_l3_len(c(42000), to4, 1500);
     assert_eq!(frame_1514.len(), 1514);
 
     lb.run_table(&[
-        // IPv4: longer than the header says, beyond padding.
-        row("IPv4 1514-byte frame whose tot_len says 40", with_ip_len(&frame_1514, 40)).drop().counts(bad_v4),
-        row("IPv4 1514-byte frame whose tot_len says 1499", with_ip_len(&frame_1514, 1499)).drop().counts(bad_v4),
-        row("IPv4 ACK with 100 bytes after its packet", padded(&ack(c(42001), to4), 14 + 88 + 100))
+        // Shorter than the header says, or a header length below 20: dropped
+        // before the connection table (each flow's next ACK is a miss, below).
+        row("IPv4 ACK cut 1 byte short of its tot_len", truncated(&ack(c(42001), to4), 14 + 88 - 1))
             .drop()
             .counts(bad_v4),
-        row("IPv4 frame for an IPv6 real, tot_len 40 of 1480", with_ip_len(&ack_of_l3_len(c(42002), to46, 1480), 40))
-            .drop()
-            .counts(bad_v4),
-        // IPv4: shorter than the header says, or a header length below 20.
-        row("IPv4 ACK cut 1 byte short of its tot_len", truncated(&ack(c(42003), to4), 14 + 88 - 1))
-            .drop()
-            .counts(bad_v4),
-        row("IPv4 ACK whose tot_len says 1500", with_ip_len(&ack(c(42004), to4), 1500)).drop().counts(bad_v4),
-        row("IPv4 SYN whose tot_len says 65535", with_ip_len(&syn(c(42005), to4), 65535)).drop().counts(bad_v4),
-        row("IPv4 SYN whose tot_len says 19", with_ip_len(&syn(c(42006), to4), 19)).drop().counts(bad_v4),
-        row("IPv4 SYN whose tot_len says 0", with_ip_len(&syn(c(42007), to4), 0)).drop().counts(bad_v4),
-        // IPv6: payload_len 65535 once wrapped the outer length.
-        row("IPv6 ACK whose payload_len says 65535", with_ip_len(&ack(c6(42000), to6), 65535)).drop().counts(bad_v6),
-        row("IPv6 ACK whose payload_len says 65495 (40 + it = 65535)", with_ip_len(&ack(c6(42001), to6), 65495))
-            .drop()
-            .counts(bad_v6),
-        row("IPv6 1514-byte frame whose payload_len says 20", with_ip_len(&ack_of_l3_len(c6(42002), to6, 1460), 20))
+        row("IPv4 ACK whose tot_len says 1500", with_ip_len(&ack(c(42002), to4), 1500)).drop().counts(bad_v4),
+        row("IPv4 SYN whose tot_len says 65535", with_ip_len(&syn(c(42003), to4), 65535)).drop().counts(bad_v4),
+        row("IPv4 SYN whose tot_len says 19", with_ip_len(&syn(c(42004), to4), 19)).drop().counts(bad_v4),
+        row("IPv4 SYN whose tot_len says 0", with_ip_len(&syn(c(42005), to4), 0)).drop().counts(bad_v4),
+        row("IPv4 ACK -> IPv6 real, tot_len 1500", with_ip_len(&ack(c(42006), to46), 1500)).drop().counts(bad_v4),
+        // IPv6: a payload_len of 65535 once wrapped the outer length.
+        row("IPv6 ACK whose payload_len says 65535", with_ip_len(&ack(c6(42001), to6), 65535)).drop().counts(bad_v6),
+        row("IPv6 ACK whose payload_len says 65495 (40 + it = 65535)", with_ip_len(&ack(c6(42002), to6), 65495))
             .drop()
             .counts(bad_v6),
         row("IPv6 ACK cut 1 byte short", truncated(&ack(c6(42003), to6), 14 + 108 - 1)).drop().counts(bad_v6),
-        row("IPv6 SYN whose payload_len says 0", with_ip_len(&syn(c6(42004), to6), 0)).drop().counts(bad_v6),
-        // No connection entry was made by any of them: the next ACK of each
-        // flow is a miss.
-        row("IPv4 ACK of a dropped flow: a miss", ack(c(42004), to4)).tx(tcp4, r4(1)).counts(ACK_MISS),
-        row("IPv6 ACK of a dropped flow: a miss", ack(c6(42000), to6)).tx(tcp6, r6(1)).counts(ACK_MISS),
-        // Padding is legal: a short packet padded to a 60-byte frame (64 with
-        // a tag) is balanced, the padding carried along.
+        row("IPv4 ACK of a flow dropped above: a miss", ack(c(42002), to4)).tx(tcp4, r4(1)).counts(ACK_MISS),
+        row("IPv6 ACK of a flow dropped above: a miss", ack(c6(42001), to6)).tx(tcp6, r6(1)).counts(ACK_MISS),
+        // Longer than the header says: the MTU is judged on the frame.
+        row("IPv4 1514-byte frame whose tot_len says 40: too big", with_ip_len(&frame_1514, 40))
+            .drop()
+            .counts(ACK_MISS)
+            .counts(too_big_v4),
+        row("IPv4 1514-byte frame, honest: too big", frame_1514.clone()).drop().counts(HIT).counts(too_big_v4),
+        row(
+            "IPv4 frame of 1461 bytes of IP -> IPv6 real, tot_len 40: too big",
+            with_ip_len(&ack_of_l3_len(c(42007), to46, 1461), 40),
+        )
+        .drop()
+        .counts(ACK_MISS)
+        .counts(too_big_v4),
+        row(
+            "IPv6 1514-byte frame whose payload_len says 20: too big",
+            with_ip_len(&ack_of_l3_len(c6(42004), to6, 1500), 20),
+        )
+        .drop()
+        .counts(ACK_MISS)
+        .counts(too_big_v6),
+        row(
+            "IPv4 frame of 1494 bytes (1480 of IP) with tot_len 40: fits",
+            with_ip_len(&ack_of_l3_len(c(42008), to4, 1480), 40),
+        )
+        .tx(tcp4, r4(1))
+        .counts(ACK_MISS),
+        // Padding, an FCS, a trailer: carried behind the inner packet.
         row("IPv4 SYN padded to 60 bytes", padded(&syn(c(42010), to4), 60)).tx(tcp4, r4(1)).counts(SYN_MISS),
         row("IPv4 SYN padded to 60 bytes, then tagged", tagged(&padded(&syn(c(42011), to4), 60), ETH_P_8021Q, 7))
             .tx(tcp4, r4(1))
             .counts(SYN_MISS),
-        row("IPv4 SYN tagged, then padded to 60 bytes", padded(&tagged(&syn(c(42012), to4), ETH_P_8021Q, 7), 60))
+        row("IPv4 SYN padded to 64 bytes (an FCS left on)", padded(&syn(c(42012), to4), 64))
             .tx(tcp4, r4(1))
             .counts(SYN_MISS),
         row("IPv4 SYN padded to 60 bytes -> IPv6 real", padded(&syn(c(42013), to46), 60))
             .tx(v4_in_v6, r6(2))
             .counts(SYN_MISS),
-        row("IPv4 SYN padded to 61 bytes: more than padding", padded(&syn(c(42014), to4), 61)).drop().counts(bad_v4),
-        // The MTU is judged on what is sent: a 1514-byte frame that is all
-        // packet is too big for 1500 once encapsulated, as before.
-        row("IPv4 1514-byte frame, honest", frame_1514.clone()).drop().counts(ACK_MISS).counts(&[(
-            Stat::IcmpTooBig,
-            1,
-            0,
-        )]),
+        row("IPv4 ACK with a 100-byte trailer", padded(&ack(c(42014), to4), 14 + 88 + 100))
+            .tx(tcp4, r4(1))
+            .counts(ACK_MISS),
+        row("IPv6 SYN whose payload_len says 0 (its TCP header a trailer)", with_ip_len(&syn(c6(42005), to6), 0))
+            .tx(tcp6, r6(1))
+            .counts(SYN_MISS),
         // Not for a VIP: the kernel's to judge.
-        row("IPv4 lying frame to no VIP", with_ip_len(&ack_of_l3_len(c(42020), sock(OTHER4, 80), 1500), 40)),
+        row("IPv4 lying frame to no VIP", with_ip_len(&ack(c(42020), sock(OTHER4, 80)), 1500)),
         row("IPv6 lying frame to no VIP", with_ip_len(&ack(c6(42020), sock(OTHER6, 443)), 65535)),
     ]);
-    assert_eq!(lb.b.stat(Stat::BadLen).unwrap(), Counter { v1: 10, v2: 5 });
-    // The 2 ACKs and 4 SYNs balanced, and the honest too-big frame (its flow
-    // took the ring before the MTU check): no lying frame left an entry.
-    assert_eq!(lb.conns(), 7);
+    assert_eq!(lb.b.stat(Stat::BadLen).unwrap(), Counter { v1: 6, v2: 3 });
+    // An entry for each flow that reached the ring (the too-big ones too:
+    // the MTU is checked after the real is chosen), none for the 9 dropped
+    // as malformed: 2 misses, 3 flows too big, 1 that fits, 6 carried.
+    assert_eq!(lb.conns(), 2 + 3 + 1 + 6);
 }

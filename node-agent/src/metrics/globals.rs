@@ -123,16 +123,15 @@ pub(super) const GLOBALS: &[Global] = &[
         name: "bad_length_ipv4_drops",
         stat: Stat::BadLen,
         half: Half::V1,
-        help: "IPv4 packets to a VIP dropped because the frame's length disagrees with the header's total length \
-               (shorter; or longer, beyond Ethernet padding), or that length is shorter than the header (weir: \
-               bad_len v1)",
+        help: "IPv4 packets to a VIP dropped because the frame is shorter than their header's total length, or \
+               that length is shorter than the header (weir: bad_len v1)",
     },
     Global {
         name: "bad_length_ipv6_drops",
         stat: Stat::BadLen,
         half: Half::V2,
-        help: "IPv6 packets to a VIP dropped because the frame's length disagrees with 40 bytes plus the header's \
-               payload length (shorter; or longer, beyond Ethernet padding) (weir: bad_len v2)",
+        help: "IPv6 packets to a VIP dropped because the frame is shorter than 40 bytes plus their header's payload \
+               length (weir: bad_len v2)",
     },
 ];
 
