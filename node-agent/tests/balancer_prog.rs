@@ -1485,6 +1485,17 @@ fn an_ipv4_vip_and_the_ipv6_vip_of_the_same_bytes_are_two_vips() {
         row("ACK to the IPv6 VIP: table hit", ack(c6(40000), to6)).tx(vip6, r6(1)).counts(HIT),
     ]);
 
+    // The dry program and the connection-table read name each VIP's own real.
+    let flow = |src: SocketAddr, dst: SocketAddr| Flow {
+        src: src.ip(),
+        dst: dst.ip(),
+        src_port: src.port(),
+        dst_port: dst.port(),
+        proto: TCP,
+    };
+    assert_eq!(lb.real_for_flow(&flow(c4(40000), to4)), (Some(r4(1)), Some(r4(1))));
+    assert_eq!(lb.real_for_flow(&flow(c6(40000), to6)), (Some(r6(1)), Some(r6(1))));
+
     lb.b.del_vip(&vip6).unwrap();
     lb.run_table(&[
         row("the IPv4 VIP once the IPv6 one is gone: still its real", ack(c4(40000), to4)).tx(vip4, r4(1)).counts(HIT),
