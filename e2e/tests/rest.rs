@@ -37,8 +37,13 @@ fn rest_api_programs_a_vip_that_serves_real_tcp() {
             201,
         )
         .unwrap();
+    let mut status = agent.expect("GET", "/api/v1/lb/status", None, 200).unwrap();
+    // The maps' kernel memory: the agent's to read (its fds), most of it the
+    // 65536-entry connection table and 8 rings of 65537 4-byte slots.
+    let map_memory = status.as_object_mut().unwrap().remove("map_memory_bytes").unwrap();
+    assert!(map_memory.as_u64().unwrap() > 8 * 65537 * 4, "{map_memory}");
     assert_eq!(
-        agent.expect("GET", "/api/v1/lb/status", None, 200).unwrap(),
+        status,
         json!({"initialized": true, "ready": true,
                "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}})
     );

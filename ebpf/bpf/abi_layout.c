@@ -17,6 +17,7 @@ int main(void) {
   printf("/// (name, size or offset) of every ABI struct and field, as C lays them out.\n");
   printf("pub const C_LAYOUT: &[(&str, usize)] = &[\n");
   SIZE(vip_key); FIELD(vip_key, addr); FIELD(vip_key, port); FIELD(vip_key, proto);
+  FIELD(vip_key, family);
   SIZE(vip_meta); FIELD(vip_meta, flags); FIELD(vip_meta, vip_num); FIELD(vip_meta, conn_tag);
   SIZE(real_def); FIELD(real_def, addr); FIELD(real_def, flags);
   SIZE(conn_key); FIELD(conn_key, src); FIELD(conn_key, conn_tag); FIELD(conn_key, sport);
@@ -26,6 +27,7 @@ int main(void) {
   SIZE(lb_counter); FIELD(lb_counter, v1); FIELD(lb_counter, v2);
   SIZE(global_stats); FIELD(global_stats, stat);
   SIZE(vip_filter); FIELD(vip_filter, vips); FIELD(vip_filter, portless);
+  SIZE(ring_slots); FIELD(ring_slots, real);
   printf("];\n\n");
   printf("/// (name, value) of every ABI constant, as C defines them.\n");
   printf("pub const C_CONSTANTS: &[(&str, u64)] = &[\n");
@@ -34,6 +36,7 @@ int main(void) {
   CONST(VIP_F_HASH_SRC_DST_PORT); CONST(VIP_F_UDP_STABLE_ROUTING);
   CONST(VIP_F_UDP_FLOW_MIGRATION); CONST(VIP_F_SUPPORTED);
   CONST(REAL_F_IPV6); CONST(REAL_F_LOCAL_REAL);
+  CONST(WEIR_FAMILY_V4); CONST(WEIR_FAMILY_V6); CONST(WEIR_RING_SLOTS_PER_ELEM);
   CONST(WEIR_DEFAULT_RING_SIZE); CONST(WEIR_DEFAULT_MAX_VIPS); CONST(WEIR_DEFAULT_MAX_REALS);
   CONST(WEIR_DEFAULT_CONNS); CONST(WEIR_DEFAULT_MTU); CONST(WEIR_UDP_CONN_TIMEOUT_NS);
   CONST(WEIR_MAX_CONN_RATE); CONST(WEIR_REAL_NONE);
@@ -42,7 +45,7 @@ int main(void) {
   CONST(WEIR_STAT_CH_DROP); CONST(WEIR_STAT_ENCAP_FAIL); CONST(WEIR_STAT_ICMP_TOOBIG);
   CONST(WEIR_STAT_ICMP_FWD); CONST(WEIR_STAT_NOT_BALANCED); CONST(WEIR_STAT_NEW_CONN_RATE);
   CONST(WEIR_STAT_XDP_TOTAL); CONST(WEIR_STAT_XDP_TX); CONST(WEIR_STAT_XDP_DROP);
-  CONST(WEIR_STAT_XDP_PASS); CONST(WEIR_STAT_MAX);
+  CONST(WEIR_STAT_XDP_PASS); CONST(WEIR_STAT_BAD_LEN); CONST(WEIR_STAT_MAX);
   CONST(WEIR_DECAP_STAT_V4); CONST(WEIR_DECAP_STAT_V6); CONST(WEIR_DECAP_STAT_PASS);
   CONST(WEIR_DECAP_STAT_MAX);
   printf("];\n\n");

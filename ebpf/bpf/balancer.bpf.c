@@ -83,6 +83,7 @@ static __always_inline struct vip_meta *lookup_vip(struct packet *pkt) {
   __builtin_memcpy(key.addr, pkt->flow.dst, 16);
   key.port = pkt->flow.dport;
   key.proto = pkt->flow.proto;
+  key.family = pkt->is_v6; /* WEIR_FAMILY_V4 (0) or WEIR_FAMILY_V6 (1) */
   struct vip_meta *vip = bpf_map_lookup_elem(&WEIR_MAP_VIPS, &key);
   if (vip || !filter->portless)
     return vip;
@@ -177,12 +178,12 @@ static __always_inline __u32 ring_pick(bool dry, struct global_stats *st, const 
                                        const struct vip_meta *vip) {
   __u32 ring_size = weir_ring_size;
   __u32 slot = vip->vip_num * ring_size + flow_hash(pkt) % ring_size;
-  __u32 *real_index = bpf_map_lookup_elem(&WEIR_MAP_CH_RINGS, &slot);
-  if (!real_index || *real_index == WEIR_REAL_NONE) {
+  __u32 elem = slot / WEIR_RING_SLOTS_PER_ELEM;
+  struct ring_slots *slots = bpf_map_lookup_elem(&WEIR_MAP_CH_RINGS, &elem);
+  __u32 real_index = slots ? slots->real[slot % WEIR_RING_SLOTS_PER_ELEM] : WEIR_REAL_NONE;
+  if (real_index == WEIR_REAL_NONE)
     count(dry, st, WEIR_STAT_CH_DROP, 1, 0);
-    return WEIR_REAL_NONE;
-  }
-  return *real_index;
+  return real_index;
 }
 
 /**
@@ -221,12 +222,39 @@ static __always_inline __u32 encap_overhead(const struct real_def *real) {
 }
 
 /**
+ * lengths_agree - whether the frame holds the IP packet its header describes.
+ *
+ * A frame shorter than the header's length is malformed (the kernel's ip_rcv
+ * drops it too), as is an IPv4 tot_len shorter than the header itself. A
+ * longer frame is legal: Ethernet pads short frames to 60 bytes, a NIC with
+ * rx-fcs on leaves the 4-byte FCS, some switches append trailers, and the
+ * kernel trims them all. Such a frame is balanced as it is, the excess
+ * carried behind the inner packet: the outer header's length covers the
+ * inner packet only, so the real's stack trims the excess as it would have
+ * here. Trimming it (bpf_xdp_adjust_tail) would cost a helper call on every
+ * padded ACK; dropping it would drop whole links' traffic (rx-fcs). What
+ * goes on the wire is the frame, so the MTU check (balance) is made against
+ * the frame's length, never the header's: a 1514-byte frame whose tot_len
+ * says 40 is too big, not 40 bytes.
+ */
+static __always_inline bool lengths_agree(const struct packet *pkt) {
+  if (pkt->frame_l3_len < pkt->l3_len)
+    return false;
+  return pkt->is_v6 || pkt->l3_len >= sizeof(struct iphdr);
+}
+
+/**
  * balance - the fate of a packet addressed to a VIP.
  * Returns: XDP_TX once encapsulated toward a real, XDP_PASS for a local real,
  * XDP_DROP when no real can take it (each drop is counted, unless @dry).
  */
 static __always_inline int balance(bool dry, struct xdp_md *ctx, struct global_stats *st,
                                    struct packet *pkt, const struct vip_meta *vip) {
+  /* Before anything else: a malformed packet leaves no connection entry. */
+  if (!lengths_agree(pkt)) {
+    count(dry, st, WEIR_STAT_BAD_LEN, !pkt->is_v6, pkt->is_v6);
+    return XDP_DROP;
+  }
   count(dry, st, WEIR_STAT_LRU, 1, 0);
   shape_flow(pkt, vip);
   __u32 real_index = pick_real(dry, st, pkt, vip);
@@ -238,9 +266,10 @@ static __always_inline int balance(bool dry, struct xdp_md *ctx, struct global_s
     return XDP_DROP;
   }
   /* A local real takes the packet as it is; anything else must still fit
-   * the link once encapsulated. Only what goes on is counted as sent. */
+   * the link once encapsulated: the whole frame (with any padding) is what
+   * goes on. Only what goes on is counted as sent. */
   bool local = (vip->flags & VIP_F_LOCAL_VIP) && (real->flags & REAL_F_LOCAL_REAL);
-  if (!local && pkt->l3_len + encap_overhead(real) > weir_mtu) {
+  if (!local && pkt->frame_l3_len + encap_overhead(real) > weir_mtu) {
     /* TODO(#2): answer with ICMP too-big / packet-too-big instead. */
     count(dry, st, WEIR_STAT_ICMP_TOOBIG, !pkt->is_v6, pkt->is_v6);
     return XDP_DROP;
@@ -304,6 +333,12 @@ static __always_inline int process(bool dry, struct xdp_md *ctx, struct global_s
     return XDP_PASS;
   }
 
+  /* What the frame holds from the IP header on (parse_eth checked l2_len). */
+  /* The verifier refuses 32-bit arithmetic on packet pointers: the barrier
+   * keeps clang from folding this 64-bit difference into 32-bit sums later. */
+  __u64 frame_len = (__u64)ctx->data_end - (__u64)ctx->data;
+  barrier_var(frame_len);
+  pkt.frame_l3_len = frame_len - pkt.l2_len;
   /* The outer source is seeded by the client as it was, before any reshaping. */
   pkt.client_tail = pkt.is_v6 ? pkt.flow.src[3] : pkt.flow.src[0];
   pkt.client_port = pkt.flow.sport;

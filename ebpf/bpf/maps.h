@@ -31,15 +31,15 @@ struct {
 } WEIR_MAP_REALS SEC(".maps");
 
 /*
- * Maglev rings, one of ring_size slots per vip_num, each a real index.
- * Mmapable so the agent rewrites changed slots with plain stores instead of
- * one syscall per slot.
+ * Maglev rings, one of ring_size slots per vip_num, each a real index, stored
+ * densely (see struct ring_slots). Mmapable so the agent rewrites changed
+ * slots with plain stores instead of one syscall per slot.
  */
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
   __type(key, __u32);
-  __type(value, __u32);
-  __uint(max_entries, WEIR_DEFAULT_MAX_VIPS * WEIR_DEFAULT_RING_SIZE);
+  __type(value, struct ring_slots);
+  __uint(max_entries, (WEIR_DEFAULT_MAX_VIPS * WEIR_DEFAULT_RING_SIZE + 1) / WEIR_RING_SLOTS_PER_ELEM);
   __uint(map_flags, BPF_F_MMAPABLE);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } WEIR_MAP_CH_RINGS SEC(".maps");

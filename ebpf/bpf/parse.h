@@ -67,12 +67,14 @@ struct packet {
   struct flow flow;     /* as received; the VIP's flags reshape it before hashing */
   __be32 client_tail;   /* last 4 bytes of the client address (outer source seed) */
   __be16 client_port;   /* the client's port (outer source seed) */
+  /* The IP packet's length as its header states it, header included. 32
+   * bits: an IPv6 payload_len of 65535 plus the 40-byte header overflows 16. */
+  __u32 l3_len;
+  __u32 frame_l3_len;   /* bytes the frame holds from the IP header on */
   __u16 l2_len;         /* Ethernet header plus VLAN tag: 14 or 18 */
-  __u16 l3_len;         /* IP packet length, header included */
   __u8 tos;             /* copied to the outer header */
   __u8 flags;           /* PKT_F_* */
   __u8 is_v6;
-  __u8 pad;
 };
 
 /**
@@ -216,7 +218,7 @@ static __always_inline enum parse_result parse_v6(void *l3, void *data_end, stru
     return PARSE_PASS;
   pkt->is_v6 = 1;
   pkt->tos = (ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4);
-  pkt->l3_len = bpf_ntohs(ip6h->payload_len) + sizeof(*ip6h);
+  pkt->l3_len = (__u32)bpf_ntohs(ip6h->payload_len) + sizeof(*ip6h);
   pkt->flow.proto = ip6h->nexthdr;
   if (ip6h->nexthdr == IPPROTO_FRAGMENT)
     return PARSE_FRAGMENT;

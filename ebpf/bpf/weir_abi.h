@@ -9,7 +9,10 @@
  * holes, so a zeroed Rust value is a valid map key.
  *
  * Addresses and ports are in network byte order. An IPv4 address occupies
- * addr[0]; addr[1..3] are zero.
+ * addr[0]; addr[1..3] are zero. The 16 bytes alone do not say which family
+ * they hold (10.0.0.1 and 0a00:0001:: are the same bytes), so every key that
+ * holds an address either holds its family too (vip_key) or names something
+ * that does (conn_key's conn_tag names one VIP, of one family).
  */
 #ifndef WEIR_ABI_H
 #define WEIR_ABI_H
@@ -67,12 +70,23 @@
 
 /* ---- Map keys and values ---- */
 
-/* weir_vips key: a VIP is (address, port, protocol); port 0 = every port. */
+/* Address families of vip_key.family: the parser's is_v6, as it is. */
+#define WEIR_FAMILY_V4 0
+#define WEIR_FAMILY_V6 1
+
+/*
+ * weir_vips key: a VIP is (family, address, port, protocol); port 0 = every
+ * port. Without the family, 32.1.13.184 (addr[0] = 0x20010db8) and
+ * 2001:db8:: would be one key. The family takes what was a padding byte and
+ * costs a packet one byte store of a value the parser already has; mapping
+ * IPv4 into ::ffff:0:0/96 instead would cost two word stores per packet and
+ * change every IPv4 key and filter bucket.
+ */
 struct vip_key {
   __be32 addr[4];
   __be16 port;
   __u8 proto;
-  __u8 pad;
+  __u8 family; /* WEIR_FAMILY_V4 or WEIR_FAMILY_V6 */
 };
 _Static_assert(sizeof(struct vip_key) == 20, "vip_key layout");
 
@@ -141,6 +155,21 @@ static inline __u32 vip_filter_bucket(const __u32 addr[4]) {
   return (word * WEIR_FILTER_MULT) >> (32 - WEIR_VIP_FILTER_BITS);
 }
 
+/*
+ * weir_ch_rings value: WEIR_RING_SLOTS_PER_ELEM consecutive ring slots, each
+ * a real index. The kernel rounds an array's values up to 8 bytes, so one
+ * u32 per element (Katran's ch_rings) pays 8 bytes a slot; two per element
+ * pay 4, and the map holds max_vips * ring_size slots in
+ * ceil(max_vips * ring_size / 2) elements. Slot g (g = vip_num * ring_size
+ * + s) is real[g % 2] of element g / 2, i.e. the g-th u32 of the map's
+ * memory, which is how the agent writes it through its mapping.
+ */
+#define WEIR_RING_SLOTS_PER_ELEM 2
+struct ring_slots {
+  __u32 real[WEIR_RING_SLOTS_PER_ELEM];
+};
+_Static_assert(sizeof(struct ring_slots) == 8, "ring_slots layout: a multiple of 8, no kernel rounding");
+
 /* weir_ctl value (one entry): settings userspace may change at run time. */
 struct lb_ctl {
   __u8 default_mac[6]; /* Ethernet destination of encapsulated packets */
@@ -174,6 +203,9 @@ enum weir_stat {
   WEIR_STAT_XDP_TX,        /* v1: packets; v2: bytes (whole frame, as received) */
   WEIR_STAT_XDP_DROP,      /* v1: packets; v2: bytes */
   WEIR_STAT_XDP_PASS,      /* v1: packets; v2: bytes */
+  WEIR_STAT_BAD_LEN,       /* v1: IPv4 VIP packets dropped as their frame is shorter than tot_len,
+                            * or tot_len shorter than the header; v2: IPv6, shorter than 40 +
+                            * payload_len (see lengths_agree) */
   WEIR_STAT_MAX,
 };
 

@@ -47,6 +47,11 @@ pub const VIP_F_SUPPORTED: u32 =
 pub const REAL_F_IPV6: u8 = 1 << 0;
 pub const REAL_F_LOCAL_REAL: u8 = 1 << 1;
 
+/// [`VipKey::family`] of an IPv4 VIP.
+pub const FAMILY_V4: u8 = 0;
+/// [`VipKey::family`] of an IPv6 VIP.
+pub const FAMILY_V6: u8 = 1;
+
 pub const DEFAULT_RING_SIZE: u32 = 65537;
 pub const DEFAULT_MAX_VIPS: u32 = 512;
 pub const DEFAULT_MAX_REALS: u32 = 4096;
@@ -56,6 +61,8 @@ pub const UDP_CONN_TIMEOUT_NS: u64 = 30_000_000_000;
 pub const MAX_CONN_RATE: u64 = 125_000;
 /// Real index 0 is never allocated: a ring slot holding it is empty.
 pub const REAL_NONE: u32 = 0;
+/// Ring slots per element of [`map::CH_RINGS`] (see [`RingSlots`]).
+pub const RING_SLOTS_PER_ELEM: u32 = 2;
 pub const VIP_FILTER_BITS: u32 = 12;
 pub const VIP_FILTER_SIZE: u32 = 1 << VIP_FILTER_BITS;
 pub const FILTER_MULT: u32 = 0x9E37_79B1;
@@ -86,11 +93,15 @@ pub enum Stat {
     XdpTx,
     XdpDrop,
     XdpPass,
+    /// v1: IPv4 VIP packets dropped because the frame is shorter than the
+    /// header's tot_len, or tot_len shorter than the header; v2: IPv6,
+    /// shorter than 40 + payload_len (`lengths_agree` in balancer.bpf.c).
+    BadLen,
 }
 
 impl Stat {
     /// Number of counters in [`GlobalStats`].
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 14;
 
     /// Every counter, in index order.
     pub const ALL: [Stat; Self::COUNT as usize] = [
@@ -107,6 +118,7 @@ impl Stat {
         Stat::XdpTx,
         Stat::XdpDrop,
         Stat::XdpPass,
+        Stat::BadLen,
     ];
 }
 
@@ -124,14 +136,17 @@ impl DecapStat {
     pub const COUNT: u32 = 3;
 }
 
-/// `struct vip_key`: a VIP is (address, port, protocol); port 0 covers every port.
+/// `struct vip_key`: a VIP is (family, address, port, protocol); port 0
+/// covers every port. The family keeps an IPv4 address apart from the IPv6
+/// address whose first four bytes are the same and the rest zero.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct VipKey {
     pub addr: [u8; 16],
     pub port: [u8; 2],
     pub proto: u8,
-    pub pad: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
 }
 
 /// `struct vip_meta`.
@@ -197,6 +212,21 @@ pub struct VipFilter {
     pub portless: u32,
 }
 
+/// `struct ring_slots`: an element of [`map::CH_RINGS`], consecutive ring
+/// slots stored densely (the kernel would round a lone u32 up to 8 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RingSlots {
+    pub real: [u32; RING_SLOTS_PER_ELEM as usize],
+}
+
+impl RingSlots {
+    /// Elements of [`map::CH_RINGS`] that hold `slots` ring slots.
+    pub fn elements(slots: u32) -> u32 {
+        slots.div_ceil(RING_SLOTS_PER_ELEM)
+    }
+}
+
 /// `struct global_stats`: the one entry of [`map::STATS`], indexed by [`Stat`].
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -221,6 +251,7 @@ unsafe impl aya::Pod for LbCtl {}
 unsafe impl aya::Pod for LbCounter {}
 unsafe impl aya::Pod for GlobalStats {}
 unsafe impl aya::Pod for VipFilter {}
+unsafe impl aya::Pod for RingSlots {}
 
 /// An address in the ABI's 16-byte form: IPv4 in the first 4 bytes, rest zero.
 pub fn addr_bytes(addr: IpAddr) -> [u8; 16] {
@@ -245,7 +276,8 @@ pub fn addr_from_bytes(bytes: [u8; 16], v6: bool) -> IpAddr {
 
 impl VipKey {
     pub fn new(addr: IpAddr, port: u16, proto: u8) -> Self {
-        Self { addr: addr_bytes(addr), port: port.to_be_bytes(), proto, pad: 0 }
+        let family = if addr.is_ipv6() { FAMILY_V6 } else { FAMILY_V4 };
+        Self { addr: addr_bytes(addr), port: port.to_be_bytes(), proto, family }
     }
 }
 
@@ -282,6 +314,7 @@ mod tests {
             ("vip_key.addr", offset_of!(VipKey, addr)),
             ("vip_key.port", offset_of!(VipKey, port)),
             ("vip_key.proto", offset_of!(VipKey, proto)),
+            ("vip_key.family", offset_of!(VipKey, family)),
             ("vip_meta", size_of::<VipMeta>()),
             ("vip_meta.flags", offset_of!(VipMeta, flags)),
             ("vip_meta.vip_num", offset_of!(VipMeta, vip_num)),
@@ -307,6 +340,8 @@ mod tests {
             ("vip_filter", size_of::<VipFilter>()),
             ("vip_filter.vips", offset_of!(VipFilter, vips)),
             ("vip_filter.portless", offset_of!(VipFilter, portless)),
+            ("ring_slots", size_of::<RingSlots>()),
+            ("ring_slots.real", offset_of!(RingSlots, real)),
         ];
         for (name, value) in rust {
             assert_eq!(*value, c_layout(name), "{name}: Rust and C disagree");
@@ -330,6 +365,9 @@ mod tests {
             ("VIP_F_SUPPORTED", VIP_F_SUPPORTED.into()),
             ("REAL_F_IPV6", REAL_F_IPV6.into()),
             ("REAL_F_LOCAL_REAL", REAL_F_LOCAL_REAL.into()),
+            ("WEIR_FAMILY_V4", FAMILY_V4.into()),
+            ("WEIR_FAMILY_V6", FAMILY_V6.into()),
+            ("WEIR_RING_SLOTS_PER_ELEM", RING_SLOTS_PER_ELEM.into()),
             ("WEIR_DEFAULT_RING_SIZE", DEFAULT_RING_SIZE.into()),
             ("WEIR_DEFAULT_MAX_VIPS", DEFAULT_MAX_VIPS.into()),
             ("WEIR_DEFAULT_MAX_REALS", DEFAULT_MAX_REALS.into()),
@@ -354,6 +392,7 @@ mod tests {
             ("WEIR_STAT_XDP_TX", Stat::XdpTx as u64),
             ("WEIR_STAT_XDP_DROP", Stat::XdpDrop as u64),
             ("WEIR_STAT_XDP_PASS", Stat::XdpPass as u64),
+            ("WEIR_STAT_BAD_LEN", Stat::BadLen as u64),
             ("WEIR_STAT_MAX", Stat::COUNT.into()),
             ("WEIR_DECAP_STAT_V4", DecapStat::V4 as u64),
             ("WEIR_DECAP_STAT_V6", DecapStat::V6 as u64),
@@ -391,6 +430,16 @@ mod tests {
         for object in [crate::BALANCER, crate::DECAP] {
             assert_eq!(&object[..4], b"\x7fELF");
         }
+    }
+
+    #[test]
+    fn vip_keys_of_the_two_families_never_collide() {
+        // 32.1.13.184 is the first word of 2001:db8:: (0x20010db8).
+        let v4 = VipKey::new("32.1.13.184".parse().unwrap(), 80, 6);
+        let v6 = VipKey::new("2001:db8::".parse().unwrap(), 80, 6);
+        assert_eq!(v4.addr, v6.addr, "the same 16 bytes");
+        assert_eq!((v4.family, v6.family), (FAMILY_V4, FAMILY_V6));
+        assert_ne!(v4, v6);
     }
 
     #[test]

@@ -94,7 +94,7 @@ fn attached_balancer_reloads_and_cleans_up() {
 
         assert_eq!(
             api.data("/api/v1/lb/status").await,
-            json!({"initialized": true, "ready": true, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}})
+            json!({"initialized": true, "ready": true, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}, "map_memory_bytes": map_memory(&api)})
         );
         assert_eq!(api.data("/health/ready").await, json!({"ready": true, "status": "ready"}));
         for phase in ["/api/v1/lb/load-bpf-progs", "/api/v1/lb/attach-bpf-progs"] {
@@ -126,7 +126,7 @@ fn attached_balancer_reloads_and_cleans_up() {
         assert_eq!(api.data("/api/v1/utils/mac").await, json!({"mac": "02:00:00:00:00:aa"}));
         assert_eq!(
             api.data("/api/v1/lb/status").await,
-            json!({"initialized": true, "ready": true, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}})
+            json!({"initialized": true, "ready": true, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}, "map_memory_bytes": map_memory(&api)})
         );
 
         // Close with cleanup: detached, unpinned, state file gone.
@@ -178,7 +178,7 @@ fn attached_balancer_reloads_and_cleans_up() {
         assert_eq!(answer.status, StatusCode::CREATED);
         assert_eq!(
             api.data("/api/v1/lb/status").await,
-            json!({"initialized": true, "ready": true, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}})
+            json!({"initialized": true, "ready": true, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}, "map_memory_bytes": map_memory(&api)})
         );
 
         // Attached is what the kernel says: with the interface gone, the balancer is not
@@ -186,7 +186,7 @@ fn attached_balancer_reloads_and_cleans_up() {
         ip(&["link", "del", &iface]);
         assert_eq!(
             api.data("/api/v1/lb/status").await,
-            json!({"initialized": true, "ready": false, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}})
+            json!({"initialized": true, "ready": false, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}, "map_memory_bytes": map_memory(&api)})
         );
         let ready = api.call("GET", "/health/ready").await;
         assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);

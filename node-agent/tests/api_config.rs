@@ -61,6 +61,7 @@ async fn katran_create_bodies_are_accepted_and_reported() {
             "initialized": true,
             "ready": true,
             "programs": {"balancer": program(), "healthcheck": null},
+            "map_memory_bytes": map_memory(&api),
             "notices": [
                 format!("balancer_prog_path /opt/katran/balancer.o: not loaded; weir runs its built-in balancer program ({})", program()),
                 "healthchecking_prog_path /opt/katran/healthchecking_ipip.o: not loaded; weir has no healthcheck program yet: /api/v1/healthcheck/* answer 501",

@@ -91,7 +91,7 @@ async fn create_status_close_create() {
         (
             StatusCode::OK,
             data(
-                json!({"initialized": true, "ready": true, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}})
+                json!({"initialized": true, "ready": true, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}, "map_memory_bytes": map_memory(&api)})
             )
         )
     );
@@ -230,7 +230,7 @@ async fn create_from_json_is_the_endpoint() {
     assert_eq!(
         status.body,
         data(
-            json!({"initialized": true, "ready": true, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}})
+            json!({"initialized": true, "ready": true, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}, "map_memory_bytes": map_memory(&api)})
         )
     );
     let err = weir_agent::api::create_from_json(&api.state, CREATE_TESTING.as_bytes()).unwrap_err();

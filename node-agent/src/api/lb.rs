@@ -3,8 +3,9 @@
 //! whose create loads and (unless testing) attaches in one step:
 //!
 //! - `GET /lb/status`: `{initialized, ready}`, 200 even before create; once
-//!   created also the programs that run and the create body's `notices`
-//!   (what it asked for that weir does not do);
+//!   created also the programs that run, the create body's `notices`
+//!   (what it asked for that weir does not do) and `map_memory_bytes`, the
+//!   kernel memory of its maps;
 //! - `POST /lb/close`: drops the balancer — with `cleanup_on_shutdown` it
 //!   detaches and unpins everything, otherwise the datapath keeps forwarding
 //!   for the next create to adopt;
@@ -43,6 +44,7 @@ async fn lb_status(State(state): State<ApiState>) -> Data<LbStatus> {
         ready: lb.is_some_and(is_ready),
         programs: lb.map(|_| LbPrograms { balancer: BALANCER_PROGRAM.to_owned(), healthcheck: None }),
         notices: lb.map(|lb| lb.config().katran.notices.clone()).unwrap_or_default(),
+        map_memory_bytes: lb.and_then(|lb| lb.map_memory().ok()).map(|maps| maps.iter().map(|(_, bytes)| bytes).sum()),
     })
 }
 

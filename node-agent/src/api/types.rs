@@ -297,6 +297,11 @@ pub struct LbStatus {
     /// it did not load, a feature it lacks...), one sentence each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
+    /// Once initialized (weir's addition): the kernel memory its BPF maps
+    /// hold, in bytes (the kernel's `memlock` accounting, summed over the
+    /// maps). It is not part of the agent's resident memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map_memory_bytes: Option<u64>,
 }
 
 /// The programs a balancer runs: weir's own, whatever paths the create body named.

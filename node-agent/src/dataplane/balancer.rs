@@ -32,6 +32,13 @@ use crate::{Error, Result};
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
+/// The L3 MTUs a configuration may name: from IPv6's minimum link MTU
+/// (RFC 8200: every link an IPv6 packet, here an IPv6 real's encapsulated
+/// one, may cross carries 1280 bytes) to the largest jumbo frame switches
+/// take (9216). Below, an IPv6 real could not be reached at all; above, no
+/// link exists, and a typo would let oversized frames through.
+const MTU_RANGE: std::ops::RangeInclusive<u32> = 1280..=9216;
+
 /// Every VIP flag bit Katran defines; bits outside are invalid, bits inside
 /// but not in [`abi::VIP_F_SUPPORTED`] are a feature this datapath lacks.
 const VIP_F_KNOWN: u32 = (1 << 10) - 1;
@@ -133,7 +140,7 @@ impl Balancer {
         let sizes = [
             (abi::map::VIPS, config.max_vips),
             (abi::map::REALS, config.max_reals + 1),
-            (abi::map::CH_RINGS, config.max_vips * config.ch_ring_size),
+            (abi::map::CH_RINGS, abi::RingSlots::elements(config.max_vips * config.ch_ring_size)),
             (abi::map::CONNS, config.lru_size),
             (abi::map::VIP_STATS, config.max_vips),
             (abi::map::REAL_STATS, config.max_reals + 1),
@@ -235,7 +242,7 @@ impl Balancer {
             self.write_real(real)?;
         }
         for vip in target.vips.values() {
-            self.maps.rings.write(vip.vip_num, &ring_of(vip, &target, self.config.ch_ring_size));
+            self.maps.rings.write(vip.vip_num, &ring_of(vip, &target, self.config.ch_ring_size))?;
             self.write_vip_meta(vip)?;
         }
         self.state = target;
@@ -325,7 +332,7 @@ impl Balancer {
             reals: BTreeMap::new(),
         };
         // A reused vip_num starts with an empty ring and zeroed counters.
-        self.maps.rings.write(vip_num, &vec![abi::REAL_NONE; self.config.ch_ring_size as usize]);
+        self.maps.rings.write(vip_num, &vec![abi::REAL_NONE; self.config.ch_ring_size as usize])?;
         maps::zero_counter(&mut self.maps.vip_stats, vip_num, abi::map::VIP_STATS)?;
         self.write_vip_meta(&vip)?;
         self.state.vips.insert(spec.id, vip);
@@ -338,7 +345,7 @@ impl Balancer {
         self.state.vips.remove(id);
         self.write_filter(abi::vip_filter_bucket(id.addr))?;
         self.maps.vips.remove(&vip_key(id)).map_err(|e| map_err(abi::map::VIPS, "delete from", e))?;
-        self.maps.rings.write(vip.vip_num, &vec![abi::REAL_NONE; self.config.ch_ring_size as usize]);
+        self.maps.rings.write(vip.vip_num, &vec![abi::REAL_NONE; self.config.ch_ring_size as usize])?;
         self.release_reals(vip.reals.keys().copied());
         self.save()
     }
@@ -366,7 +373,7 @@ impl Balancer {
     pub fn change_hash_function(&mut self, id: &VipId, hash: HashFunction) -> Result<()> {
         self.vip(id)?;
         self.state.vips.get_mut(id).expect("checked above").hash = hash;
-        self.rebuild_ring(id);
+        self.rebuild_ring(id)?;
         self.save()
     }
 
@@ -425,7 +432,7 @@ impl Balancer {
                 }
                 let vip = self.state.vips.get_mut(id).expect("checked above");
                 vip.reals.extend(reals.iter().map(|r| (r.addr, r.weight)));
-                self.rebuild_ring(id);
+                self.rebuild_ring(id)?;
             }
             RealAction::Delete => {
                 let gone: Vec<IpAddr> = reals.iter().map(|r| r.addr).filter(|a| vip.reals.contains_key(a)).collect();
@@ -434,7 +441,7 @@ impl Balancer {
                     vip.reals.remove(addr);
                 }
                 // The ring stops pointing at them before their indices are freed.
-                self.rebuild_ring(id);
+                self.rebuild_ring(id)?;
                 self.release_reals(gone.into_iter());
             }
         }
@@ -580,6 +587,12 @@ impl Balancer {
         }
     }
 
+    /// Kernel memory of each of the balancer's maps, in bytes (the kernel's
+    /// `memlock` accounting), by map name.
+    pub fn map_memory(&self) -> Result<Vec<(&'static str, u64)>> {
+        self.maps.memory()
+    }
+
     // ---- Test runs ----
 
     /// Runs one frame through the balancer program (BPF_PROG_TEST_RUN).
@@ -645,9 +658,10 @@ impl Balancer {
         self.state.vips.get(id).ok_or_else(|| Error::vip_not_found(id.addr, id.port, id.proto))
     }
 
-    fn rebuild_ring(&mut self, id: &VipId) {
+    fn rebuild_ring(&mut self, id: &VipId) -> Result<()> {
         let vip = &self.state.vips[id];
-        self.maps.rings.write(vip.vip_num, &ring_of(vip, &self.state, self.config.ch_ring_size));
+        self.maps.rings.write(vip.vip_num, &ring_of(vip, &self.state, self.config.ch_ring_size))?;
+        Ok(())
     }
 
     /// Forgets reals no VIP uses any more. Their map entries stay as they were
@@ -878,8 +892,17 @@ fn validate_config(c: &BalancerConfig) -> Result<()> {
             format!("max_vips × ch_ring_size ({} × {}) exceeds 2^32 ring slots", c.max_vips, c.ch_ring_size),
         ));
     }
-    if c.mtu < 576 {
-        return Err(Error::invalid("mtu", format!("{} is below the IPv4 minimum of 576", c.mtu)));
+    if !MTU_RANGE.contains(&c.mtu) {
+        return Err(Error::invalid(
+            "mtu",
+            format!(
+                "{} is outside {}..={}: IPv6 (and so an IPv6 real's outer header) needs links of at least 1280 \
+                 bytes, and no Ethernet link carries more than 9216",
+                c.mtu,
+                MTU_RANGE.start(),
+                MTU_RANGE.end()
+            ),
+        ));
     }
     if !c.testing && c.main_interface.is_empty() {
         return Err(Error::invalid("main_interface", "required unless testing"));

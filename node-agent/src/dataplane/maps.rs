@@ -1,7 +1,8 @@
 //! Typed access to the balancer's BPF maps: the only module that touches
 //! `aya::maps`. Rings are written through a shared memory mapping of the
 //! (BPF_F_MMAPABLE) ring array, so changing a VIP's ring costs plain stores
-//! instead of one syscall per slot.
+//! instead of one syscall per slot; the mapping covers one ring and lives
+//! only while it is written.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -84,6 +85,26 @@ impl Maps {
         })
     }
 
+    /// Kernel memory of each map, as the kernel accounts it (`memlock` in
+    /// `/proc/self/fdinfo/<fd>`, the map's own `map_mem_usage`): memory the
+    /// maps hold whatever this process maps of them.
+    pub fn memory(&self) -> Result<Vec<(&'static str, u64)>> {
+        abi::map::BALANCER
+            .iter()
+            .map(|&name| {
+                let fd = self.fd(name).ok_or_else(|| Error::NotFound { what: format!("map {name}") })?;
+                let path = format!("/proc/self/fdinfo/{fd}");
+                let info = std::fs::read_to_string(&path).map_err(|e| Error::system(format!("read {path}"), e))?;
+                let memlock = info
+                    .lines()
+                    .find_map(|line| line.strip_prefix("memlock:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .ok_or_else(|| Error::system(format!("read {path}"), std::io::Error::other("no memlock line")))?;
+                Ok((name, memlock))
+            })
+            .collect()
+    }
+
     /// A counter of a per-CPU array, summed over CPUs.
     pub fn sum(map: &PerCpuArray<MapData, LbCounter>, index: u32, name: &str) -> Result<LbCounter> {
         Ok(sum(&Self::per_cpu(map, index, name)?))
@@ -149,19 +170,20 @@ pub(crate) fn map_err(name: &str, op: &str, err: MapError) -> Error {
     Error::bpf(format!("{op} map {name}"), err)
 }
 
-/// The Maglev rings of every VIP, memory-mapped: slot `s` of VIP `n` is entry
-/// `n * ring_size + s`. The kernel rounds array elements up to 8 bytes, so an
-/// entry's u32 is the first word of each 8-byte element. The kernel reads the same pages, so a store is live at
-/// once; an aligned 32-bit store is atomic, so a packet sees the old or the new
-/// real of a slot, never a torn value.
-/// Bytes per element of a BPF array map whose values are 4 bytes.
-const ELEM_STRIDE: usize = 8;
-const WORDS_PER_ELEM: usize = ELEM_STRIDE / std::mem::size_of::<u32>();
-
+/// The Maglev rings of every VIP, written through a memory mapping. Slot `s`
+/// of VIP `n` is ring slot `g = n * ring_size + s`, the `g`-th u32 of the
+/// map's memory (two slots per 8-byte element, see `struct ring_slots`). The
+/// kernel reads the same pages, so a store is live at once; an aligned 32-bit
+/// store is atomic, so a packet sees the old or the new real of a slot, never
+/// a torn value.
+///
+/// Only the pages of the ring being written are mapped, and only while it is
+/// written: the kernel maps every page of a BPF array mapping at once, so a
+/// mapping of the whole map (128 MiB at the default sizes) would count in the
+/// agent's resident memory for as long as it lived.
 pub(crate) struct Rings {
-    /// Keeps the map (and so the mapping's object) alive.
+    /// The ring map; its fd is what each write maps.
     map: MapData,
-    mmap: memmap2::MmapMut,
     ring_size: usize,
 }
 
@@ -173,37 +195,33 @@ impl Rings {
                 source: "not an array map".into(),
             });
         };
-        let info = data.info().map_err(|e| map_err(abi::map::CH_RINGS, "inspect", e))?;
-        let len = info.max_entries() as usize * ELEM_STRIDE;
-        let fd = data.fd().as_fd().as_raw_fd();
-        // SAFETY: the fd is a BPF_F_MMAPABLE array of `max_entries` u32 words,
-        // kept alive by `map` for as long as the mapping exists. The kernel
-        // writes nothing to it; all our accesses go through AtomicU32.
-        let mmap = unsafe { memmap2::MmapOptions::new().len(len).map_mut(fd) }
-            .map_err(|e| Error::system(format!("mmap map {}", abi::map::CH_RINGS), e))?;
-        Ok(Self { map: data, mmap, ring_size: ring_size as usize })
-    }
-
-    /// The slots of `vip_num`'s ring: every other u32 of the mapping.
-    fn slots(&self, vip_num: u32) -> impl Iterator<Item = &AtomicU32> {
-        let words = self.mmap.len() / std::mem::size_of::<u32>();
-        // SAFETY: the mapping is page-aligned and `words` u32s long; AtomicU32
-        // has the layout of u32. Shared access is fine: every access is atomic.
-        let all = unsafe { std::slice::from_raw_parts(self.mmap.as_ptr().cast::<AtomicU32>(), words) };
-        let start = vip_num as usize * self.ring_size * WORDS_PER_ELEM;
-        all[start..start + self.ring_size * WORDS_PER_ELEM].iter().step_by(WORDS_PER_ELEM)
+        Ok(Self { map: data, ring_size: ring_size as usize })
     }
 
     /// Makes the ring of `vip_num` equal to `ring`, storing only the slots
     /// that differ. Returns how many changed.
-    pub fn write(&self, vip_num: u32, ring: &[u32]) -> usize {
+    pub fn write(&self, vip_num: u32, ring: &[u32]) -> Result<usize> {
+        const SLOT: usize = std::mem::size_of::<u32>();
+        let fd = self.map.fd().as_fd().as_raw_fd();
+        let offset = vip_num as usize * self.ring_size * SLOT;
+        // SAFETY: the fd is a BPF_F_MMAPABLE array of max_entries RingSlots
+        // (Maps::take checked max_entries against max_vips * ring_size), kept
+        // alive by `map`; the range is the ring of one vip_num < max_vips, so
+        // it lies inside the map (memmap2 aligns the offset down to a page).
+        // The kernel writes nothing to the ring; every access here is atomic.
+        let mmap = unsafe { memmap2::MmapOptions::new().offset(offset as u64).len(self.ring_size * SLOT).map_mut(fd) }
+            .map_err(|e| Error::system(format!("mmap map {}", abi::map::CH_RINGS), e))?;
+        // SAFETY: the mapping holds ring_size u32s at a 4-byte-aligned address
+        // (offset is a multiple of 4 and pages are aligned); AtomicU32 has the
+        // layout of u32.
+        let slots = unsafe { std::slice::from_raw_parts(mmap.as_ptr().cast::<AtomicU32>(), self.ring_size) };
         let mut changed = 0;
-        for (slot, &real) in self.slots(vip_num).zip(ring) {
+        for (slot, &real) in slots.iter().zip(ring) {
             if slot.load(Ordering::Relaxed) != real {
                 slot.store(real, Ordering::Relaxed);
                 changed += 1;
             }
         }
-        changed
+        Ok(changed)
     }
 }

@@ -44,6 +44,8 @@ pub(crate) struct Snapshot {
     pub under_flood: Option<bool>,
     /// (table, capacity, used entries when known).
     pub tables: Vec<(&'static str, u32, Option<u32>)>,
+    /// (map, kernel memory in bytes).
+    pub map_memory: Vec<(&'static str, u64)>,
     /// The API's failure counters (kept with or without a balancer).
     pub userspace: UserspaceStats,
 }
@@ -90,6 +92,7 @@ impl Snapshot {
             false => None,
         };
         snap.tables.push(("conn_table", lb.config().lru_size, conns));
+        snap.map_memory = ok("map memory", lb.map_memory()).unwrap_or_default();
         snap
     }
 
@@ -212,6 +215,14 @@ impl Snapshot {
             "table_entries",
             "Entries in use in a table (conn_table only with --metrics-conn-table-usage)",
             self.tables.iter().filter_map(|&(t, _, used)| Some(([("table", t)], i64::from(used?)))),
+        )?;
+        gauge_with_unit(
+            &mut enc,
+            "bpf_map_memory",
+            Some(Unit::Bytes),
+            "Kernel memory a BPF map of the balancer holds, as the kernel accounts it (memlock); not part of the \
+             agent's resident memory",
+            self.map_memory.iter().map(|&(map, bytes)| ([("map", map)], i64::try_from(bytes).unwrap_or(i64::MAX))),
         )
     }
 }
@@ -253,7 +264,17 @@ fn gauge<L: EncodeLabelSet>(
     help: &str,
     samples: impl IntoIterator<Item = (L, i64)>,
 ) -> fmt::Result {
-    let mut metric = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    gauge_with_unit(enc, name, None, help, samples)
+}
+
+fn gauge_with_unit<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    unit: Option<Unit>,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, i64)>,
+) -> fmt::Result {
+    let mut metric = enc.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
     for (labels, value) in samples {
         ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
     }
@@ -333,6 +354,7 @@ mod tests {
             Stat::XdpTx,
             Stat::XdpDrop,
             Stat::XdpPass,
+            Stat::BadLen,
         ];
         let snap = Snapshot {
             initialized: true,
@@ -347,6 +369,7 @@ mod tests {
             cpus: vec![(0, 7), (1, 9)],
             under_flood: Some(false),
             tables: vec![("vips", 16, Some(1)), ("conn_table", 4096, None)],
+            map_memory: vec![("weir_ch_rings", 1_052_672)],
             userspace: UserspaceStats { bpf_failed_calls: 4, addr_validation_failed: 5 },
         };
         let text = exposition(&snap);
@@ -371,6 +394,8 @@ mod tests {
             "weir_agent_icmp_ipv6_forwarded_total 106",
             "weir_agent_ipv4_options_passed_total 17",
             "weir_agent_fragments_passed_total 107",
+            "weir_agent_bad_length_ipv4_drops_total 21",
+            "weir_agent_bad_length_ipv6_drops_total 111",
             "weir_agent_xdp_packets_total{verdict=\"tx\"} 18",
             "weir_agent_xdp_packets_total{verdict=\"drop\"} 19",
             "weir_agent_xdp_packets_total{verdict=\"pass\"} 20",
@@ -382,6 +407,8 @@ mod tests {
             "# TYPE weir_agent_conn_table_misses counter",
             "weir_agent_bpf_failed_calls_total 4",
             "weir_agent_address_validation_failures_total 5",
+            "weir_agent_bpf_map_memory_bytes{map=\"weir_ch_rings\"} 1052672",
+            "# UNIT weir_agent_bpf_map_memory_bytes bytes",
         ] {
             assert!(text.contains(&format!("{line}\n")), "missing {line:?} in:\n{text}");
         }

@@ -119,6 +119,20 @@ pub(super) const GLOBALS: &[Global] = &[
         half: Half::V2,
         help: "IP fragments (IPv4 and IPv6), passed to the kernel without balancing (weir: not_balanced v2)",
     },
+    Global {
+        name: "bad_length_ipv4_drops",
+        stat: Stat::BadLen,
+        half: Half::V1,
+        help: "IPv4 packets to a VIP dropped because the frame is shorter than their header's total length, or \
+               that length is shorter than the header (weir: bad_len v1)",
+    },
+    Global {
+        name: "bad_length_ipv6_drops",
+        stat: Stat::BadLen,
+        half: Half::V2,
+        help: "IPv6 packets to a VIP dropped because the frame is shorter than 40 bytes plus their header's payload \
+               length (weir: bad_len v2)",
+    },
 ];
 
 /// XDP verdicts and their counters (XDP_TOTAL is their sum, and per CPU below).

@@ -150,3 +150,19 @@ pub fn possible_cpus() -> usize {
         })
         .sum()
 }
+
+/// What `/lb/status` reports as `map_memory_bytes`: the kernel's `memlock`
+/// of each of the balancer's maps (from this process's fdinfo), summed.
+pub fn map_memory(api: &Api) -> u64 {
+    let guard = api.state.balancer.read().unwrap();
+    let lb = guard.as_ref().expect("a balancer");
+    weir_ebpf::abi::map::BALANCER
+        .iter()
+        .map(|name| {
+            let fd = lb.map_fd(name).unwrap();
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+            let line = info.lines().find_map(|l| l.strip_prefix("memlock:")).expect("a memlock line");
+            line.trim().parse::<u64>().unwrap()
+        })
+        .sum()
+}

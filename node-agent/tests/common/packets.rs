@@ -251,6 +251,22 @@ pub fn with_ipv6_ext(frame: &[u8], next_header: u8, body: &[u8]) -> Vec<u8> {
     f
 }
 
+/// Sets the length the IP header states (IPv4 total length, checksum
+/// fixed; IPv6 payload length) without changing the frame: a lying header.
+pub fn with_ip_len(frame: &[u8], len: u16) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let l3 = l2_len(&f);
+    match f[l3] >> 4 {
+        4 => {
+            f[l3 + 2..l3 + 4].copy_from_slice(&len.to_be_bytes());
+            fix_ipv4_checksum(&mut f[l3..l3 + 20]);
+        }
+        6 => f[l3 + 4..l3 + 6].copy_from_slice(&len.to_be_bytes()),
+        v => panic!("IP version {v}"),
+    }
+    f
+}
+
 /// Appends zero bytes up to `len` (Ethernet padding after the IP packet).
 pub fn padded(frame: &[u8], len: usize) -> Vec<u8> {
     let mut f = frame.to_vec();
