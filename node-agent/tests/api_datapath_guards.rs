@@ -126,3 +126,57 @@ async fn status_reports_the_maps_kernel_memory() {
     let rings = (512u64 * 65537 * 4).div_ceil(4096) * 4096 + 4096;
     assert!(total > rings && total < rings + 16 * 1024 * 1024, "{total} bytes");
 }
+
+/// Issue #11, item 7: table sizes are bounded. A size beyond its bound is a
+/// 400 naming the field, the value and the bound (it was a 500 from the
+/// kernel, or gigabytes of kernel memory), and creates nothing; the bounds
+/// themselves are accepted (checked for the small ones: the largest would
+/// allocate gigabytes).
+#[tokio::test]
+async fn create_refuses_table_sizes_out_of_bounds() {
+    if skip_without_root("create_refuses_table_sizes_out_of_bounds") {
+        return;
+    }
+    let api = Api::new();
+    let base = json!({"testing": true, "max_vips": 8, "max_reals": 32, "lru_size": 1024, "ch_ring_size": 13});
+    let cases = [
+        ("max_vips", json!(0), "invalid max_vips: 0 is outside 1..=65536"),
+        ("max_vips", json!(65537), "invalid max_vips: 65537 is outside 1..=65536"),
+        ("max_reals", json!(0), "invalid max_reals: 0 is outside 1..=1048576"),
+        ("max_reals", json!(1_048_577), "invalid max_reals: 1048577 is outside 1..=1048576"),
+        ("max_reals", json!(4_294_967_295u32), "invalid max_reals: 4294967295 is outside 1..=1048576"),
+        ("ch_ring_size", json!(0), "invalid ch_ring_size: 0 is outside 1..=16777216"),
+        ("ch_ring_size", json!(16_777_217), "invalid ch_ring_size: 16777217 is outside 1..=16777216"),
+        ("lru_size", json!(0), "invalid lru_size: 0 is outside 1..=134217728"),
+        ("lru_size", json!(4_294_967_295u32), "invalid lru_size: 4294967295 is outside 1..=134217728"),
+    ];
+    for (field, value, message) in cases {
+        let mut body = base.clone();
+        body[field] = value.clone();
+        let answer = api.send("POST", "/api/v1/lb/create", body).await;
+        assert_eq!(
+            (answer.status, answer.body),
+            (StatusCode::BAD_REQUEST, json!({"success": false, "error": {"code": "INVALID_REQUEST", "message": message}})),
+            "{field} = {value}"
+        );
+        assert_eq!(api.data("/api/v1/lb/status").await["initialized"], json!(false), "{field} = {value}");
+    }
+    // Each size within bounds, the product of two not: the rings of all VIPs are bounded too.
+    let mut body = base.clone();
+    body["max_vips"] = json!(65536);
+    body["ch_ring_size"] = json!(65537);
+    let answer = api.send("POST", "/api/v1/lb/create", body).await;
+    assert_eq!(
+        (answer.status, answer.body),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"success": false, "error": {"code": "INVALID_REQUEST", "message":
+                "invalid ch_ring_size: max_vips × ch_ring_size (65536 × 65537 = 4295032832) is above 268435456 ring \
+                 slots (1 GiB of rings)"}})
+        )
+    );
+    // The smallest of each.
+    let body = json!({"testing": true, "max_vips": 1, "max_reals": 1, "lru_size": 1, "ch_ring_size": 1});
+    let answer = api.send("POST", "/api/v1/lb/create", body).await;
+    assert_eq!((answer.status, answer.body), (StatusCode::CREATED, ok()));
+}

@@ -19,7 +19,7 @@ use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
 use weir_ebpf::abi::{self, LbCtl, RealDef, Stat, VipFilter, VipKey, VipMeta};
 
-use super::config::BalancerConfig;
+use super::config::{self, BalancerConfig};
 use super::maglev::{self, Endpoint, HashFunction};
 use super::maps::{self, map_err, Maps};
 use super::pin;
@@ -32,12 +32,6 @@ use crate::{Error, Result};
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
-/// The L3 MTUs a configuration may name: from IPv6's minimum link MTU
-/// (RFC 8200: every link an IPv6 packet, here an IPv6 real's encapsulated
-/// one, may cross carries 1280 bytes) to the largest jumbo frame switches
-/// take (9216). Below, an IPv6 real could not be reached at all; above, no
-/// link exists, and a typo would let oversized frames through.
-const MTU_RANGE: std::ops::RangeInclusive<u32> = 1280..=9216;
 
 /// Every VIP flag bit Katran defines; bits outside are invalid, bits inside
 /// but not in [`abi::VIP_F_SUPPORTED`] are a feature this datapath lacks.
@@ -141,7 +135,7 @@ impl Balancer {
             (abi::map::VIPS, config.max_vips),
             (abi::map::REALS, config.max_reals + 1),
             (abi::map::CH_RINGS, abi::RingSlots::elements(config.max_vips * config.ch_ring_size)),
-            (abi::map::CONNS, config.lru_size),
+            (abi::map::CONNS, conn_entries(config.lru_size)?),
             (abi::map::VIP_STATS, config.max_vips),
             (abi::map::REAL_STATS, config.max_reals + 1),
         ];
@@ -877,30 +871,47 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 
 // ---- validation ----
 
+/// The connection table's size in the kernel for `lru_size` entries: a hash
+/// with per-CPU LRU lists holds a multiple of the possible CPUs (the kernel
+/// rounds up), and adopted pins are checked against that.
+fn conn_entries(lru_size: u32) -> Result<u32> {
+    let cpus = aya::util::nr_cpus().map_err(|(op, e)| Error::system(op, e))? as u32;
+    Ok(lru_size.div_ceil(cpus) * cpus)
+}
+
 fn validate_config(c: &BalancerConfig) -> Result<()> {
-    let positive = |field, v: u32| if v == 0 { Err(Error::invalid(field, "must be at least 1")) } else { Ok(()) };
-    positive("max_vips", c.max_vips)?;
-    positive("max_reals", c.max_reals)?;
-    positive("ch_ring_size", c.ch_ring_size)?;
-    positive("lru_size", c.lru_size)?;
-    if c.max_reals == u32::MAX {
-        return Err(Error::invalid("max_reals", "must be below 4294967295"));
-    }
-    if c.max_vips.checked_mul(c.ch_ring_size).is_none() {
+    let within = |field, v: u32, range: &std::ops::RangeInclusive<u32>| {
+        if range.contains(&v) {
+            Ok(())
+        } else {
+            Err(Error::invalid(field, format!("{v} is outside {}..={}", range.start(), range.end())))
+        }
+    };
+    within("max_vips", c.max_vips, &config::MAX_VIPS)?;
+    within("max_reals", c.max_reals, &config::MAX_REALS)?;
+    within("ch_ring_size", c.ch_ring_size, &config::CH_RING_SIZE)?;
+    within("lru_size", c.lru_size, &config::LRU_SIZE)?;
+    let slots = u64::from(c.max_vips) * u64::from(c.ch_ring_size);
+    if slots > config::MAX_RING_SLOTS {
         return Err(Error::invalid(
             "ch_ring_size",
-            format!("max_vips × ch_ring_size ({} × {}) exceeds 2^32 ring slots", c.max_vips, c.ch_ring_size),
+            format!(
+                "max_vips × ch_ring_size ({} × {} = {slots}) is above {} ring slots (1 GiB of rings)",
+                c.max_vips,
+                c.ch_ring_size,
+                config::MAX_RING_SLOTS
+            ),
         ));
     }
-    if !MTU_RANGE.contains(&c.mtu) {
+    if !config::MTU.contains(&c.mtu) {
         return Err(Error::invalid(
             "mtu",
             format!(
                 "{} is outside {}..={}: IPv6 (and so an IPv6 real's outer header) needs links of at least 1280 \
                  bytes, and no Ethernet link carries more than 9216",
                 c.mtu,
-                MTU_RANGE.start(),
-                MTU_RANGE.end()
+                config::MTU.start(),
+                config::MTU.end()
             ),
         ));
     }

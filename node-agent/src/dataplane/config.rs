@@ -1,11 +1,35 @@
 //! The Balancer's create-time configuration. Field names and defaults mirror
 //! katran-server's `POST /api/v1/lb/create`, so the REST layer maps onto it 1:1.
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
 use weir_ebpf::abi;
 
 use super::maglev::HashFunction;
+
+/// The table sizes a configuration may ask for, each refused (400) outside
+/// its range. The upper bounds keep a typo from asking the kernel for more
+/// than a node could give (a refusal then would be a 500, or the node's
+/// memory gone): 65536 VIPs is more than a ring map of default rings can
+/// hold (see [`MAX_RING_SLOTS`]); a million reals is 20 MiB of real
+/// definitions; 2^24 slots is 256 times Katran's default ring; 2^27
+/// connection entries take about 13 GiB of kernel memory (≈100 bytes each).
+pub const MAX_VIPS: RangeInclusive<u32> = 1..=65_536;
+pub const MAX_REALS: RangeInclusive<u32> = 1..=1_048_576;
+pub const CH_RING_SIZE: RangeInclusive<u32> = 1..=16_777_216;
+pub const LRU_SIZE: RangeInclusive<u32> = 1..=134_217_728;
+
+/// Ring slots across all VIPs (`max_vips × ch_ring_size`): 2^28 slots of 4
+/// bytes are 1 GiB of rings (4096 VIPs of the default ring size).
+pub const MAX_RING_SLOTS: u64 = 1 << 28;
+
+/// The L3 MTUs a configuration may name: from IPv6's minimum link MTU
+/// (RFC 8200: every link an IPv6 packet, here an IPv6 real's encapsulated
+/// one, may cross carries 1280 bytes) to the largest jumbo frame switches
+/// take (9216). Below, an IPv6 real could not be reached at all; above, no
+/// link exists, and a typo would let oversized frames through.
+pub const MTU: RangeInclusive<u32> = 1280..=9216;
 
 /// How the XDP program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
