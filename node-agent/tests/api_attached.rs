@@ -75,6 +75,25 @@ fn create_body(iface: &str, cleanup: bool) -> Value {
     })
 }
 
+/// Where a balancer on `iface` of this thread's namespace pins its datapath
+/// and saves its state, as the agent's defaults place them.
+fn pin_paths(iface: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let netns = pin::netns_cookie().expect("the namespace's cookie");
+    (
+        pin::balancer_dir(Path::new(pin::DEFAULT_PIN_ROOT), netns, iface),
+        pin::state_file(Path::new("/run/weir"), netns, iface),
+    )
+}
+
+/// Sends one SYN from a client to 10.0.0.1:80 through the balancer; it must
+/// be sent on (`XDP_TX`), leaving one connection entry.
+async fn open_connection(api: &Api) {
+    let frame =
+        syn(sock("198.51.100.7".parse::<IpAddr>().unwrap(), 1), sock("10.0.0.1".parse::<IpAddr>().unwrap(), 80));
+    let out = api.send("POST", "/api/v1/utils/simulate-packet", json!({"packet": STANDARD.encode(&frame)})).await;
+    assert_eq!(out.body["data"]["verdict"], json!("XDP_TX"));
+}
+
 #[test]
 fn attached_balancer_reloads_and_cleans_up() {
     if skip_without_root("attached_balancer_reloads_and_cleans_up") {
@@ -82,9 +101,7 @@ fn attached_balancer_reloads_and_cleans_up() {
     }
     in_private_netns(|iface| async move {
         // Pins and state are keyed by the namespace (this thread's) and the name.
-        let netns = pin::netns_cookie().expect("the namespace's cookie");
-        let pins = pin::balancer_dir(Path::new(pin::DEFAULT_PIN_ROOT), netns, &iface);
-        let state_file = pin::state_file(Path::new("/run/weir"), netns, &iface);
+        let (pins, state_file) = pin_paths(&iface);
         let _cleanup = Leftovers(vec![pins.clone(), state_file.clone()]);
         let api = Api::new();
         let answer = api.send("POST", "/api/v1/lb/create", create_body(&iface, true)).await;
@@ -105,10 +122,7 @@ fn attached_balancer_reloads_and_cleans_up() {
         // Some state: a VIP, a real, a connection, counters.
         api.add_vip("10.0.0.1", 80, 6, 0).await;
         api.add_real(vip("10.0.0.1", 80, 6), "10.1.0.1", 1).await;
-        let frame =
-            syn(sock("198.51.100.7".parse::<IpAddr>().unwrap(), 1), sock("10.0.0.1".parse::<IpAddr>().unwrap(), 80));
-        let out = api.send("POST", "/api/v1/utils/simulate-packet", json!({"packet": STANDARD.encode(&frame)})).await;
-        assert_eq!(out.body["data"]["verdict"], json!("XDP_TX"));
+        open_connection(&api).await;
         // (The VIP's counters: the link is live, the kernel sends its own packets on it.)
         let vip_stats = "/api/v1/stats/vip?address=10.0.0.1&port=80&proto=6";
         let before = (api.data(vip_stats).await, api.data("/api/v1/stats/lru").await);
@@ -229,9 +243,7 @@ fn failed_reload_keeps_the_pinned_datapath() {
         return;
     }
     in_private_netns(|iface| async move {
-        let netns = pin::netns_cookie().expect("the namespace's cookie");
-        let pins = pin::balancer_dir(Path::new(pin::DEFAULT_PIN_ROOT), netns, &iface);
-        let state_file = pin::state_file(Path::new("/run/weir"), netns, &iface);
+        let (pins, state_file) = pin_paths(&iface);
         let state_dir = state_file.parent().unwrap().to_owned();
         let _cleanup = Leftovers(vec![pins.clone(), state_file.clone()]);
         let api = Api::new();
@@ -239,10 +251,7 @@ fn failed_reload_keeps_the_pinned_datapath() {
         assert_eq!((answer.status, answer.body), (StatusCode::CREATED, ok()));
         api.add_vip("10.0.0.1", 80, 6, 0).await;
         api.add_real(vip("10.0.0.1", 80, 6), "10.1.0.1", 1).await;
-        let frame =
-            syn(sock("198.51.100.7".parse::<IpAddr>().unwrap(), 1), sock("10.0.0.1".parse::<IpAddr>().unwrap(), 80));
-        let out = api.send("POST", "/api/v1/utils/simulate-packet", json!({"packet": STANDARD.encode(&frame)})).await;
-        assert_eq!(out.body["data"]["verdict"], json!("XDP_TX"));
+        open_connection(&api).await;
         let prog = xdp_prog_id(&iface).expect("attached");
         let pinned = |dir: &Path| {
             let mut names: Vec<String> =

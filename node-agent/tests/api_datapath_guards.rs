@@ -156,7 +156,10 @@ async fn create_refuses_table_sizes_out_of_bounds() {
         let answer = api.send("POST", "/api/v1/lb/create", body).await;
         assert_eq!(
             (answer.status, answer.body),
-            (StatusCode::BAD_REQUEST, json!({"success": false, "error": {"code": "INVALID_REQUEST", "message": message}})),
+            (
+                StatusCode::BAD_REQUEST,
+                json!({"success": false, "error": {"code": "INVALID_REQUEST", "message": message}})
+            ),
             "{field} = {value}"
         );
         assert_eq!(api.data("/api/v1/lb/status").await["initialized"], json!(false), "{field} = {value}");

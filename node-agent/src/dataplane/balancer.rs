@@ -32,7 +32,6 @@ use crate::{Error, Result};
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
-
 /// Every VIP flag bit Katran defines; bits outside are invalid, bits inside
 /// but not in [`abi::VIP_F_SUPPORTED`] are a feature this datapath lacks.
 const VIP_F_KNOWN: u32 = (1 << 10) - 1;
