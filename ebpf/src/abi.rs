@@ -22,6 +22,14 @@ pub mod map {
     pub const BALANCER: &[&str] = &[VIPS, VIP_FILTER, REALS, CH_RINGS, CONNS, CTL, VIP_STATS, REAL_STATS, STATS];
 }
 
+/// The layout of the pinned maps: their names, keys, values and what they
+/// mean. Bumped whenever one of them changes, so that an agent never runs its
+/// program against maps laid out for another one: a datapath pinned with
+/// another layout gets fresh maps (see the agent's `pin::SetAside`).
+/// 0: not recorded (every release before 2); 2: VIP keys carry their family,
+/// rings hold two slots an element, `bad_len` counter.
+pub const PIN_LAYOUT: u32 = 2;
+
 /// Load-time constants (`const volatile` globals in `balancer.bpf.c`).
 pub mod global {
     /// Maglev ring slots per VIP.

@@ -75,6 +75,20 @@ fn create_body(iface: &str, cleanup: bool) -> Value {
     })
 }
 
+/// The id of the XDP link pinned in `pins`.
+fn link_id(pins: &Path) -> u64 {
+    let out = Command::new("bpftool").args(["-j", "link", "show", "pinned"]).arg(pins.join("link")).output().unwrap();
+    assert!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"].as_u64().expect("a link id")
+}
+
+/// Where a take-over sets the old maps aside (see `pin::SetAside`).
+fn set_aside_dir(pins: &Path) -> std::path::PathBuf {
+    let mut name = pins.file_name().unwrap().to_owned();
+    name.push(":set-aside");
+    pins.with_file_name(name)
+}
+
 /// Where a balancer on `iface` of this thread's namespace pins its datapath
 /// and saves its state, as the agent's defaults place them.
 fn pin_paths(iface: &str) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -168,28 +182,21 @@ fn attached_balancer_reloads_and_cleans_up() {
         assert_eq!(xdp_prog_id(&iface), None);
         assert!(!pins.exists() && !state_file.exists());
 
-        // Pinned maps keep their sizes: with the state file gone, a create asking for other
-        // sizes is refused (not indexed out of bounds), and changes nothing.
+        // With the state file gone, the pinned maps' layout is unknown: they are not
+        // adopted. Fresh maps (of the sizes asked for) replace them, and the new program
+        // replaces the old one on the same link.
         let answer = api.send("POST", "/api/v1/lb/create", create_body(&iface, false)).await;
         assert_eq!(answer.status, StatusCode::CREATED);
+        let link_before = link_id(&pins);
         assert_eq!(api.call("POST", "/api/v1/lb/close").await.status, StatusCode::OK);
         std::fs::remove_file(&state_file).unwrap();
         let mut bigger = create_body(&iface, true);
         bigger["max_vips"] = json!(8);
         let answer = api.send("POST", "/api/v1/lb/create", bigger).await;
-        assert_eq!(
-            (answer.status, answer.body),
-            (
-                StatusCode::BAD_REQUEST,
-                json!({"success": false, "error": {"code": "INVALID_REQUEST", "message":
-                    "invalid config: the pinned map weir_vips has 4 entries and this configuration needs 8; start \
-                     with the configuration it was created with, or remove the pinned datapath"}})
-            )
-        );
-        assert!(xdp_prog_id(&iface).is_some() && pins.join("link").exists());
-        // The same sizes adopt it.
-        let answer = api.send("POST", "/api/v1/lb/create", create_body(&iface, true)).await;
-        assert_eq!(answer.status, StatusCode::CREATED);
+        assert_eq!((answer.status, answer.body), (StatusCode::CREATED, ok()));
+        assert_eq!(link_id(&pins), link_before, "the same link");
+        assert_eq!(api.data("/api/v1/stats/bpf-map?map_name=weir_vips").await["max_entries"], json!(8));
+        assert!(!set_aside_dir(&pins).exists());
         assert_eq!(
             api.data("/api/v1/lb/status").await,
             json!({"initialized": true, "ready": true, "programs": {"balancer": format!("weir_balancer, built into weir-agent {}", env!("CARGO_PKG_VERSION")), "healthcheck": null}, "map_memory_bytes": map_memory(&api)})
@@ -324,5 +331,67 @@ fn create_refuses_interface_names_that_are_not_interfaces() {
             assert!(!netns_pins.exists(), "{name}: created {}", netns_pins.display());
             assert_eq!(api.data("/api/v1/lb/status").await["initialized"], json!(false), "{name}");
         }
+    });
+}
+
+/// A datapath pinned with another map layout (a state file of an earlier
+/// release: no `layout`) is taken over, not adopted: its VIPs and reals are
+/// kept, its maps are fresh, and the new program replaces the old one on the
+/// same link. A take-over that fails puts the old datapath back as it was.
+#[test]
+fn a_datapath_of_another_layout_is_taken_over_on_its_link() {
+    if skip_without_root("a_datapath_of_another_layout_is_taken_over_on_its_link") {
+        return;
+    }
+    in_private_netns(|iface| async move {
+        let (pins, state_file) = pin_paths(&iface);
+        let state_dir = state_file.parent().unwrap().to_owned();
+        let _cleanup = Leftovers(vec![pins.clone(), state_file.clone(), set_aside_dir(&pins)]);
+        let api = Api::new();
+        let answer = api.send("POST", "/api/v1/lb/create", create_body(&iface, false)).await;
+        assert_eq!((answer.status, answer.body), (StatusCode::CREATED, ok()));
+        api.add_vip("10.0.0.1", 80, 6, 0).await;
+        api.add_real(vip("10.0.0.1", 80, 6), "10.1.0.1", 1).await;
+        open_connection(&api).await;
+        assert_eq!(api.call("POST", "/api/v1/lb/close").await.status, StatusCode::OK);
+        let (link, prog) = (link_id(&pins), xdp_prog_id(&iface).expect("left attached"));
+        // What an earlier release saved: no layout.
+        let mut saved: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+        assert_eq!(saved["layout"], json!(weir_ebpf::abi::PIN_LAYOUT));
+        saved.as_object_mut().unwrap().remove("layout");
+        let old_state = serde_json::to_vec_pretty(&saved).unwrap();
+        std::fs::write(&state_file, &old_state).unwrap();
+        let pinned = std::fs::read_dir(&pins).unwrap().count();
+
+        // A take-over that fails (its state file cannot be written) changes nothing.
+        set_immutable(&state_dir, true);
+        let answer = api.send("POST", "/api/v1/lb/create", create_body(&iface, false)).await;
+        set_immutable(&state_dir, false);
+        assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", answer.body);
+        assert_eq!((link_id(&pins), xdp_prog_id(&iface)), (link, Some(prog)));
+        assert_eq!(std::fs::read_dir(&pins).unwrap().count(), pinned);
+        assert!(!set_aside_dir(&pins).exists());
+        assert_eq!(std::fs::read(&state_file).unwrap(), old_state);
+
+        // The take-over: the same link, a new program, fresh maps, the same VIPs and reals.
+        let answer = api.send("POST", "/api/v1/lb/create", create_body(&iface, false)).await;
+        assert_eq!((answer.status, answer.body), (StatusCode::CREATED, ok()));
+        assert_eq!(link_id(&pins), link);
+        assert_ne!(xdp_prog_id(&iface), Some(prog));
+        assert!(!set_aside_dir(&pins).exists());
+        assert_eq!(api.data("/api/v1/vips").await, json!([vip("10.0.0.1", 80, 6)]));
+        assert_eq!(api.data("/api/v1/reals/index?address=10.1.0.1").await, json!({"index": 1}));
+        assert_eq!(api.data("/api/v1/stats/bpf-map?map_name=weir_conns").await["current_entries"], json!(0));
+        open_connection(&api).await;
+        let saved: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+        assert_eq!(saved["layout"], json!(weir_ebpf::abi::PIN_LAYOUT));
+
+        // Taken over, it is adopted as any other: the connection stays.
+        assert_eq!(api.call("POST", "/api/v1/lb/close").await.status, StatusCode::OK);
+        let answer = api.send("POST", "/api/v1/lb/create", create_body(&iface, true)).await;
+        assert_eq!((answer.status, answer.body), (StatusCode::CREATED, ok()));
+        assert_eq!(api.data("/api/v1/stats/bpf-map?map_name=weir_conns").await["current_entries"], json!(1));
+        assert_eq!(api.call("POST", "/api/v1/lb/close").await.status, StatusCode::OK);
+        assert!(!pins.exists() && !state_file.exists());
     });
 }

@@ -128,6 +128,24 @@ impl Balancer {
             (Some(path), Some(dir), true) => State::load(&config, path, dir)?,
             _ => None,
         };
+        // Maps of another layout (or of an unknown one: no state file) are
+        // never adopted: fresh ones take their place, and the program is
+        // still swapped on the same link. The configuration is kept.
+        let set_aside = match (&pin_dir, adopting, &saved) {
+            (Some(_), true, Some((_, layout))) if *layout == abi::PIN_LAYOUT => None,
+            (Some(dir), true, _) => {
+                tracing::warn!(
+                    iface = %config.main_interface,
+                    pinned = ?saved.as_ref().map(|(_, layout)| layout),
+                    layout = abi::PIN_LAYOUT,
+                    "the pinned datapath's maps are of another layout: replacing them (connections and counters \
+                     start afresh, VIPs and reals are kept, the program is swapped on the same link)"
+                );
+                Some(pin::SetAside::maps(dir, state_file.as_deref())?)
+            }
+            _ => None,
+        };
+        let saved = saved.map(|(state, _)| state);
 
         // The sized maps; adopted pins are checked against the same sizes.
         let sizes = [
@@ -183,6 +201,9 @@ impl Balancer {
                 balancer.config.cleanup_on_shutdown = false;
             }
             return Err(e);
+        }
+        if let Some(set_aside) = set_aside {
+            set_aside.commit();
         }
         Ok(balancer)
     }

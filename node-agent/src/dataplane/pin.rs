@@ -250,3 +250,96 @@ pub fn xdp_link_ifindex(link: &Path) -> std::io::Result<u32> {
     }
     Ok(word(16))
 }
+
+/// The maps of a pinned balancer set aside while fresh ones are loaded in
+/// their place: how an agent takes over a datapath whose maps it must not
+/// adopt (laid out for another program, see `abi::PIN_LAYOUT`, or of an
+/// unknown layout: no state file). The link stays pinned where it is, so the
+/// new program replaces the old one on the same attachment and forwarding
+/// never stops; only the maps (connections, counters) start afresh.
+///
+/// Dropped before [`SetAside::commit`], it puts everything back: the fresh
+/// pins go, the old ones return, and the state file is rewritten as it was,
+/// so a failed take-over leaves the old datapath as it found it.
+pub struct SetAside {
+    dir: PathBuf,
+    aside: PathBuf,
+    state_file: Option<(PathBuf, Option<Vec<u8>>)>,
+    committed: bool,
+}
+
+impl SetAside {
+    /// Moves every pin of `dir` but its link to a sibling directory, and
+    /// remembers `state_file`'s contents.
+    pub fn maps(dir: &Path, state_file: Option<&Path>) -> Result<Self> {
+        // `:` is in no interface name, so the sibling never is a balancer's.
+        let mut name = dir.file_name().unwrap_or_default().to_owned();
+        name.push(":set-aside");
+        let aside = dir.with_file_name(name);
+        let state_file = match state_file {
+            Some(path) => match std::fs::read(path) {
+                Ok(bytes) => Some((path.to_owned(), Some(bytes))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some((path.to_owned(), None)),
+                Err(e) => return Err(Error::system(format!("read {}", path.display()), e)),
+            },
+            None => None,
+        };
+        // A set-aside left by a crash mid-take-over holds nothing in use.
+        let _ = std::fs::remove_dir_all(&aside);
+        std::fs::create_dir(&aside).map_err(|e| Error::system(format!("create {}", aside.display()), e))?;
+        let set_aside = Self { dir: dir.to_owned(), aside, state_file, committed: false };
+        move_pins(&set_aside.dir, &set_aside.aside)?;
+        Ok(set_aside)
+    }
+
+    /// The take-over succeeded: the old maps' pins go (the maps with them,
+    /// once no program holds them).
+    pub fn commit(mut self) {
+        self.committed = true;
+        let _ = std::fs::remove_dir_all(&self.aside);
+    }
+}
+
+impl Drop for SetAside {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.flatten().filter(|e| e.file_name() != LINK) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        if let Err(e) = move_pins(&self.aside, &self.dir) {
+            tracing::error!(error = %e, aside = %self.aside.display(), "could not put the set-aside pins back");
+            return;
+        }
+        let _ = std::fs::remove_dir(&self.aside);
+        match &self.state_file {
+            Some((path, Some(bytes))) => {
+                if let Err(e) = std::fs::write(path, bytes) {
+                    tracing::error!(error = %e, file = %path.display(), "could not restore the state file");
+                }
+            }
+            Some((path, None)) => {
+                let _ = std::fs::remove_file(path);
+            }
+            None => {}
+        }
+    }
+}
+
+/// Renames every pin in `from` but the link into `to` (one bpffs: renames).
+fn move_pins(from: &Path, to: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(from).map_err(|e| Error::system(format!("read {}", from.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::system(format!("read {}", from.display()), e))?;
+        if entry.file_name() == LINK {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        std::fs::rename(entry.path(), &target)
+            .map_err(|e| Error::system(format!("move {} to {}", entry.path().display(), target.display()), e))?;
+    }
+    Ok(())
+}

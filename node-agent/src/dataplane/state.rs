@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 
+use weir_ebpf::abi;
+
 use super::config::BalancerConfig;
 use super::maglev::HashFunction;
 use crate::{Error, Result};
@@ -60,6 +62,9 @@ pub(crate) struct State {
 /// The on-disk form (JSON maps need string keys, so lists).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Saved {
+    /// The maps' layout ([`abi::PIN_LAYOUT`]) when saved; 0 when not recorded.
+    #[serde(default)]
+    layout: u32,
     config: BalancerConfig,
     mac: [u8; 6],
     next_conn_tag: u32,
@@ -97,6 +102,7 @@ impl State {
 
     pub fn save(&self, config: &BalancerConfig, path: &Path) -> Result<()> {
         let saved = Saved {
+            layout: abi::PIN_LAYOUT,
             config: config.clone(),
             mac: self.mac,
             next_conn_tag: self.next_conn_tag,
@@ -113,10 +119,11 @@ impl State {
         std::fs::rename(&tmp, path).map_err(|e| Error::system(format!("rename to {}", path.display()), e))
     }
 
-    /// Loads a saved state; `Ok(None)` when there is none. The saved
-    /// configuration must shape the maps as `config` does.
+    /// Loads a saved state and the map layout it was saved with; `Ok(None)`
+    /// when there is none. The saved configuration must shape the maps as
+    /// `config` does.
     /// `pin_dir` is the pinned datapath's directory, for the error message.
-    pub fn load(config: &BalancerConfig, path: &Path, pin_dir: &Path) -> Result<Option<Self>> {
+    pub fn load(config: &BalancerConfig, path: &Path, pin_dir: &Path) -> Result<Option<(Self, u32)>> {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -143,11 +150,12 @@ impl State {
                 ),
             ));
         }
-        Ok(Some(Self {
+        let state = Self {
             vips: saved.vips.into_iter().map(|v| (v.id, v)).collect(),
             reals: saved.reals.into_iter().map(|r| (r.addr, r)).collect(),
             mac: saved.mac,
             next_conn_tag: saved.next_conn_tag,
-        }))
+        };
+        Ok(Some((state, saved.layout)))
     }
 }
