@@ -51,7 +51,7 @@ impl<'t> RestAgent<'t> {
                 let shutdown = async {
                     let _ = stop_rx.await;
                 };
-                if let Err(e) = server::run(listener, None, options.timeouts, app, shutdown).await {
+                if let Err(e) = server::run(listener, None, options.accept(None), app, shutdown).await {
                     eprintln!("weir-agent API server failed: {e}");
                 }
                 // As the standalone agent does on shutdown: close the balancer.

@@ -7,7 +7,9 @@
 //!   status code, and a latency histogram in seconds;
 //! - `build_info{version}`;
 //! - the datapath ([`datapath::DatapathCollector`]): read from the Balancer at
-//!   scrape time, so it costs nothing between scrapes; its labels are bounded
+//!   scrape time, so it costs nothing between scrapes (while a writer holds
+//!   the balancer's lock, the previous reading: a scrape never waits for a
+//!   create or a purge); its labels are bounded
 //!   by the configured max_vips, max_reals and CPU count.
 
 use std::sync::Arc;
@@ -90,16 +92,26 @@ struct RouteLabels {
     route: String,
 }
 
-/// API request counters and latencies.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    reason: &'static str,
+}
+
+/// API request counters and latencies, and connections refused at accept.
 #[derive(Debug)]
 pub struct ApiMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    refused: Family<RefusedLabels, Counter>,
 }
 
 impl Default for ApiMetrics {
     fn default() -> Self {
-        Self { requests: Family::default(), duration: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)) }
+        Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+            refused: Family::default(),
+        }
     }
 }
 
@@ -117,6 +129,17 @@ impl ApiMetrics {
             Unit::Seconds,
             self.duration.clone(),
         );
+        registry.register(
+            "api_connections_refused",
+            "Connections the API listener refused at accept, before reading them: \"allowlist\" (peer outside \
+             --allow-cidr) or \"max_connections\" (over --max-connections)",
+            self.refused.clone(),
+        );
+    }
+
+    /// Counts a connection refused at accept, by `reason`.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&RefusedLabels { reason }).inc();
     }
 
     /// Records one answered request. `route` is the matched path pattern

@@ -34,6 +34,8 @@ fn defaults_are_weirs() {
     assert_eq!((f.read_timeout, f.write_timeout, f.idle_timeout), (secs(30), secs(30), secs(120)));
     assert_eq!(f.allow_cidr, vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]);
     assert_eq!(f.body_limit, 1 << 20, "1 MiB: a batch of 4,096 IPv6 reals fits");
+    assert_eq!(f.max_connections, 512);
+    assert_eq!(parse(&["--max-connections", "3"]).max_connections, 3);
     assert_eq!(f.cors_origins, CorsOrigins::Any);
     assert!(!f.cors && !f.no_logging && !f.no_recovery && !f.read_only && !f.metrics_conn_table_usage);
     assert_eq!((f.tls_cert, f.token_file, f.config, f.metrics_addr), (None, None, None, None));
@@ -139,6 +141,8 @@ fn bad_values_say_which_flag_and_why() {
         (&["-cors-origins", "example.com"], &["--cors-origins", "not an origin"]),
         (&["-body-limit", "0"], &["--body-limit"]),
         (&["-body-limit", "1048577"], &["--body-limit", "1048577"]),
+        (&["--max-connections", "0"], &["--max-connections", "0"]),
+        (&["--max-connections", "65537"], &["--max-connections", "65537"]),
         (&["-metrics-addr", "localhost"], &["--metrics-addr"]),
         (&["-tls-key", "key.pem"], &["--tls-cert"]),
         (&["-tls-cert", "cert.pem"], &["--tls-key"]),

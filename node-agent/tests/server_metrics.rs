@@ -57,7 +57,7 @@ async fn metrics_report_the_datapath_and_the_api() {
     let metrics_addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let exposition =
-        tokio::spawn(exposition::serve(listener, metrics.clone(), state.clone(), Timeouts::default(), async {
+        tokio::spawn(exposition::serve(listener, metrics.clone(), state.clone(), Timeouts::default(), 64, async {
             let _ = stopped.await;
         }));
 

@@ -156,7 +156,7 @@ pub struct VipEntry {
         (status = 503, description = "LB_NOT_INITIALIZED", body = super::reply::Failure),
     ))]
 async fn config_export(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let doc = state.read(|lb| Ok(export(&state, lb)))?;
+    let doc = state.blocking(|state| state.blocking_read(|lb| Ok(export(state, lb)))).await?;
     let yaml = serde_yaml::to_string(&doc).map_err(|e| ApiError::internal(format!("config as YAML: {e}")))?;
     Ok((
         [
@@ -175,7 +175,7 @@ async fn config_export(State(state): State<ApiState>) -> Result<Response, ApiErr
         (status = 503, description = "LB_NOT_INITIALIZED", body = super::reply::Failure),
     ))]
 async fn config_export_json(State(state): State<ApiState>) -> Result<Data<ConfigDocument>, ApiError> {
-    Ok(Data(state.read(|lb| Ok(export(&state, lb)))?))
+    Ok(Data(state.blocking(|state| state.blocking_read(|lb| Ok(export(state, lb)))).await?))
 }
 
 fn hash_name(hash: HashFunction) -> &'static str {
@@ -312,7 +312,7 @@ pub fn import_document(state: &ApiState, bytes: &[u8]) -> Result<(), ApiError> {
     create(state, &create_body(&doc.lb)?)?;
     for (spec, hash, reals) in plan {
         let id: VipId = spec.id;
-        let applied = state.write_vip(&id, |lb| {
+        let applied = state.blocking_write_vip(&id, |lb| {
             lb.add_vip(spec)?;
             if let Some(hash) = hash.filter(|&h| h != lb.config().hash_function) {
                 lb.change_hash_function(&id, hash)?;

@@ -64,7 +64,7 @@ async fn install_feature(State(state): State<ApiState>, Body(req): Body<FeatureC
     if !f.available {
         return Err(missing(f));
     }
-    state.read(|_| Ok(()))?;
+    state.read(|_| Ok(())).await?;
     Ok(Done)
 }
 

@@ -12,6 +12,15 @@
 //! (LB_NOT_INITIALIZED, the human message) that also carries
 //! `data: {"ready": false, "status": "not_ready", "reason"}` with a
 //! machine-readable reason.
+//!
+//! Neither waits for the balancer: `/health` never looks at it, and
+//! `/health/ready` only tries its lock (and the reconciler's). When a writer
+//! holds one (a create running the verifier, a chunk of a purge) or waits
+//! for it, readiness answers what it found the last time it could look —
+//! the state before that change, which is still the datapath's state until
+//! the change ends. A probe therefore never fails because the agent is busy.
+
+use std::sync::{Mutex, PoisonError, TryLockError};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -94,21 +103,70 @@ async fn health(State(state): State<ApiState>) -> Data<Health> {
         (status = 503, description = "Not ready (LB_NOT_INITIALIZED), with the reason", body = NotReady),
     ))]
 async fn health_ready(State(state): State<ApiState>) -> Result<Data<Readiness>, NotReady> {
-    let guard = state.read_lock();
-    match guard.as_ref() {
-        None => {
+    let probe = match probe_now(&state) {
+        Some(probe) => state.last_probe.set(probe),
+        None => state.last_probe.get(),
+    };
+    match probe {
+        Probe::NoBalancer => {
             Err(not_ready("no_balancer", "not ready: no balancer yet (POST /api/v1/lb/create, or start with --config)"))
         }
-        Some(_) if state.cluster.as_ref().is_some_and(|r| !r.lock().unwrap_or_else(|e| e.into_inner()).synced()) => {
-            Err(not_ready(
-                "cluster_not_synced",
-                "not ready: cluster mode has not programmed the cluster's VirtualServices yet",
-            ))
-        }
-        Some(lb) if is_ready(lb) => Ok(Data(Readiness { ready: true, status: "ready", reason: None })),
-        Some(lb) => Err(not_ready(
-            "not_attached",
-            format!("not ready: the balancer is not attached to {}", lb.config().main_interface),
+        Probe::ClusterNotSynced => Err(not_ready(
+            "cluster_not_synced",
+            "not ready: cluster mode has not programmed the cluster's VirtualServices yet",
         )),
+        Probe::Ready => Ok(Data(Readiness { ready: true, status: "ready", reason: None })),
+        Probe::NotAttached(interface) => {
+            Err(not_ready("not_attached", format!("not ready: the balancer is not attached to {interface}")))
+        }
     }
+}
+
+/// What readiness depends on, as last seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Probe {
+    #[default]
+    NoBalancer,
+    ClusterNotSynced,
+    /// Not attached to this interface.
+    NotAttached(String),
+    Ready,
+}
+
+/// The last [`Probe`] `/health/ready` could take (a std Mutex: held only to
+/// copy a value, never while waiting for anything).
+#[derive(Debug, Default)]
+pub struct LastProbe(Mutex<Probe>);
+
+impl LastProbe {
+    fn set(&self, probe: Probe) -> Probe {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = probe.clone();
+        probe
+    }
+
+    fn get(&self) -> Probe {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// Readiness now, or `None` when finding out would wait for a lock. (Being
+/// attached is one read of the pinned link: a short syscall, no lock.)
+fn probe_now(state: &ApiState) -> Option<Probe> {
+    let guard = match state.balancer.try_read() {
+        Ok(guard) => guard,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => return None,
+    };
+    let Some(lb) = guard.as_ref() else { return Some(Probe::NoBalancer) };
+    if let Some(reconciler) = &state.cluster {
+        let synced = match reconciler.try_lock() {
+            Ok(r) => r.synced(),
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner().synced(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        if !synced {
+            return Some(Probe::ClusterNotSynced);
+        }
+    }
+    Some(if is_ready(lb) { Probe::Ready } else { Probe::NotAttached(lb.config().main_interface.clone()) })
 }

@@ -36,16 +36,23 @@ endpoints!(lb_status, lb_close, lb_load_bpf_progs, lb_attach_bpf_progs, lb_reloa
 /// Whether a balancer exists, and whether it is attached (or testing).
 #[utoipa::path(get, path = "/api/v1/lb/status", tag = "lb",
     responses((status = 200, description = "The balancer's state", body = Success<LbStatus>)))]
-async fn lb_status(State(state): State<ApiState>) -> Data<LbStatus> {
-    let guard = state.read_lock();
-    let lb = guard.as_ref();
-    Data(LbStatus {
-        initialized: lb.is_some(),
-        ready: lb.is_some_and(is_ready),
-        programs: lb.map(|_| LbPrograms { balancer: BALANCER_PROGRAM.to_owned(), healthcheck: None }),
-        notices: lb.map(|lb| lb.config().katran.notices.clone()).unwrap_or_default(),
-        map_memory_bytes: lb.and_then(|lb| lb.map_memory().ok()).map(|maps| maps.iter().map(|(_, bytes)| bytes).sum()),
-    })
+async fn lb_status(State(state): State<ApiState>) -> Result<Data<LbStatus>, ApiError> {
+    let status = state
+        .blocking(|state| {
+            let guard = state.read_lock();
+            let lb = guard.as_ref();
+            Ok(LbStatus {
+                initialized: lb.is_some(),
+                ready: lb.is_some_and(is_ready),
+                programs: lb.map(|_| LbPrograms { balancer: BALANCER_PROGRAM.to_owned(), healthcheck: None }),
+                notices: lb.map(|lb| lb.config().katran.notices.clone()).unwrap_or_default(),
+                map_memory_bytes: lb
+                    .and_then(|lb| lb.map_memory().ok())
+                    .map(|maps| maps.iter().map(|(_, bytes)| bytes).sum()),
+            })
+        })
+        .await?;
+    Ok(Data(status))
 }
 
 /// Closes the balancer (detaching and unpinning it with `cleanup_on_shutdown`).
@@ -57,10 +64,15 @@ async fn lb_close(State(state): State<ApiState>) -> Result<Done, ApiError> {
             "the balancer belongs to cluster mode (--cluster): it lives as long as the agent; stop the agent instead",
         ));
     }
-    let mut guard = state.write_lock();
-    let lb = guard.take().ok_or_else(ApiError::not_initialized)?;
-    // Dropped under the lock: a create must not adopt pins this drop removes.
-    drop(lb);
+    state
+        .blocking(|state| {
+            let mut guard = state.write_lock();
+            let lb = guard.take().ok_or_else(ApiError::not_initialized)?;
+            // Dropped under the lock: a create must not adopt pins this drop removes.
+            drop(lb);
+            Ok(())
+        })
+        .await?;
     Ok(Done)
 }
 
@@ -68,7 +80,7 @@ async fn lb_close(State(state): State<ApiState>) -> Result<Done, ApiError> {
 #[utoipa::path(post, path = "/api/v1/lb/load-bpf-progs", tag = "lb",
     responses((status = 200, description = "Loaded (by /lb/create)", body = Acknowledged)))]
 async fn lb_load_bpf_progs(State(state): State<ApiState>) -> Result<Done, ApiError> {
-    state.read(|_| Ok(()))?;
+    state.read(|_| Ok(())).await?;
     Ok(Done)
 }
 
@@ -76,16 +88,15 @@ async fn lb_load_bpf_progs(State(state): State<ApiState>) -> Result<Done, ApiErr
 #[utoipa::path(post, path = "/api/v1/lb/attach-bpf-progs", tag = "lb",
     responses((status = 200, description = "Attached (by /lb/create)", body = Acknowledged)))]
 async fn lb_attach_bpf_progs(State(state): State<ApiState>) -> Result<Done, ApiError> {
-    let guard = state.read_lock();
-    let lb = guard.as_ref().ok_or_else(ApiError::not_initialized)?;
-    if lb.is_attached() {
+    let (attached, config) = state.read(|lb| Ok((lb.is_attached(), lb.config().clone()))).await?;
+    if attached {
         return Ok(Done);
     }
-    if !lb.config().testing {
+    if !config.testing {
         return Err(ApiError::internal(format!(
             "the balancer's XDP link is no longer bound to {} (the interface went away?): POST /api/v1/lb/close, then \
              /api/v1/lb/create again",
-            lb.config().main_interface
+            config.main_interface
         )));
     }
     Err(ApiError::new(
@@ -115,10 +126,8 @@ async fn lb_reload(
         ));
     }
     let system = state.system.clone();
-    // Loading runs the verifier: off the async workers.
-    tokio::task::spawn_blocking(move || state.write(|lb| lb.reload()))
-        .await
-        .map_err(|e| ApiError::internal(format!("reload: {e}")))??;
+    // Loading runs the verifier: off the async workers, as every Balancer call.
+    state.write(|lb| lb.reload()).await?;
     system.count_reload();
     Ok(Done)
 }

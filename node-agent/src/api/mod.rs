@@ -27,7 +27,8 @@
 //! cannot drift.
 //!
 //! Handlers take the balancer lock (a std `RwLock`: read for reads, write
-//! for changes) only around the Balancer call, never across an await.
+//! for changes) only around the Balancer call, and only on tokio's blocking
+//! pool (`state`): never on the runtime's workers, never across an await.
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -80,11 +81,12 @@ mod vips;
 
 pub use config::{import_document, is_document, ConfigDocument};
 pub use create::create_from_json;
+pub use health::{LastProbe, Probe};
 pub use state::{UserspaceCounters, UserspaceStats};
 
 /// The balancer, once created (`POST /api/v1/lb/create` or `--config`).
-/// A std lock: no handler holds it across an await, and map operations are
-/// short syscalls.
+/// A std lock, taken only off the runtime (see `state`): no handler holds it
+/// across an await.
 pub type SharedBalancer = Arc<RwLock<Option<Balancer>>>;
 
 /// What every handler gets.
@@ -103,6 +105,8 @@ pub struct ApiState {
     /// What the agent is and enforces (`/health`'s read_only,
     /// `/system/info`, `/limits/effective`), and its reload count.
     pub system: Arc<system::System>,
+    /// What `/health/ready` last found, answered while the locks are taken.
+    pub last_probe: Arc<health::LastProbe>,
 }
 
 /// Pinning locations for balancers created through the API.

@@ -24,7 +24,7 @@ async fn get_reals(
     Params(key): Params<VipKey>,
 ) -> Result<Data<Vec<RealState>>, ApiError> {
     let id = state.vip_id("", &key)?;
-    let reals = state.read(|lb| lb.reals(&id))?;
+    let reals = state.read(move |lb| lb.reals(&id)).await?;
     Ok(Data(reals.into_iter().map(RealState::from).collect()))
 }
 
@@ -34,7 +34,8 @@ async fn get_reals(
 async fn add_real(State(state): State<ApiState>, Body(req): Body<VipReal>) -> Result<Created, ApiError> {
     let id = state.vip_id("vip.", &req.vip)?;
     let addr = state.ip("real.address", &req.real.address)?;
-    state.write_vip(&id, |lb| lb.add_real(&id, RealSpec { addr, weight: req.real.weight, flags: req.real.flags }))?;
+    let real = RealSpec { addr, weight: req.real.weight, flags: req.real.flags };
+    state.write_vip(id, move |lb| lb.add_real(&id, real)).await?;
     Ok(Created)
 }
 
@@ -46,7 +47,7 @@ async fn del_real(State(state): State<ApiState>, Body(req): Body<VipRealDelete>)
     let id = state.vip_id("vip.", &req.vip)?;
     let addr = state.ip("real.address", &req.real.address)?;
     let real = RealSpec { addr, weight: 0, flags: 0 };
-    state.write_vip(&id, |lb| lb.modify_reals(&id, RealAction::Delete, &[real]))?;
+    state.write_vip(id, move |lb| lb.modify_reals(&id, RealAction::Delete, &[real])).await?;
     Ok(Done)
 }
 
@@ -72,7 +73,7 @@ async fn batch_reals(State(state): State<ApiState>, Body(req): Body<RealsBatch>)
         };
         reals.push(RealSpec { addr, weight, flags: real.flags });
     }
-    state.write_vip(&id, |lb| lb.modify_reals(&id, action, &reals))?;
+    state.write_vip(id, move |lb| lb.modify_reals(&id, action, &reals)).await?;
     Ok(Done)
 }
 
@@ -85,7 +86,7 @@ async fn real_index(
     Params(req): Params<RealAddress>,
 ) -> Result<Data<RealIndex>, ApiError> {
     let addr = state.ip("address", &req.address)?;
-    let index = state.read(|lb| Ok(lb.real_index(addr)))?;
+    let index = state.read(move |lb| Ok(lb.real_index(addr))).await?;
     Ok(Data(RealIndex { index: index.map_or(-1, i64::from) }))
 }
 
@@ -94,6 +95,7 @@ async fn real_index(
     responses((status = 200, description = "Changed", body = Acknowledged)))]
 async fn modify_real_flags(State(state): State<ApiState>, Body(req): Body<ModifyRealFlags>) -> Result<Done, ApiError> {
     let addr = state.ip("address", &req.address)?;
-    state.write_real(&addr, |lb| lb.modify_real_flags(addr, req.flags, req.set))?;
+    let (flags, set) = (req.flags, req.set);
+    state.write_real(addr, move |lb| lb.modify_real_flags(addr, flags, set)).await?;
     Ok(Done)
 }

@@ -81,8 +81,8 @@ fn counter(c: crate::dataplane::Counter) -> Counter {
     Counter { v1: c.v1, v2: c.v2 }
 }
 
-fn global(state: &ApiState, stat: Stat) -> Result<Data<Counter>, ApiError> {
-    state.read(|lb| lb.stat(stat)).map(|c| Data(counter(c)))
+async fn global(state: &ApiState, stat: Stat) -> Result<Data<Counter>, ApiError> {
+    state.read(move |lb| lb.stat(stat)).await.map(|c| Data(counter(c)))
 }
 
 /// Packets (v1) and L3 bytes (v2) sent to a VIP.
@@ -91,7 +91,7 @@ fn global(state: &ApiState, stat: Stat) -> Result<Data<Counter>, ApiError> {
     responses((status = 200, description = "v1 packets, v2 bytes", body = Success<Counter>)))]
 async fn vip_stats(State(state): State<ApiState>, Params(key): Params<VipKey>) -> Result<Data<Counter>, ApiError> {
     let id = state.vip_id("", &key)?;
-    state.read(|lb| lb.vip_stats(&id)).map(|c| Data(counter(c)))
+    state.read(move |lb| lb.vip_stats(&id)).await.map(|c| Data(counter(c)))
 }
 
 /// Packets (v1) and L3 bytes (v2) sent to the real with `index`.
@@ -102,70 +102,70 @@ async fn real_stats(
     State(state): State<ApiState>,
     Params(query): Params<RealStatsQuery>,
 ) -> Result<Data<Counter>, ApiError> {
-    state.read(|lb| lb.real_stats(query.index)).map(|c| Data(counter(c)))
+    state.read(move |lb| lb.real_stats(query.index)).await.map(|c| Data(counter(c)))
 }
 
 /// v1: packets to VIPs; v2: connection-table misses.
 #[utoipa::path(get, path = "/api/v1/stats/lru", tag = "stats",
     responses((status = 200, description = "v1 packets to VIPs, v2 connection-table misses", body = Success<Counter>)))]
 async fn lru_stats(State(state): State<ApiState>) -> Result<Data<Counter>, ApiError> {
-    global(&state, Stat::Lru)
+    global(&state, Stat::Lru).await
 }
 
 /// v1: TCP SYN misses; v2: TCP non-SYN misses.
 #[utoipa::path(get, path = "/api/v1/stats/lru/miss", tag = "stats",
     responses((status = 200, description = "v1 TCP SYN misses, v2 TCP non-SYN misses", body = Success<Counter>)))]
 async fn lru_miss_stats(State(state): State<ApiState>) -> Result<Data<Counter>, ApiError> {
-    global(&state, Stat::LruMiss)
+    global(&state, Stat::LruMiss).await
 }
 
 /// Always 0: weir's connection table is never missing (Katran: fallback LRU hits).
 #[utoipa::path(get, path = "/api/v1/stats/lru/fallback", tag = "stats",
     responses((status = 200, description = "Always 0 for weir", body = Success<Counter>)))]
 async fn lru_fallback_stats(State(state): State<ApiState>) -> Result<Data<Counter>, ApiError> {
-    global(&state, Stat::LruFallback)
+    global(&state, Stat::LruFallback).await
 }
 
 /// Packets dropped as too big once encapsulated: v1 IPv4, v2 IPv6.
 #[utoipa::path(get, path = "/api/v1/stats/icmp-too-big", tag = "stats",
     responses((status = 200, description = "v1 IPv4, v2 IPv6", body = Success<Counter>)))]
 async fn icmp_too_big_stats(State(state): State<ApiState>) -> Result<Data<Counter>, ApiError> {
-    global(&state, Stat::IcmpTooBig)
+    global(&state, Stat::IcmpTooBig).await
 }
 
 /// Consistent-hash drops: v1 empty ring slot, v2 the slot's real missing.
 #[utoipa::path(get, path = "/api/v1/stats/ch-drop", tag = "stats",
     responses((status = 200, description = "v1 empty slot, v2 missing real", body = Success<Counter>)))]
 async fn ch_drop_stats(State(state): State<ApiState>) -> Result<Data<Counter>, ApiError> {
-    global(&state, Stat::ChDrop)
+    global(&state, Stat::ChDrop).await
 }
 
 /// Every packet the program saw: v1 packets, v2 bytes.
 #[utoipa::path(get, path = "/api/v1/stats/xdp/total", tag = "stats",
     responses((status = 200, description = "v1 packets, v2 bytes", body = Success<Counter>)))]
 async fn xdp_total_stats(State(state): State<ApiState>) -> Result<Data<Counter>, ApiError> {
-    global(&state, Stat::XdpTotal)
+    global(&state, Stat::XdpTotal).await
 }
 
 /// XDP_TX verdicts: v1 packets, v2 bytes (as received).
 #[utoipa::path(get, path = "/api/v1/stats/xdp/tx", tag = "stats",
     responses((status = 200, description = "v1 packets, v2 bytes", body = Success<Counter>)))]
 async fn xdp_tx_stats(State(state): State<ApiState>) -> Result<Data<Counter>, ApiError> {
-    global(&state, Stat::XdpTx)
+    global(&state, Stat::XdpTx).await
 }
 
 /// XDP_DROP verdicts: v1 packets, v2 bytes.
 #[utoipa::path(get, path = "/api/v1/stats/xdp/drop", tag = "stats",
     responses((status = 200, description = "v1 packets, v2 bytes", body = Success<Counter>)))]
 async fn xdp_drop_stats(State(state): State<ApiState>) -> Result<Data<Counter>, ApiError> {
-    global(&state, Stat::XdpDrop)
+    global(&state, Stat::XdpDrop).await
 }
 
 /// XDP_PASS verdicts: v1 packets, v2 bytes.
 #[utoipa::path(get, path = "/api/v1/stats/xdp/pass", tag = "stats",
     responses((status = 200, description = "v1 packets, v2 bytes", body = Success<Counter>)))]
 async fn xdp_pass_stats(State(state): State<ApiState>) -> Result<Data<Counter>, ApiError> {
-    global(&state, Stat::XdpPass)
+    global(&state, Stat::XdpPass).await
 }
 
 /// A map's capacity and the entries in use.
@@ -177,7 +177,7 @@ async fn bpf_map_stats(
     Params(req): Params<MapName>,
 ) -> Result<Data<MapUsage>, ApiError> {
     let map = weir_map(&req.map_name)?;
-    let (max_entries, current_entries) = state.read(|lb| map_usage(lb, map))?;
+    let (max_entries, current_entries) = state.read(move |lb| map_usage(lb, map)).await?;
     Ok(Data(MapUsage { max_entries, current_entries }))
 }
 
@@ -207,7 +207,7 @@ fn map_usage(lb: &Balancer, map: &str) -> crate::Result<(u32, u32)> {
 #[utoipa::path(get, path = "/api/v1/stats/userspace", tag = "stats",
     responses((status = 200, description = "Userspace counters", body = Success<UserspaceStats>)))]
 async fn userspace_stats(State(state): State<ApiState>) -> Result<Data<UserspaceStats>, ApiError> {
-    state.read(|_| Ok(()))?;
+    state.read(|_| Ok(())).await?;
     Ok(Data(state.counters.snapshot()))
 }
 
@@ -216,7 +216,7 @@ async fn userspace_stats(State(state): State<ApiState>) -> Result<Data<Userspace
 #[utoipa::path(get, path = "/api/v1/stats/per-core-packets", tag = "stats",
     responses((status = 200, description = "Packets per CPU", body = Success<PerCorePackets>)))]
 async fn per_core_packets(State(state): State<ApiState>) -> Result<Data<PerCorePackets>, ApiError> {
-    let counts = state.read(|lb| lb.per_core_packets())?;
+    let counts = state.read(|lb| lb.per_core_packets()).await?;
     Ok(Data(PerCorePackets { counts }))
 }
 
@@ -225,6 +225,6 @@ async fn per_core_packets(State(state): State<ApiState>) -> Result<Data<PerCoreP
 #[utoipa::path(get, path = "/api/v1/stats/flood-status", tag = "stats",
     responses((status = 200, description = "Flood status", body = Success<FloodStatus>)))]
 async fn flood_status(State(state): State<ApiState>) -> Result<Data<FloodStatus>, ApiError> {
-    let under_flood = state.read(|lb| lb.under_flood())?;
+    let under_flood = state.read(|lb| lb.under_flood()).await?;
     Ok(Data(FloodStatus { under_flood }))
 }

@@ -145,8 +145,9 @@ pub struct SystemInfo {
     responses((status = 200, description = "What this agent is", body = Success<SystemInfo>)))]
 async fn system_info(State(state): State<ApiState>) -> Data<SystemInfo> {
     let system = &state.system;
-    // Only a clone of the configuration is taken under the lock.
-    let balancer = state.read_lock().as_ref().map(|lb| lb.config().clone());
+    // Only a clone of the configuration is taken under the lock, off the runtime.
+    let balancer = state.blocking(|state| Ok(state.read_lock().as_ref().map(|lb| lb.config().clone()))).await;
+    let balancer = balancer.unwrap_or_default();
     let balancer_json = match &balancer {
         Some(config) => serde_json::to_string(config).unwrap_or_default(),
         None => "null".to_owned(),

@@ -55,7 +55,7 @@ pub(super) fn format_mac(mac: [u8; 6]) -> String {
 #[utoipa::path(get, path = "/api/v1/utils/mac", tag = "utils",
     responses((status = 200, description = "The MAC", body = Success<Mac>)))]
 async fn get_mac(State(state): State<ApiState>) -> Result<Data<Mac>, ApiError> {
-    let mac = state.read(|lb| Ok(lb.default_mac()))?;
+    let mac = state.read(|lb| Ok(lb.default_mac())).await?;
     Ok(Data(Mac { mac: format_mac(mac) }))
 }
 
@@ -64,7 +64,7 @@ async fn get_mac(State(state): State<ApiState>) -> Result<Data<Mac>, ApiError> {
     responses((status = 200, description = "Changed", body = Acknowledged)))]
 async fn set_mac(State(state): State<ApiState>, Body(req): Body<Mac>) -> Result<Done, ApiError> {
     let mac = parse_mac("mac", &req.mac)?;
-    state.write(|lb| lb.set_default_mac(mac))?;
+    state.write(move |lb| lb.set_default_mac(mac)).await?;
     Ok(Done)
 }
 
@@ -89,7 +89,8 @@ async fn real_for_flow(
         dst_port: req.dst_port,
         proto: req.proto,
     };
-    let (new, existing) = state.read(|lb| Ok((lb.real_for_flow(&flow)?, lb.existing_real_for_flow(&flow)?)))?;
+    let (new, existing) =
+        state.read(move |lb| Ok((lb.real_for_flow(&flow)?, lb.existing_real_for_flow(&flow)?))).await?;
     match new {
         Some(real) => Ok(Data(FlowReal { address: real.to_string(), existing: existing.map(|r| r.to_string()) })),
         None => Err(ApiError::not_found(format!(
@@ -109,7 +110,7 @@ async fn simulate_packet(
     // Whitespace is skipped: `base64` wraps its output at 76 columns.
     let text: String = req.packet.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     let frame = STANDARD.decode(text).map_err(|e| ApiError::invalid(format!("packet: not standard base64: {e}")))?;
-    let run = state.read(|lb| lb.simulate(&frame))?;
+    let run = state.read(move |lb| lb.simulate(&frame)).await?;
     let packet = (run.verdict == Verdict::Tx).then(|| STANDARD.encode(&run.packet));
     Ok(Data(SimulatedPacket { packet, verdict: run.verdict.name() }))
 }
@@ -118,7 +119,7 @@ async fn simulate_packet(
 #[utoipa::path(get, path = "/api/v1/utils/prog-fd", tag = "utils",
     responses((status = 200, description = "The program's fd", body = Success<Fd>)))]
 async fn prog_fd(State(state): State<ApiState>) -> Result<Data<Fd>, ApiError> {
-    state.read(|lb| lb.prog_fd()).map(|fd| Data(Fd { fd }))
+    state.read(|lb| lb.prog_fd()).await.map(|fd| Data(Fd { fd }))
 }
 
 /// A map's file descriptor in this process, by weir's or Katran's name.
@@ -127,7 +128,7 @@ async fn prog_fd(State(state): State<ApiState>) -> Result<Data<Fd>, ApiError> {
     responses((status = 200, description = "The map's fd", body = Success<Fd>)))]
 async fn map_fd(State(state): State<ApiState>, Params(req): Params<MapName>) -> Result<Data<Fd>, ApiError> {
     let map = weir_map(&req.map_name)?;
-    state.read(|lb| lb.map_fd(map)).map(|fd| Data(Fd { fd }))
+    state.read(move |lb| lb.map_fd(map)).await.map(|fd| Data(Fd { fd }))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ endpoints!(list_vips, add_vip, del_vip, get_vip_flags, modify_vip_flags, change_
 #[utoipa::path(get, path = "/api/v1/vips", tag = "vips",
     responses((status = 200, description = "The VIPs", body = Success<Vec<VipKey>>)))]
 async fn list_vips(State(state): State<ApiState>) -> Result<Data<Vec<VipKey>>, ApiError> {
-    let vips = state.read(|lb| Ok(lb.vips()))?;
+    let vips = state.read(|lb| Ok(lb.vips())).await?;
     Ok(Data(vips.into_iter().map(|vip| VipKey::from(vip.id)).collect()))
 }
 
@@ -27,7 +27,8 @@ async fn list_vips(State(state): State<ApiState>) -> Result<Data<Vec<VipKey>>, A
     responses((status = 201, description = "Added", body = Acknowledged)))]
 async fn add_vip(State(state): State<ApiState>, Body(vip): Body<NewVip>) -> Result<Created, ApiError> {
     let id = state.vip_of("", &vip.address, vip.port, vip.proto)?;
-    state.write_vip(&id, |lb| lb.add_vip(VipSpec { id, flags: vip.flags }))?;
+    let flags = vip.flags;
+    state.write_vip(id, move |lb| lb.add_vip(VipSpec { id, flags })).await?;
     Ok(Created)
 }
 
@@ -37,7 +38,7 @@ async fn add_vip(State(state): State<ApiState>, Body(vip): Body<NewVip>) -> Resu
     responses((status = 200, description = "Deleted", body = Acknowledged)))]
 async fn del_vip(State(state): State<ApiState>, Params(key): Params<VipKey>) -> Result<Done, ApiError> {
     let id = state.vip_id("", &key)?;
-    state.write_vip(&id, |lb| lb.del_vip(&id))?;
+    state.write_vip(id, move |lb| lb.del_vip(&id)).await?;
     Ok(Done)
 }
 
@@ -47,7 +48,7 @@ async fn del_vip(State(state): State<ApiState>, Params(key): Params<VipKey>) -> 
     responses((status = 200, description = "The VIP's flags", body = Success<VipFlags>)))]
 async fn get_vip_flags(State(state): State<ApiState>, Params(key): Params<VipKey>) -> Result<Data<VipFlags>, ApiError> {
     let id = state.vip_id("", &key)?;
-    let info = state.read(|lb| lb.vip_info(&id))?;
+    let info = state.read(move |lb| lb.vip_info(&id)).await?;
     Ok(Data(VipFlags { flags: info.flags }))
 }
 
@@ -56,7 +57,8 @@ async fn get_vip_flags(State(state): State<ApiState>, Params(key): Params<VipKey
     responses((status = 200, description = "Changed", body = Acknowledged)))]
 async fn modify_vip_flags(State(state): State<ApiState>, Body(req): Body<ModifyVipFlags>) -> Result<Done, ApiError> {
     let id = state.vip_of("", &req.address, req.port, req.proto)?;
-    state.write_vip(&id, |lb| lb.modify_vip_flags(&id, req.flag, req.set))?;
+    let (flag, set) = (req.flag, req.set);
+    state.write_vip(id, move |lb| lb.modify_vip_flags(&id, flag, set)).await?;
     Ok(Done)
 }
 
@@ -71,6 +73,6 @@ async fn change_hash_function(
     let hash = HashFunction::from_katran(req.hash_function).ok_or_else(|| {
         ApiError::invalid(format!("hash_function: {} is not 0 (Maglev) or 1 (Maglev V2)", req.hash_function))
     })?;
-    state.write_vip(&id, |lb| lb.change_hash_function(&id, hash))?;
+    state.write_vip(id, move |lb| lb.change_hash_function(&id, hash)).await?;
     Ok(Done)
 }

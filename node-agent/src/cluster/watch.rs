@@ -90,7 +90,13 @@ pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, re
         let node = nodes.state().first().cloned();
         let labels = node.as_ref().and_then(|n| n.metadata.labels.clone()).unwrap_or_default();
         let conditions = writer.conditions().to_vec();
-        let outcome = pass(&balancer, &reconciler, &vss.state(), &rss.state(), labels, &mut programmed, &conditions);
+        // Balancer calls block (the lock, BPF syscalls): off the runtime's workers.
+        let (lb, rec, vs, rs, mut adopt) = (balancer.clone(), reconciler.clone(), vss.state(), rss.state(), programmed);
+        let (outcome, left) =
+            tokio::task::spawn_blocking(move || (pass(&lb, &rec, &vs, &rs, labels, &mut adopt, &conditions), adopt))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        programmed = left;
         let mut ok = outcome.as_ref().is_some_and(|(ok, _)| *ok);
         if let Some((_, status)) = outcome {
             if let Err(e) = writer.write(&status, node.as_deref()).await {

@@ -72,6 +72,22 @@ pub enum RealAction {
     Delete,
 }
 
+/// A VIP's connection-table entries, listed for [`Balancer::purge_conns`].
+pub struct ConnPurge {
+    id: VipId,
+    tag: u32,
+    table: aya::maps::HashMap<aya::maps::MapData, abi::ConnKey, abi::ConnEntry>,
+}
+
+impl ConnPurge {
+    /// The VIP's entries now: a walk of the whole table (no lock needed). An
+    /// entry the datapath evicts during the walk may make the kernel restart
+    /// it; a key listed twice is deleted (and counted) once.
+    pub fn keys(&self) -> Vec<abi::ConnKey> {
+        self.table.keys().filter_map(|k| k.ok()).filter(|k| k.conn_tag == self.tag).collect()
+    }
+}
+
 pub struct Balancer {
     config: BalancerConfig,
     /// Owns the program (and, when adopted, its link).
@@ -527,14 +543,44 @@ impl Balancer {
         }
     }
 
-    /// Deletes every connection-table entry of VIP `id`. Returns how many.
-    pub fn purge_vip_conns(&mut self, id: &VipId) -> Result<u64> {
+    /// Lists the connection-table entries of VIP `id` for a purge, through a
+    /// handle on the table of its own: the listing (one syscall per entry of
+    /// the whole table, seconds for millions) needs neither `self` nor the
+    /// caller's lock. [`Self::purge_conns`] then deletes them in chunks, so a
+    /// caller that takes its lock per chunk lets other calls interleave.
+    pub fn conn_purge(&self, id: &VipId) -> Result<ConnPurge> {
         let tag = self.vip(id)?.conn_tag;
-        let doomed: Vec<_> = self.maps.conns.keys().filter_map(|k| k.ok()).filter(|k| k.conn_tag == tag).collect();
+        let fd = self.maps.fd(abi::map::CONNS).ok_or_else(|| Error::NotFound { what: "map weir_conns".into() })?;
+        // SAFETY: `fd` is the table's, open while `self` lives; it is only borrowed to be duplicated.
+        let owned = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+            .try_clone_to_owned()
+            .map_err(|e| Error::bpf("duplicate the fd of weir_conns", e))?;
+        let open = |e| map_err(abi::map::CONNS, "open", e);
+        let data = aya::maps::MapData::from_fd(owned).map_err(open)?;
+        let table = aya::maps::Map::from_map_data(data).map_err(open)?;
+        let table: aya::maps::HashMap<_, abi::ConnKey, abi::ConnEntry> = table.try_into().map_err(open)?;
+        Ok(ConnPurge { id: *id, tag, table })
+    }
+
+    /// Deletes every connection-table entry of VIP `id` in one go; returns
+    /// how many. (The API purges in chunks instead: [`Self::conn_purge`].)
+    pub fn purge_vip_conns(&mut self, id: &VipId) -> Result<u64> {
+        let purge = self.conn_purge(id)?;
+        let keys = purge.keys();
+        self.purge_conns(&purge, &keys)
+    }
+
+    /// Deletes `keys` (of `purge`'s listing) from the connection table;
+    /// returns how many were there. 404 when the VIP was deleted since the
+    /// listing (its entries went with it, or belong to a new VIP now).
+    pub fn purge_conns(&mut self, purge: &ConnPurge, keys: &[abi::ConnKey]) -> Result<u64> {
+        if self.vip(&purge.id)?.conn_tag != purge.tag {
+            return Err(Error::NotFound { what: format!("VIP {} (deleted during the purge)", purge.id) });
+        }
         let mut deleted = 0;
-        for key in doomed {
+        for key in keys {
             // An entry may be evicted between listing and deleting: not an error.
-            if self.maps.conns.remove(&key).is_ok() {
+            if self.maps.conns.remove(key).is_ok() {
                 deleted += 1;
             }
         }

@@ -22,7 +22,7 @@ pub mod pin;
 mod state;
 mod stats;
 
-pub use balancer::{vip_flag_names, Balancer, RealAction, RealSpec, VipInfo, VipSpec};
+pub use balancer::{vip_flag_names, Balancer, ConnPurge, RealAction, RealSpec, VipInfo, VipSpec};
 pub use config::{AttachMode, BalancerConfig, KatranSettings};
 pub use flow::{flow_frame, outer_destination, Flow, Simulated, Verdict};
 pub use maglev::HashFunction;

@@ -287,25 +287,34 @@ pub struct DatapathCollector {
     balancer: SharedBalancer,
     counters: Arc<UserspaceCounters>,
     options: Options,
+    /// The last datapath reading, served when a writer holds the balancer's
+    /// lock: a scrape never waits for a create or a purge.
+    last: std::sync::Mutex<Snapshot>,
 }
 
 impl DatapathCollector {
     pub fn new(state: &ApiState, options: Options) -> Self {
-        Self { balancer: state.balancer.clone(), counters: state.counters.clone(), options }
+        Self { balancer: state.balancer.clone(), counters: state.counters.clone(), options, last: Default::default() }
     }
 }
 
 impl Collector for DatapathCollector {
     fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
-        let mut snapshot = {
-            // A handler that panicked under the lock poisons it; the balancer
-            // itself is still consistent (map writes are single syscalls).
-            let guard = self.balancer.read().unwrap_or_else(PoisonError::into_inner);
-            match guard.as_ref() {
-                Some(lb) => Snapshot::read(lb, self.options),
-                None => Snapshot::default(),
+        // A handler that panicked under the lock poisons it; the balancer
+        // itself is still consistent (map writes are single syscalls).
+        let fresh = match self.balancer.try_read() {
+            Ok(guard) => Some(guard.as_ref().map(|lb| Snapshot::read(lb, self.options)).unwrap_or_default()),
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                Some(p.into_inner().as_ref().map(|lb| Snapshot::read(lb, self.options)).unwrap_or_default())
             }
+            Err(std::sync::TryLockError::WouldBlock) => None,
         };
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(fresh) = fresh {
+            *last = fresh;
+        }
+        let mut snapshot = last.clone();
+        drop(last);
         snapshot.userspace = self.counters.snapshot();
         snapshot.encode(encoder)
     }

@@ -17,7 +17,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use super::{run, Timeouts};
+use super::{run, Accept, Timeouts};
 use crate::api::{self, ApiState};
 use crate::metrics::{self, Metrics};
 
@@ -43,7 +43,10 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     state: ApiState,
     timeouts: Timeouts,
+    max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    run(listener, None, timeouts, router(metrics, state), shutdown).await
+    // No allowlist: kubelet probes come from the node's address.
+    let accept = Accept { timeouts, allow: None, max_connections, metrics: None };
+    run(listener, None, accept, router(metrics, state), shutdown).await
 }

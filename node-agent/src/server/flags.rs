@@ -182,6 +182,13 @@ pub struct ServeFlags {
           value_parser = clap::value_parser!(u64).range(1..=MAX_BODY_LIMIT))]
     pub body_limit: u64,
 
+    /// Connections the API serves at once (1 to 65536); more are refused at
+    /// accept with 503 TOO_MANY_CONNECTIONS. The metrics listener has its own
+    /// cap of the same size.
+    #[arg(long, value_name = "N", default_value_t = super::listener::DEFAULT_MAX_CONNECTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
+
     /// Refuse every request that changes the balancer (403 READ_ONLY).
     #[arg(long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true", value_parser = go_bool)]

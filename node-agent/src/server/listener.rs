@@ -5,10 +5,31 @@
 //! Each request carries the peer address as axum's `ConnectInfo<SocketAddr>`
 //! (the allowlist reads it) and a [`RequestClock`] (the deadline middleware
 //! reads it).
+//!
+//! What one connection may cost is bounded here, before hyper reads a byte
+//! ([`Accept`]):
+//! - a peer outside `--allow-cidr` is refused at accept, before hyper (or
+//!   TLS) sees it: on a plain listener it gets a fixed 403 `FORBIDDEN`
+//!   envelope, after at most 4 KiB of its request are read and discarded
+//!   (waiting for them at most 1 s; nothing is parsed), then the socket is
+//!   closed; on a TLS listener it is closed at once (an answer would need
+//!   the handshake). At most 64 refusals are answered at a time; beyond,
+//!   refused connections are closed without an answer;
+//! - beyond `--max-connections` connections at once, a new one is refused
+//!   the same way with 503 `TOO_MANY_CONNECTIONS` (and `Retry-After: 1`);
+//!   accepting and refusing, rather than not accepting, keeps the kernel's
+//!   backlog from holding clients in silence;
+//! - a request head is at most [`MAX_HEAD_BYTES`] with [`MAX_HEADERS`]
+//!   headers (HTTP/1: hyper's read buffer; HTTP/2: the header list). Over
+//!   them, hyper answers HTTP/1 with its own `431` (or `400` for a head it
+//!   cannot parse), with an empty body, and closes: hyper gives the service
+//!   no say in those answers, so they are not the JSON envelope.
+//!
+//! Both refusals count in `weir_agent_api_connections_refused_total{reason}`.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +39,7 @@ use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -27,6 +48,114 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::conn::{watchdog, ConnClock, Expiry, TimedIo, Timeouts, Tracked};
+use super::security::Allowlist;
+use crate::metrics::ApiMetrics;
+
+/// The largest request head (request line and headers), in bytes: an
+/// admin API's requests carry a token and a few headers; nginx allows 32 KiB
+/// too. With the connection cap it bounds what heads can hold: 512 × 32 KiB.
+pub const MAX_HEAD_BYTES: usize = 32 << 10;
+/// The most headers in a request (hyper's default, made explicit).
+pub const MAX_HEADERS: usize = 100;
+/// `--max-connections`' default: far more than an agent's clients (a
+/// controller, operators, probes) need, few enough to bound memory.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
+/// What the accept loop enforces on one listener.
+#[derive(Debug, Clone)]
+pub struct Accept {
+    pub timeouts: Timeouts,
+    /// Peers outside it are refused at accept; `None` serves every peer (the
+    /// metrics listener, where kubelet probes come from the node's address).
+    pub allow: Option<Allowlist>,
+    /// Connections served at once; more are refused at accept.
+    pub max_connections: usize,
+    /// Where refusals are counted, if anywhere.
+    pub metrics: Option<Arc<ApiMetrics>>,
+}
+
+/// Why a connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The peer is outside the allowlist.
+    Peer(IpAddr),
+    /// The listener serves this many connections already.
+    Full(usize),
+}
+
+impl Refusal {
+    /// The metric label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Peer(_) => "allowlist",
+            Self::Full(_) => "max_connections",
+        }
+    }
+
+    /// The whole HTTP/1.1 answer, the API's envelope, with `Connection: close`.
+    fn response(self) -> Vec<u8> {
+        let (status, code, message, extra) = match self {
+            Self::Peer(ip) => (
+                "403 Forbidden",
+                "FORBIDDEN",
+                format!("source address {ip} is not allowed to use the API (see --allow-cidr)"),
+                "",
+            ),
+            Self::Full(n) => (
+                "503 Service Unavailable",
+                "TOO_MANY_CONNECTIONS",
+                format!("the agent serves at most {n} connections at once (--max-connections); retry later"),
+                "retry-after: 1\r\n",
+            ),
+        };
+        let body = serde_json::json!({"success": false, "error": {"code": code, "message": message}}).to_string();
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: \
+             close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+}
+
+impl Accept {
+    /// Whether to refuse a connection from `peer` while `open` are served.
+    fn refusal(&self, peer: IpAddr, open: usize) -> Option<Refusal> {
+        if self.allow.as_ref().is_some_and(|list| !list.allows(peer)) {
+            return Some(Refusal::Peer(peer.to_canonical()));
+        }
+        (open >= self.max_connections).then_some(Refusal::Full(self.max_connections))
+    }
+
+    /// Counts a refusal.
+    fn count(&self, why: Refusal) {
+        tracing::debug!(reason = why.reason(), "connection refused at accept");
+        if let Some(metrics) = &self.metrics {
+            metrics.connection_refused(why.reason());
+        }
+    }
+}
+
+/// Refusals answered at once, at most; beyond, refused connections are
+/// closed without an answer. With [`REFUSAL_PEEK`] and [`REFUSAL_WAIT`], all
+/// refusals together hold at most 64 × 4 KiB for 1 s.
+const MAX_REFUSALS: usize = 64;
+/// What a refusal reads (and discards) before answering: HTTP clients
+/// (hyper's among them) take an answer that comes before their request for
+/// a protocol error, and a request left unread makes the close a reset that
+/// may destroy the answer. A small request head fits; nothing is parsed.
+const REFUSAL_PEEK: usize = 4 << 10;
+/// How long a refusal waits for the client's first bytes.
+const REFUSAL_WAIT: Duration = Duration::from_secs(1);
+
+/// Answers a refused plain connection: waits (briefly) for the request's
+/// first bytes, discards up to [`REFUSAL_PEEK`] of them, writes the answer
+/// if the socket takes it at once (a fresh socket always does), closes.
+async fn refuse(mut tcp: TcpStream, why: Refusal) {
+    let mut discard = [0u8; REFUSAL_PEEK];
+    let _ = tokio::time::timeout(REFUSAL_WAIT, tcp.read(&mut discard)).await;
+    let _ = tcp.try_write(&why.response());
+}
 
 /// When a request began (its first byte, as near as the connection knows), for
 /// the read timeout measured like Go's: from there.
@@ -47,24 +176,43 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub async fn run(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    timeouts: Timeouts,
+    accept: Accept,
     app: Router,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let timeouts = accept.timeouts;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's own header timeout would also cut idle keep-alive connections;
     // ConnClock applies the read timeout instead (it needs the timer set to be
     // turned off explicitly).
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    builder.http2().max_header_list_size(MAX_HEAD_BYTES as u32);
     let builder = Arc::new(builder);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
+    let mut refusals = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
+                    // Finished connections must not count against the cap.
+                    while conns.try_join_next().is_some() {}
+                    while refusals.try_join_next().is_some() {}
+                    if let Some(why) = accept.refusal(peer.ip(), conns.len()) {
+                        accept.count(why);
+                        // TLS: an answer would need the handshake; closed.
+                        if tls.is_none() && refusals.len() < MAX_REFUSALS {
+                            refusals.spawn(refuse(tcp, why));
+                        }
+                        continue;
+                    }
                     let conn = Conn { peer, timeouts, app: app.clone(), builder: builder.clone(), stop: stop_rx.clone() };
                     conns.spawn(conn.serve(tcp, tls.clone()));
                 }

@@ -21,7 +21,8 @@
 //! 1. access log (unless `-no-logging`);
 //! 2. API metrics (when a metrics listener exists);
 //! 3. panic → 500 INTERNAL_ERROR (unless `-no-recovery`);
-//! 4. source allowlist → 403 FORBIDDEN;
+//! 4. source allowlist → 403 FORBIDDEN (the listener already refuses such
+//!    peers at accept; this layer fails closed for requests without a peer);
 //! 5. CORS (with `-cors`): preflights are answered here, before the token
 //!    (browsers send none with them), and every answer carries the headers;
 //! 6. bearer token (with `--token-file`) → 401 UNAUTHORIZED;
@@ -61,7 +62,7 @@ pub mod tls;
 
 pub use conn::Timeouts;
 pub use flags::{ClusterFlags, CorsOrigins, ServeFlags, XdpMode};
-pub use listener::run;
+pub use listener::{run, Accept, MAX_HEADERS, MAX_HEAD_BYTES};
 pub use security::{Allowlist, Token};
 pub use standalone::{serve, serve_with_client, StartError};
 
@@ -84,6 +85,8 @@ pub struct AppOptions {
     pub panic_recovery: bool,
     /// The read timeout bounds each request's body here; the listener applies all three per connection.
     pub timeouts: Timeouts,
+    /// Connections served at once (`--max-connections`).
+    pub max_connections: usize,
 }
 
 impl Default for AppOptions {
@@ -101,6 +104,7 @@ impl Default for AppOptions {
                 write: Some(Duration::from_secs(30)),
                 idle: Some(Duration::from_secs(120)),
             },
+            max_connections: listener::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -117,6 +121,18 @@ impl AppOptions {
             request_logging: !flags.no_logging,
             panic_recovery: !flags.no_recovery,
             timeouts: Timeouts::from_flags(flags.read_timeout, flags.write_timeout, flags.effective_idle_timeout()),
+            max_connections: flags.max_connections as usize,
+        }
+    }
+
+    /// What the API listener enforces at accept: these options' allowlist,
+    /// connection cap and timeouts; refusals counted in `metrics`.
+    pub fn accept(&self, metrics: Option<Arc<ApiMetrics>>) -> Accept {
+        Accept {
+            timeouts: self.timeouts,
+            allow: Some(Allowlist::new(self.allow.iter().copied())),
+            max_connections: self.max_connections,
+            metrics,
         }
     }
 }

@@ -106,7 +106,8 @@ pub async fn serve_with_client(
         let options = datapath::Options { conn_table_usage: flags.metrics_conn_table_usage };
         Arc::new(Metrics::new(&state, options))
     });
-    let router = app(api::router(state.clone()), &options, metrics.as_ref().map(|m| m.api()));
+    let api_metrics = metrics.as_ref().map(|m| m.api());
+    let router = app(api::router(state.clone()), &options, api_metrics.clone());
 
     let api_listener = bind_host(&flags.host, flags.port).await?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -160,11 +161,13 @@ pub async fn serve_with_client(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let api_server = listener::run(api_listener, tls, options.timeouts, router, stopped(stop_rx.clone()));
+    let accept = options.accept(api_metrics);
+    let api_server = listener::run(api_listener, tls, accept, router, stopped(stop_rx.clone()));
     let metrics_server = async {
         match metrics_server {
             Some((listener, metrics)) => {
-                exposition::serve(listener, metrics, state.clone(), options.timeouts, stopped(stop_rx.clone())).await
+                let (timeouts, cap) = (options.timeouts, options.max_connections);
+                exposition::serve(listener, metrics, state.clone(), timeouts, cap, stopped(stop_rx.clone())).await
             }
             None => Ok(()),
         }

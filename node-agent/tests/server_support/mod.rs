@@ -55,12 +55,12 @@ impl Server {
         if let Some(extra) = setup.extra {
             router = router.merge(extra);
         }
-        let app = server::app(router, &setup.options, setup.metrics);
+        let app = server::app(router, &setup.options, setup.metrics.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let timeouts = setup.options.timeouts;
-        let task = tokio::spawn(server::run(listener, setup.tls, timeouts, app, async {
+        let accept = setup.options.accept(setup.metrics.clone());
+        let task = tokio::spawn(server::run(listener, setup.tls, accept, app, async {
             let _ = stopped.await;
         }));
         Self { addr, state, stop, task }
