@@ -96,6 +96,12 @@ pub struct EffectiveLimits {
     pub write_timeout_ms: u64,
     /// Time a keep-alive connection may wait for its next request (`-idle-timeout`, resolved).
     pub idle_timeout_ms: u64,
+    /// Connections served at once (`--max-connections`); one more gets a 503.
+    pub max_connections: u64,
+    /// Largest request head (request line and headers); a larger one gets a 431.
+    pub max_head_bytes: u64,
+    /// Most headers in a request; more get a 431.
+    pub max_headers: u64,
     /// Source networks allowed (`--allow-cidr`).
     pub allow_cidrs: Vec<String>,
     pub read_only: bool,
