@@ -83,6 +83,7 @@ async fn limits_effective_says_what_the_agent_enforces_and_never_the_token() {
             "max_connections": 512,
             "max_head_bytes": 32768,
             "max_headers": 100,
+            "max_http2_streams": 16,
             "allow_cidrs": ["127.0.0.0/8", "10.1.0.0/16"],
             "read_only": false,
             "tls_enabled": false,

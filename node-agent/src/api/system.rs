@@ -102,6 +102,8 @@ pub struct EffectiveLimits {
     pub max_head_bytes: u64,
     /// Most headers in a request; more get a 431.
     pub max_headers: u64,
+    /// Requests one HTTP/2 connection may have in flight.
+    pub max_http2_streams: u64,
     /// Source networks allowed (`--allow-cidr`).
     pub allow_cidrs: Vec<String>,
     pub read_only: bool,

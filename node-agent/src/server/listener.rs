@@ -23,7 +23,8 @@
 //!   headers (HTTP/1: hyper's read buffer; HTTP/2: the header list). Over
 //!   them, hyper answers HTTP/1 with its own `431` (or `400` for a head it
 //!   cannot parse), with an empty body, and closes: hyper gives the service
-//!   no say in those answers, so they are not the JSON envelope.
+//!   no say in those answers, so they are not the JSON envelope;
+//! - an HTTP/2 connection has at most [`MAX_STREAMS`] requests in flight.
 //!
 //! Both refusals count in `weir_agent_api_connections_refused_total{reason}`.
 
@@ -57,6 +58,9 @@ use crate::metrics::ApiMetrics;
 pub const MAX_HEAD_BYTES: usize = 32 << 10;
 /// The most headers in a request (hyper's default, made explicit).
 pub const MAX_HEADERS: usize = 100;
+/// Requests one HTTP/2 connection may have in flight (hyper's default is
+/// 200): with the connection cap, it bounds the requests waiting at once.
+pub const MAX_STREAMS: u32 = 16;
 /// `--max-connections`' default: far more than an agent's clients (a
 /// controller, operators, probes) need, few enough to bound memory.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
@@ -191,7 +195,7 @@ pub async fn run(
         .header_read_timeout(None)
         .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS);
-    builder.http2().max_header_list_size(MAX_HEAD_BYTES as u32);
+    builder.http2().max_header_list_size(MAX_HEAD_BYTES as u32).max_concurrent_streams(MAX_STREAMS);
     let builder = Arc::new(builder);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();

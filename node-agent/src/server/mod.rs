@@ -152,6 +152,7 @@ impl AppOptions {
             max_connections: self.max_connections as u64,
             max_head_bytes: listener::MAX_HEAD_BYTES as u64,
             max_headers: listener::MAX_HEADERS as u64,
+            max_http2_streams: u64::from(listener::MAX_STREAMS),
             allow_cidrs: self.allow.iter().map(ToString::to_string).collect(),
             read_only: self.read_only,
             tls_enabled: tls,
