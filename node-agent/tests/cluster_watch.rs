@@ -308,3 +308,41 @@ async fn capacity_left_out_shows_in_ready() {
     assert!(status.virtual_services.iter().all(|v| v.name != "vs-17"));
     assert_eq!(status.capacity.vips_used, 16);
 }
+
+#[tokio::test]
+async fn restart_keeps_ready_transition_time() {
+    if skip_unless_root("restart_keeps_ready_transition_time") {
+        return;
+    }
+    let server = ApiServer::start();
+    server.register_crd(&VirtualService::crd());
+    server.register_crd(&RealServer::crd());
+    server.register_crd(&BalancerNode::crd());
+    // What the previous agent reported: Ready since 2020, nothing programmed yet.
+    server
+        .put(json!({
+            "apiVersion": "lb.weir.dev/v1alpha1", "kind": "BalancerNode",
+            "metadata": {"name": NODE}, "spec": {},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "InSync",
+                "message": "0 VirtualServices programmed", "lastTransitionTime": "2020-01-01T00:00:00Z"}]}
+        }))
+        .unwrap();
+    let vss: Api<VirtualService> = Api::namespaced(server.client(), "default");
+    vss.create(&PostParams::default(), &vs("web", None)).await.unwrap();
+    let balancer: SharedBalancer = Arc::new(RwLock::new(Some(Balancer::new(BalancerConfig::testing()).unwrap())));
+    let reconciler = Arc::new(Mutex::new(Reconciler::new()));
+    let env = Env {
+        task: tokio::spawn(watch::run(server.client(), NODE.into(), balancer.clone(), reconciler.clone())),
+        server,
+        balancer,
+        reconciler,
+    };
+    let nodes: Api<BalancerNode> = Api::all(env.server.client());
+    let status = env.status_until(&nodes, "web programmed", |s| s.virtual_services.len() == 1).await;
+    let ready = &status.conditions[0];
+    assert_eq!(
+        (ready.type_.as_str(), ready.status.as_str(), ready.message.as_str()),
+        ("Ready", "True", "1 VirtualServices programmed")
+    );
+    assert_eq!(ready.last_transition_time.0.to_string(), "2020-01-01T00:00:00Z", "Ready never changed");
+}

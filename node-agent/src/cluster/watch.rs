@@ -17,7 +17,9 @@
 //! Restart: before the first pass the loop reads the node's BalancerNode
 //! status (the agent's own record) and adopts the VIPs of the VirtualServices
 //! it lists as programmed ([`Reconciler::adopt`]), so an adopted datapath is
-//! reconciled, not treated as REST-created.
+//! reconciled, not treated as REST-created; and it restores the status's
+//! conditions ([`status::Writer::restore`]), so a `Ready` that did not change
+//! across the restart keeps its `lastTransitionTime`.
 //!
 //! Lock order: the Balancer's lock, then the Reconciler's.
 
@@ -67,9 +69,13 @@ pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, re
     let (vss, vs_events) = trigger(Api::<VirtualService>::all(client.clone()), watcher::Config::default(), "vs");
     let (rss, rs_events) = trigger(Api::<RealServer>::all(client.clone()), watcher::Config::default(), "rs");
     let node_config = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
-    let mut programmed = Some(programmed_before(&client, &node_name).await);
+    let before = status_before(&client, &node_name).await;
+    let mut programmed = Some(before.as_ref().map(|s| s.virtual_services.clone()).unwrap_or_default());
     let (nodes, node_events) = trigger(Api::<Node>::all(client.clone()), node_config, "node");
     let mut writer = status::Writer::new(client, node_name);
+    if let Some(before) = before {
+        writer.restore(before);
+    }
     let mut triggers = futures::stream::select_all([vs_events, rs_events, node_events]);
     let mut retry: Option<Duration> = None;
     loop {
@@ -102,14 +108,14 @@ pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, re
     }
 }
 
-/// What the node's BalancerNode status lists as programmed (empty when there
-/// is none, or it cannot be read).
-async fn programmed_before(client: &Client, node_name: &str) -> Vec<ProgrammedVirtualService> {
+/// The node's BalancerNode status as the previous agent left it (`None` when
+/// there is none, or it cannot be read).
+async fn status_before(client: &Client, node_name: &str) -> Option<BalancerNodeStatus> {
     match Api::<BalancerNode>::all(client.clone()).get_opt(node_name).await {
-        Ok(node) => node.and_then(|n| n.status).map(|s| s.virtual_services).unwrap_or_default(),
+        Ok(node) => node.and_then(|n| n.status),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read BalancerNode {node_name}: adopting nothing");
-            Vec::new()
+            None
         }
     }
 }
