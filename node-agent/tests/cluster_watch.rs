@@ -346,3 +346,47 @@ async fn restart_keeps_ready_transition_time() {
     );
     assert_eq!(ready.last_transition_time.0.to_string(), "2020-01-01T00:00:00Z", "Ready never changed");
 }
+
+#[tokio::test]
+async fn a_virtual_service_the_types_reject_does_not_stop_the_others() {
+    if skip_unless_root("a_virtual_service_the_types_reject_does_not_stop_the_others") {
+        return;
+    }
+    let server = ApiServer::start();
+    server.register_crd(&VirtualService::crd());
+    server.register_crd(&RealServer::crd());
+    server.register_crd(&BalancerNode::crd());
+    // Stored before a CRD change narrowed the protocol enum (the double, like an API server
+    // whose schema changed, keeps it as it is).
+    server
+        .put(json!({
+            "apiVersion": "lb.weir.dev/v1alpha1", "kind": "VirtualService",
+            "metadata": {"name": "sctp", "namespace": "default"},
+            "spec": {"address": "10.100.0.7", "port": 80, "protocol": "SCTP"},
+        }))
+        .unwrap();
+    let vss: Api<VirtualService> = Api::namespaced(server.client(), "default");
+    let rss: Api<RealServer> = Api::namespaced(server.client(), "default");
+    vss.create(&PostParams::default(), &vs("web", None)).await.unwrap();
+    rss.create(&PostParams::default(), &rs("a", real(1), 5)).await.unwrap();
+
+    // A (re)starting agent lists everything afresh: it becomes ready and programs `web`.
+    let balancer: SharedBalancer = Arc::new(RwLock::new(Some(Balancer::new(BalancerConfig::testing()).unwrap())));
+    let reconciler = Arc::new(Mutex::new(Reconciler::new()));
+    let env = Env {
+        task: tokio::spawn(watch::run(server.client(), NODE.into(), balancer.clone(), reconciler.clone())),
+        server,
+        balancer,
+        reconciler,
+    };
+    env.until("web programmed", |lb| reals(lb) == Some(vec![RealSpec { addr: real(1), weight: 5, flags: 0 }])).await;
+    assert!(env.reconciler.lock().unwrap().synced(), "ready");
+    assert_eq!(env.balancer.read().unwrap().as_ref().unwrap().vips().len(), 1, "the SCTP object is not programmed");
+    let nodes: Api<BalancerNode> = Api::all(env.server.client());
+    let status = env.status_until(&nodes, "web reported", |s| s.virtual_services.len() == 1).await;
+    assert_eq!((status.conditions[0].status.as_str(), status.conditions[0].reason.as_str()), ("True", "InSync"));
+
+    // And it keeps following changes.
+    env.rss().patch("a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"weight": 7}}))).await.unwrap();
+    env.until("weight 7", |lb| reals(lb) == Some(vec![RealSpec { addr: real(1), weight: 7, flags: 0 }])).await;
+}

@@ -4,7 +4,10 @@
 //! the [`Reconciler`] applies the diff to the shared Balancer.
 //!
 //! Nothing is applied until all three reflectors have listed once, so a
-//! partial view never deletes VIPs. A missing Node object means no labels
+//! partial view never deletes VIPs. VirtualServices and RealServers are listed
+//! as [`Lenient`]: a stored object the current types reject (e.g. a protocol
+//! the enum no longer has) is left out of the plan instead of failing every
+//! list, so the node still becomes ready and programs the others. A missing Node object means no labels
 //! (VirtualServices without a node selector are still programmed). Capacity
 //! comes from the Balancer's configuration. Failed ops, and a Balancer not
 //! created yet, are retried with exponential backoff ([`RETRY_MIN`] to
@@ -34,6 +37,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
+use weir_crds::lenient::Lenient;
 use weir_crds::v1alpha1::{BalancerNode, BalancerNodeStatus, ProgrammedVirtualService, RealServer, VirtualService};
 use weir_crds::validation::{resolve, Capacity, NodeInfo};
 
@@ -66,8 +70,10 @@ fn ready<K: kube::Resource<DynamicType = ()> + Clone>(store: &Store<K>) -> bool 
 
 /// Runs until the watch streams end (in practice: until the task is dropped).
 pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, reconciler: Arc<Mutex<Reconciler>>) {
-    let (vss, vs_events) = trigger(Api::<VirtualService>::all(client.clone()), watcher::Config::default(), "vs");
-    let (rss, rs_events) = trigger(Api::<RealServer>::all(client.clone()), watcher::Config::default(), "rs");
+    // Lenient: one stored object the types reject must not fail the whole list.
+    let (vss, vs_events) =
+        trigger(Api::<Lenient<VirtualService>>::all(client.clone()), watcher::Config::default(), "vs");
+    let (rss, rs_events) = trigger(Api::<Lenient<RealServer>>::all(client.clone()), watcher::Config::default(), "rs");
     let node_config = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
     let before = status_before(&client, &node_name).await;
     let mut programmed = Some(before.as_ref().map(|s| s.virtual_services.clone()).unwrap_or_default());
@@ -96,7 +102,8 @@ pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, re
         let node = nodes.state().first().cloned();
         let labels = node.as_ref().and_then(|n| n.metadata.labels.clone()).unwrap_or_default();
         let conditions = writer.conditions().to_vec();
-        let outcome = pass(&balancer, &reconciler, &vss.state(), &rss.state(), labels, &mut programmed, &conditions);
+        let (vss, rss) = (decoded(&vss.state()), decoded(&rss.state()));
+        let outcome = pass(&balancer, &reconciler, &vss, &rss, labels, &mut programmed, &conditions);
         let mut ok = outcome.as_ref().is_some_and(|(ok, _)| *ok);
         if let Some((_, status)) = outcome {
             if let Err(e) = writer.write(&status, node.as_deref()).await {
@@ -106,6 +113,12 @@ pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, re
         }
         retry = if ok { None } else { Some(retry.map_or(RETRY_MIN, |d| (d * 2).min(RETRY_MAX))) };
     }
+}
+
+/// The objects that decode; the others are left out of the plan, as rejected objects are
+/// (the operator marks them `Accepted=False InvalidSpec`).
+fn decoded<K: Clone>(objects: &[Arc<Lenient<K>>]) -> Vec<Arc<K>> {
+    objects.iter().filter_map(|o| o.valid().cloned().map(Arc::new)).collect()
 }
 
 /// The node's BalancerNode status as the previous agent left it (`None` when
