@@ -17,6 +17,8 @@ use serde_json::Value;
 
 /// An object of kind `K` as stored: decoded, or the reason it does not decode.
 #[derive(Clone, Debug)]
+// Generic over K, so clippy sees a zero-sized `Valid`; both variants hold an object.
+#[allow(clippy::large_enum_variant)]
 pub enum Lenient<K> {
     Valid(K),
     Invalid(Invalid),
@@ -28,9 +30,19 @@ pub struct Invalid {
     pub metadata: ObjectMeta,
     /// Where and why decoding failed, e.g. ``spec.protocol: unknown variant `SCTP`, expected `TCP` or `UDP` ``.
     pub error: String,
-    /// The conditions its status holds (those that decode), so that an unchanged verdict
-    /// is not written again.
-    pub conditions: Vec<Condition>,
+    /// Its status as stored (`null` when none), so that an unchanged verdict is not
+    /// written again.
+    pub status: Value,
+}
+
+impl Invalid {
+    /// The conditions its status holds (those that decode).
+    pub fn conditions(&self) -> Vec<Condition> {
+        self.status["conditions"]
+            .as_array()
+            .map(|cs| cs.iter().filter_map(|c| Condition::deserialize(c).ok()).collect())
+            .unwrap_or_default()
+    }
 }
 
 impl<K> Lenient<K> {
@@ -60,11 +72,8 @@ impl<'de, K: serde::de::DeserializeOwned> Deserialize<'de> for Lenient<K> {
                 let error = format!("{}: {}", e.path(), e.inner());
                 // Without readable metadata there is no object to report on: fail as before.
                 let metadata = ObjectMeta::deserialize(&value["metadata"]).map_err(serde::de::Error::custom)?;
-                let conditions = value["status"]["conditions"]
-                    .as_array()
-                    .map(|cs| cs.iter().filter_map(|c| Condition::deserialize(c).ok()).collect())
-                    .unwrap_or_default();
-                Ok(Lenient::Invalid(Invalid { metadata, error, conditions }))
+                let status = value["status"].clone();
+                Ok(Lenient::Invalid(Invalid { metadata, error, status }))
             }
         }
     }
@@ -129,7 +138,7 @@ mod tests {
         let bad = list[1].invalid().unwrap();
         assert_eq!(bad.error, "spec.protocol: unknown variant `SCTP`, expected `TCP` or `UDP`");
         assert_eq!((bad.metadata.name.as_deref(), bad.metadata.generation), (Some("sctp"), Some(2)));
-        assert_eq!(bad.conditions.len(), 1);
+        assert_eq!(bad.conditions().len(), 1);
         assert_eq!(list[1].meta().name.as_deref(), Some("sctp"));
         assert_eq!(Lenient::<VirtualService>::plural(&()), "virtualservices");
     }

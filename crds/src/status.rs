@@ -26,14 +26,24 @@ pub fn accepted_condition(verdict: &Verdict, generation: Option<i64>, now: Time)
 }
 
 /// The `Programmed` condition of a VirtualService: True when every target node programs
-/// it; the message is "n/m nodes" (the `Programmed` printer column shows it).
-pub fn programmed_condition(programmed: u32, target: u32, generation: Option<i64>, now: Time) -> Condition {
-    let (ok, reason) = match (programmed, target) {
-        (_, 0) => (false, "NoTargetNodes"),
-        (p, t) if p >= t => (true, "Programmed"),
-        _ => (false, "Pending"),
+/// it; the message is "n/m nodes" (the `Programmed` printer column shows it). A
+/// VirtualService that is not `accepted` is never coming: reason `NotAccepted`, and the
+/// message says so rather than reading like a rollout in progress.
+pub fn programmed_condition(
+    programmed: u32,
+    target: u32,
+    accepted: bool,
+    generation: Option<i64>,
+    now: Time,
+) -> Condition {
+    let nodes = format!("{programmed}/{target} nodes");
+    let (ok, reason, message) = match (programmed, target) {
+        _ if !accepted => (false, "NotAccepted", format!("not accepted ({nodes})")),
+        (_, 0) => (false, "NoTargetNodes", nodes),
+        (p, t) if p >= t => (true, "Programmed", nodes),
+        _ => (false, "Pending", nodes),
     };
-    make(condition::PROGRAMMED, ok, reason, format!("{programmed}/{target} nodes"), generation, now)
+    make(condition::PROGRAMMED, ok, reason, message, generation, now)
 }
 
 /// Replaces the condition of the same type, keeping its `lastTransitionTime` when the
@@ -110,10 +120,15 @@ mod tests {
 
     #[test]
     fn programmed_reads_n_of_m_nodes() {
-        let c = programmed_condition(2, 3, Some(4), at(0));
+        let c = programmed_condition(2, 3, true, Some(4), at(0));
         assert_eq!((c.status.as_str(), c.reason.as_str(), c.message.as_str()), ("False", "Pending", "2/3 nodes"));
-        assert_eq!(programmed_condition(3, 3, None, at(0)).status, "True");
-        assert_eq!(programmed_condition(0, 0, None, at(0)).reason, "NoTargetNodes");
+        assert_eq!(programmed_condition(3, 3, true, None, at(0)).status, "True");
+        assert_eq!(programmed_condition(0, 0, true, None, at(0)).reason, "NoTargetNodes");
+        let c = programmed_condition(0, 2, false, None, at(0));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+            ("False", "NotAccepted", "not accepted (0/2 nodes)")
+        );
     }
 
     #[test]
@@ -129,7 +144,7 @@ mod tests {
             (cs[0].status.as_str(), cs[0].reason.as_str(), cs[0].last_transition_time.clone()),
             ("False", "AddressConflict", at(30))
         );
-        set_condition(&mut cs, programmed_condition(0, 1, None, at(30)));
+        set_condition(&mut cs, programmed_condition(0, 1, true, None, at(30)));
         assert_eq!(cs.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(), ["Accepted", "Programmed"]);
     }
 

@@ -303,3 +303,40 @@ async fn renewals_fail_until_the_renew_deadline(code: u16) {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_new_leader_arbitrates_past_a_virtual_service_the_types_reject() {
+    timed(async {
+        let server = double();
+        let a = Replica::start(&server, "a");
+        wait_for_role(&a, Role::Leading).await;
+        let b = Replica::start(&server, "b");
+        wait_for_role(&b, Role::Standby).await;
+        a.shut_down().await.expect("clean shutdown");
+        // Stored while no replica leads (after a CRD change narrowed the protocol enum).
+        server
+            .put(json!({
+                "apiVersion": GROUP_VERSION, "kind": "VirtualService",
+                "metadata": {"name": "sctp", "namespace": "default"},
+                "spec": {"address": "10.0.0.7", "port": 80, "protocol": "SCTP"},
+            }))
+            .unwrap();
+        create_vs(&server, "web", "10.0.0.1").await;
+
+        // The new leader lists everything afresh: it arbitrates and marks the bad object.
+        wait_for_role(&b, Role::Leading).await;
+        wait_accepted(&server, "web").await;
+        loop {
+            let vs = server.get(GROUP_VERSION, "virtualservices", Some("default"), "sctp").unwrap();
+            let marked = vs["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter().any(|c| c["type"] == "Accepted" && c["status"] == "False" && c["reason"] == "InvalidSpec")
+            });
+            if marked {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        b.shut_down().await.expect("clean shutdown");
+    })
+    .await
+}
