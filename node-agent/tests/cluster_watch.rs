@@ -26,6 +26,7 @@ use weir_agent::dataplane::{Balancer, BalancerConfig, RealSpec, VipId, VipSpec};
 use weir_apiserver_double::ApiServer;
 
 use common::cluster::*;
+use weir_crds::status::reals_digest;
 use weir_crds::v1alpha1::{BalancerNode, RealServer, VirtualService};
 
 const NODE: &str = "node-a";
@@ -88,6 +89,17 @@ impl Env {
             assert!(start.elapsed() < LIMIT, "timed out waiting for: {what}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// A real as the plan holds it: RealServer `name` at `real(i)` with weight 5 (what the
+/// BalancerNode's reals digest is computed from).
+fn plan_real(name: &str, i: u8) -> weir_crds::validation::RealPlan {
+    weir_crds::validation::RealPlan {
+        owner: weir_crds::validation::ObjectKey::new("default", name),
+        address: real(i),
+        weight: 5,
+        flags: 0,
     }
 }
 
@@ -229,6 +241,7 @@ async fn balancer_node_status_reports_what_is_programmed() {
         "attachMode": "Testing",
         "capacity": {"vipsUsed": 1, "vipsMax": 16, "realsUsed": 2, "realsMax": 256},
         "virtualServices": [{"namespace": "default", "name": "web", "generation": 1, "reals": 2,
+                             "realsDigest": reals_digest(&[plan_real("a", 1), plan_real("b", 2)]),
                              "vip": {"address": "10.100.0.1", "port": 80, "protocol": "TCP"}}],
     });
     let mut got = serde_json::to_value(&status).unwrap();

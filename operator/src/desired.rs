@@ -16,7 +16,7 @@ use weir_crds::status::{accepted_condition, programmed_condition, set_condition,
 use weir_crds::v1alpha1::{
     condition, BalancerNode, RealServer, RealServerStatus, VirtualService, VirtualServiceStatus,
 };
-use weir_crds::validation::{arbitrate, selector_matches, ObjectKey, Reason, Verdict};
+use weir_crds::validation::{arbitrate, selector_matches, ObjectKey, RealPlan, Reason, Verdict};
 
 /// Labels of each Node, by Node name (a BalancerNode is named after its Node).
 pub type NodeLabels = BTreeMap<String, BTreeMap<String, String>>;
@@ -72,10 +72,8 @@ pub fn plan(snapshot: &Snapshot, now: &Time) -> Plan {
         snapshot.virtual_services.iter().map(|vs| vs.as_ref()),
         snapshot.real_servers.iter().map(|rs| rs.as_ref()),
     );
-    let reals: BTreeMap<&ObjectKey, u32> = arbitration
-        .accepted_vips()
-        .map(|vip| (&vip.owner, u32::try_from(vip.reals.len()).unwrap_or(u32::MAX)))
-        .collect();
+    let reals: BTreeMap<&ObjectKey, &[RealPlan]> =
+        arbitration.accepted_vips().map(|vip| (&vip.owner, vip.reals.as_slice())).collect();
     // The BalancerNodes of existing Nodes (one without a Node does not count: its node is
     // gone, and `node_gc` deletes it), with their reports indexed once per pass.
     let nodes: Vec<(&BTreeMap<String, String>, Option<NodeReport>)> = snapshot
@@ -89,8 +87,9 @@ pub fn plan(snapshot: &Snapshot, now: &Time) -> Plan {
         let key = key_of(vs.as_ref());
         let Some(verdict) = arbitration.virtual_services.get(&key) else { continue };
         let generation = vs.metadata.generation;
-        let accepted_reals = reals.get(&key).copied().unwrap_or(0);
-        let (target, programmed) = count_nodes(&nodes, vs, &key, accepted_reals);
+        let accepted: &[RealPlan] = reals.get(&key).copied().unwrap_or_default();
+        let accepted_reals = u32::try_from(accepted.len()).unwrap_or(u32::MAX);
+        let (target, programmed) = count_nodes(&nodes, vs, &key, accepted);
         let old = vs.status.clone().unwrap_or_default();
         let mut new = VirtualServiceStatus {
             observed_generation: generation,
@@ -166,12 +165,12 @@ fn push_unreadable<K, S: serde::Serialize>(
 
 /// (target, programmed) nodes of `vs` among `nodes` (labels, report). A target is a node
 /// whose labels match the VirtualService's nodeSelector; it programs `vs` when it reports it
-/// at the current generation with all its `reals` accepted RealServers.
+/// at the current generation with its accepted `reals` as they are now (weights included).
 fn count_nodes(
     nodes: &[(&BTreeMap<String, String>, Option<NodeReport>)],
     vs: &VirtualService,
     key: &ObjectKey,
-    reals: u32,
+    reals: &[RealPlan],
 ) -> (u32, u32) {
     let generation = vs.metadata.generation.unwrap_or_default();
     let (mut target, mut programmed) = (0, 0);

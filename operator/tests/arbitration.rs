@@ -338,3 +338,53 @@ async fn a_rejected_virtual_service_is_not_pending() {
     })
     .await
 }
+
+#[tokio::test]
+async fn programmed_follows_weight_changes() {
+    timed(async {
+        let h = start();
+        let node: Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        }))
+        .unwrap();
+        Api::<Node>::all(h.client.clone()).create(&PostParams::default(), &node).await.unwrap();
+        let nodes = Api::<BalancerNode>::all(h.client.clone());
+        let bn: BalancerNode = serde_json::from_value(json!({
+            "apiVersion": GROUP_VERSION, "kind": "BalancerNode", "metadata": {"name": "n1"}, "spec": {},
+        }))
+        .unwrap();
+        nodes.create(&PostParams::default(), &bn).await.unwrap();
+        h.create_vs("web", "10.0.0.1", 80).await;
+        h.create_rs("r1", "web", "10.1.0.1").await;
+        h.wait_condition("realservers", "r1", "Accepted", "True", None).await;
+
+        let digest = |weight| {
+            weir_crds::status::reals_digest(&[weir_crds::validation::RealPlan {
+                owner: weir_crds::validation::ObjectKey::new("default", "r1"),
+                address: "10.1.0.1".parse().unwrap(),
+                weight,
+                flags: 0,
+            }])
+        };
+        let report = |weight| {
+            json!({"status": {"virtualServices": [
+                {"namespace": "default", "name": "web", "generation": 1, "reals": 1, "realsDigest": digest(weight)}
+            ]}})
+        };
+        nodes.patch_status("n1", &PatchParams::default(), &Patch::Merge(report(1))).await.unwrap();
+        h.wait_programmed("web", "1/1 nodes").await;
+
+        // A drain: the VirtualService's generation stays 1, but the node has not applied it.
+        let rss = Api::<RealServer>::namespaced(h.client.clone(), "default");
+        rss.patch("r1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"weight": 0}}))).await.unwrap();
+        let vs = h.wait_programmed("web", "0/1 nodes").await;
+        assert_eq!(vs["metadata"]["generation"], 1);
+        let c = h.wait_condition("virtualservices", "web", "Programmed", "False", None).await;
+        assert_eq!(c["reason"], "Pending");
+        // Once the node reports the new weight, it counts again.
+        nodes.patch_status("n1", &PatchParams::default(), &Patch::Merge(report(0))).await.unwrap();
+        h.wait_programmed("web", "1/1 nodes").await;
+        h.assert_quiet().await;
+    })
+    .await
+}
