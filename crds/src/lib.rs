@@ -9,6 +9,8 @@
 //!   Balancer alike);
 //! - [`validation`]: pure, deterministic functions (no I/O, no client): per-object checks
 //!   and the arbitration of a whole snapshot into what one node programs;
+//! - [`lenient`]: [`lenient::Lenient`], a kind that decodes every stored object (one the
+//!   types reject arrives as `Invalid`, not as a failed list);
 //! - [`status`]: conditions (`Accepted`, `Programmed` "n/m nodes") and BalancerNode
 //!   bookkeeping, pure as well;
 //! - `bin/crdgen.rs`: prints [`crds_yaml`], committed as `crds/yaml/weir-crds.yaml`.
@@ -20,6 +22,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub mod address;
+pub mod lenient;
 pub mod status;
 pub mod v1alpha1;
 pub mod validation;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::v1alpha1::{condition, BalancerNodeStatus, ProgrammedVip, ProgrammedVirtualService, Protocol};
-use crate::validation::{NodePlan, ObjectKey, Verdict};
+use crate::validation::{NodePlan, ObjectKey, RealPlan, Verdict};
 
 fn make(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: Time) -> Condition {
     Condition {
@@ -26,14 +26,24 @@ pub fn accepted_condition(verdict: &Verdict, generation: Option<i64>, now: Time)
 }
 
 /// The `Programmed` condition of a VirtualService: True when every target node programs
-/// it; the message is "n/m nodes" (the `Programmed` printer column shows it).
-pub fn programmed_condition(programmed: u32, target: u32, generation: Option<i64>, now: Time) -> Condition {
-    let (ok, reason) = match (programmed, target) {
-        (_, 0) => (false, "NoTargetNodes"),
-        (p, t) if p >= t => (true, "Programmed"),
-        _ => (false, "Pending"),
+/// it; the message is "n/m nodes" (the `Programmed` printer column shows it). A
+/// VirtualService that is not `accepted` is never coming: reason `NotAccepted`, and the
+/// message says so rather than reading like a rollout in progress.
+pub fn programmed_condition(
+    programmed: u32,
+    target: u32,
+    accepted: bool,
+    generation: Option<i64>,
+    now: Time,
+) -> Condition {
+    let nodes = format!("{programmed}/{target} nodes");
+    let (ok, reason, message) = match (programmed, target) {
+        _ if !accepted => (false, "NotAccepted", format!("not accepted ({nodes})")),
+        (_, 0) => (false, "NoTargetNodes", nodes),
+        (p, t) if p >= t => (true, "Programmed", nodes),
+        _ => (false, "Pending", nodes),
     };
-    make(condition::PROGRAMMED, ok, reason, format!("{programmed}/{target} nodes"), generation, now)
+    make(condition::PROGRAMMED, ok, reason, message, generation, now)
 }
 
 /// Replaces the condition of the same type, keeping its `lastTransitionTime` when the
@@ -62,6 +72,7 @@ pub fn programmed_virtual_services(plan: &NodePlan) -> Vec<ProgrammedVirtualServ
             name: vip.owner.name.clone(),
             generation: vip.generation,
             reals: u32::try_from(vip.reals.len()).unwrap_or(u32::MAX),
+            reals_digest: Some(reals_digest(&vip.reals)),
             vip: Some(ProgrammedVip {
                 address: vip.address.to_string(),
                 port: vip.port,
@@ -73,9 +84,26 @@ pub fn programmed_virtual_services(plan: &NodePlan) -> Vec<ProgrammedVirtualServ
     out
 }
 
+/// A digest of `reals` as the datapath holds them: address, weight and flags of each, in
+/// address order. FNV-1a 64, in hex: stable across versions and platforms (unlike std's
+/// `Hasher`s), so agent and operator compute the same value.
+pub fn reals_digest(reals: &[RealPlan]) -> String {
+    let mut items: Vec<String> = reals.iter().map(|r| format!("{}/{}/{}", r.address, r.weight, r.flags)).collect();
+    items.sort();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in items.join(",").bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// What one node reports for one VirtualService: generation, real count, reals digest.
+type Reported<'a> = (i64, u32, Option<&'a str>);
+
 /// One node's BalancerNode report, indexed by VirtualService (the operator looks up every
 /// VirtualService in every node's report on each pass).
-pub struct NodeReport<'a>(HashMap<(&'a str, &'a str), (i64, u32)>);
+pub struct NodeReport<'a>(HashMap<(&'a str, &'a str), Reported<'a>>);
 
 impl<'a> NodeReport<'a> {
     pub fn new(status: &'a BalancerNodeStatus) -> Self {
@@ -83,17 +111,21 @@ impl<'a> NodeReport<'a> {
             status
                 .virtual_services
                 .iter()
-                .map(|p| ((p.namespace.as_str(), p.name.as_str()), (p.generation, p.reals)))
+                .map(|p| ((p.namespace.as_str(), p.name.as_str()), (p.generation, p.reals, p.reals_digest.as_deref())))
                 .collect(),
         )
     }
 
-    /// Whether the node reports `key` programmed at `generation` with all its `reals`
-    /// accepted RealServers. An older generation means the node has not caught up yet; fewer
-    /// reals means it has not caught up with a RealServer change, or left some out for
-    /// capacity: either way it does not count.
-    pub fn has_programmed(&self, key: &ObjectKey, generation: i64, reals: u32) -> bool {
-        self.0.get(&(key.namespace.as_str(), key.name.as_str())) == Some(&(generation, reals))
+    /// Whether the node reports `key` programmed at `generation` with its accepted `reals`
+    /// as they are now (count and, when the report has one, [`reals_digest`]). An older
+    /// generation means the node has not caught up yet; other reals or weights mean it has
+    /// not caught up with a RealServer change (a drain), or left some out for capacity:
+    /// either way it does not count.
+    pub fn has_programmed(&self, key: &ObjectKey, generation: i64, reals: &[RealPlan]) -> bool {
+        let count = u32::try_from(reals.len()).unwrap_or(u32::MAX);
+        self.0.get(&(key.namespace.as_str(), key.name.as_str())).is_some_and(|(g, n, digest)| {
+            *g == generation && *n == count && digest.is_none_or(|d| d == reals_digest(reals))
+        })
     }
 }
 
@@ -110,10 +142,15 @@ mod tests {
 
     #[test]
     fn programmed_reads_n_of_m_nodes() {
-        let c = programmed_condition(2, 3, Some(4), at(0));
+        let c = programmed_condition(2, 3, true, Some(4), at(0));
         assert_eq!((c.status.as_str(), c.reason.as_str(), c.message.as_str()), ("False", "Pending", "2/3 nodes"));
-        assert_eq!(programmed_condition(3, 3, None, at(0)).status, "True");
-        assert_eq!(programmed_condition(0, 0, None, at(0)).reason, "NoTargetNodes");
+        assert_eq!(programmed_condition(3, 3, true, None, at(0)).status, "True");
+        assert_eq!(programmed_condition(0, 0, true, None, at(0)).reason, "NoTargetNodes");
+        let c = programmed_condition(0, 2, false, None, at(0));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+            ("False", "NotAccepted", "not accepted (0/2 nodes)")
+        );
     }
 
     #[test]
@@ -129,7 +166,7 @@ mod tests {
             (cs[0].status.as_str(), cs[0].reason.as_str(), cs[0].last_transition_time.clone()),
             ("False", "AddressConflict", at(30))
         );
-        set_condition(&mut cs, programmed_condition(0, 1, None, at(30)));
+        set_condition(&mut cs, programmed_condition(0, 1, true, None, at(30)));
         assert_eq!(cs.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(), ["Accepted", "Programmed"]);
     }
 
@@ -150,8 +187,24 @@ mod tests {
         };
         let status = BalancerNodeStatus { virtual_services: programmed_virtual_services(&plan), ..Default::default() };
         let report = NodeReport::new(&status);
-        assert!(report.has_programmed(&ObjectKey::new("a", "v"), 3, 0));
-        assert!(!report.has_programmed(&ObjectKey::new("a", "v"), 4, 0), "stale generation does not count");
-        assert!(!report.has_programmed(&ObjectKey::new("a", "v"), 3, 1), "a missing real does not count");
+        let real = |weight| RealPlan {
+            owner: ObjectKey::new("a", "r"),
+            address: "10.1.0.1".parse().unwrap(),
+            weight,
+            flags: 0,
+        };
+        assert!(report.has_programmed(&ObjectKey::new("a", "v"), 3, &[]));
+        assert!(!report.has_programmed(&ObjectKey::new("a", "v"), 4, &[]), "stale generation does not count");
+        assert!(!report.has_programmed(&ObjectKey::new("a", "v"), 3, &[real(1)]), "a missing real does not count");
+
+        // A drain: same generation, same count, another weight.
+        let mut plan = plan;
+        plan.vips[0].reals = vec![real(5)];
+        let status = BalancerNodeStatus { virtual_services: programmed_virtual_services(&plan), ..Default::default() };
+        let report = NodeReport::new(&status);
+        assert!(report.has_programmed(&ObjectKey::new("a", "v"), 3, &[real(5)]));
+        assert!(!report.has_programmed(&ObjectKey::new("a", "v"), 3, &[real(0)]), "the drain not applied yet");
+        assert_eq!(reals_digest(&[real(5)]), status.virtual_services[0].reals_digest.clone().unwrap());
+        assert_ne!(reals_digest(&[real(5)]), reals_digest(&[real(0)]));
     }
 }

@@ -26,6 +26,7 @@ use weir_agent::dataplane::{Balancer, BalancerConfig, RealSpec, VipId, VipSpec};
 use weir_apiserver_double::ApiServer;
 
 use common::cluster::*;
+use weir_crds::status::reals_digest;
 use weir_crds::v1alpha1::{BalancerNode, RealServer, VirtualService};
 
 const NODE: &str = "node-a";
@@ -88,6 +89,17 @@ impl Env {
             assert!(start.elapsed() < LIMIT, "timed out waiting for: {what}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// A real as the plan holds it: RealServer `name` at `real(i)` with weight 5 (what the
+/// BalancerNode's reals digest is computed from).
+fn plan_real(name: &str, i: u8) -> weir_crds::validation::RealPlan {
+    weir_crds::validation::RealPlan {
+        owner: weir_crds::validation::ObjectKey::new("default", name),
+        address: real(i),
+        weight: 5,
+        flags: 0,
     }
 }
 
@@ -229,6 +241,7 @@ async fn balancer_node_status_reports_what_is_programmed() {
         "attachMode": "Testing",
         "capacity": {"vipsUsed": 1, "vipsMax": 16, "realsUsed": 2, "realsMax": 256},
         "virtualServices": [{"namespace": "default", "name": "web", "generation": 1, "reals": 2,
+                             "realsDigest": reals_digest(&[plan_real("a", 1), plan_real("b", 2)]),
                              "vip": {"address": "10.100.0.1", "port": 80, "protocol": "TCP"}}],
     });
     let mut got = serde_json::to_value(&status).unwrap();
@@ -307,4 +320,86 @@ async fn capacity_left_out_shows_in_ready() {
     );
     assert!(status.virtual_services.iter().all(|v| v.name != "vs-17"));
     assert_eq!(status.capacity.vips_used, 16);
+}
+
+#[tokio::test]
+async fn restart_keeps_ready_transition_time() {
+    if skip_unless_root("restart_keeps_ready_transition_time") {
+        return;
+    }
+    let server = ApiServer::start();
+    server.register_crd(&VirtualService::crd());
+    server.register_crd(&RealServer::crd());
+    server.register_crd(&BalancerNode::crd());
+    // What the previous agent reported: Ready since 2020, nothing programmed yet.
+    server
+        .put(json!({
+            "apiVersion": "lb.weir.dev/v1alpha1", "kind": "BalancerNode",
+            "metadata": {"name": NODE}, "spec": {},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "InSync",
+                "message": "0 VirtualServices programmed", "lastTransitionTime": "2020-01-01T00:00:00Z"}]}
+        }))
+        .unwrap();
+    let vss: Api<VirtualService> = Api::namespaced(server.client(), "default");
+    vss.create(&PostParams::default(), &vs("web", None)).await.unwrap();
+    let balancer: SharedBalancer = Arc::new(RwLock::new(Some(Balancer::new(BalancerConfig::testing()).unwrap())));
+    let reconciler = Arc::new(Mutex::new(Reconciler::new()));
+    let env = Env {
+        task: tokio::spawn(watch::run(server.client(), NODE.into(), balancer.clone(), reconciler.clone())),
+        server,
+        balancer,
+        reconciler,
+    };
+    let nodes: Api<BalancerNode> = Api::all(env.server.client());
+    let status = env.status_until(&nodes, "web programmed", |s| s.virtual_services.len() == 1).await;
+    let ready = &status.conditions[0];
+    assert_eq!(
+        (ready.type_.as_str(), ready.status.as_str(), ready.message.as_str()),
+        ("Ready", "True", "1 VirtualServices programmed")
+    );
+    assert_eq!(ready.last_transition_time.0.to_string(), "2020-01-01T00:00:00Z", "Ready never changed");
+}
+
+#[tokio::test]
+async fn a_virtual_service_the_types_reject_does_not_stop_the_others() {
+    if skip_unless_root("a_virtual_service_the_types_reject_does_not_stop_the_others") {
+        return;
+    }
+    let server = ApiServer::start();
+    server.register_crd(&VirtualService::crd());
+    server.register_crd(&RealServer::crd());
+    server.register_crd(&BalancerNode::crd());
+    // Stored before a CRD change narrowed the protocol enum (the double, like an API server
+    // whose schema changed, keeps it as it is).
+    server
+        .put(json!({
+            "apiVersion": "lb.weir.dev/v1alpha1", "kind": "VirtualService",
+            "metadata": {"name": "sctp", "namespace": "default"},
+            "spec": {"address": "10.100.0.7", "port": 80, "protocol": "SCTP"},
+        }))
+        .unwrap();
+    let vss: Api<VirtualService> = Api::namespaced(server.client(), "default");
+    let rss: Api<RealServer> = Api::namespaced(server.client(), "default");
+    vss.create(&PostParams::default(), &vs("web", None)).await.unwrap();
+    rss.create(&PostParams::default(), &rs("a", real(1), 5)).await.unwrap();
+
+    // A (re)starting agent lists everything afresh: it becomes ready and programs `web`.
+    let balancer: SharedBalancer = Arc::new(RwLock::new(Some(Balancer::new(BalancerConfig::testing()).unwrap())));
+    let reconciler = Arc::new(Mutex::new(Reconciler::new()));
+    let env = Env {
+        task: tokio::spawn(watch::run(server.client(), NODE.into(), balancer.clone(), reconciler.clone())),
+        server,
+        balancer,
+        reconciler,
+    };
+    env.until("web programmed", |lb| reals(lb) == Some(vec![RealSpec { addr: real(1), weight: 5, flags: 0 }])).await;
+    assert!(env.reconciler.lock().unwrap().synced(), "ready");
+    assert_eq!(env.balancer.read().unwrap().as_ref().unwrap().vips().len(), 1, "the SCTP object is not programmed");
+    let nodes: Api<BalancerNode> = Api::all(env.server.client());
+    let status = env.status_until(&nodes, "web reported", |s| s.virtual_services.len() == 1).await;
+    assert_eq!((status.conditions[0].status.as_str(), status.conditions[0].reason.as_str()), ("True", "InSync"));
+
+    // And it keeps following changes.
+    env.rss().patch("a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"weight": 7}}))).await.unwrap();
+    env.until("weight 7", |lb| reals(lb) == Some(vec![RealSpec { addr: real(1), weight: 7, flags: 0 }])).await;
 }

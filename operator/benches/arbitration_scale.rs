@@ -512,6 +512,7 @@ fn snapshot(server: &ApiServer) -> anyhow::Result<Snapshot> {
         real_servers: objects::<RealServer>(server, "realservers")?,
         balancer_nodes: objects::<BalancerNode>(server, "balancernodes")?,
         node_labels,
+        ..Snapshot::default()
     })
 }
 

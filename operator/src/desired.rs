@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
+use weir_crds::lenient::Lenient;
 use weir_crds::status::{accepted_condition, programmed_condition, set_condition, NodeReport};
 use weir_crds::v1alpha1::{
     condition, BalancerNode, RealServer, RealServerStatus, VirtualService, VirtualServiceStatus,
 };
-use weir_crds::validation::{arbitrate, selector_matches, ObjectKey, Verdict};
+use weir_crds::validation::{arbitrate, selector_matches, ObjectKey, RealPlan, Reason, Verdict};
 
 /// Labels of each Node, by Node name (a BalancerNode is named after its Node).
 pub type NodeLabels = BTreeMap<String, BTreeMap<String, String>>;
@@ -27,6 +28,10 @@ pub struct Snapshot {
     pub real_servers: Vec<Arc<RealServer>>,
     pub balancer_nodes: Vec<Arc<BalancerNode>>,
     pub node_labels: NodeLabels,
+    /// Stored objects the types reject (see [`weir_crds::lenient`]): they take no part in
+    /// the arbitration and are marked `Accepted=False InvalidSpec`.
+    pub invalid_virtual_services: Vec<Arc<Lenient<VirtualService>>>,
+    pub invalid_real_servers: Vec<Arc<Lenient<RealServer>>>,
 }
 
 /// A status to write, and the verdict to announce when the object just became not accepted.
@@ -43,6 +48,8 @@ pub struct Update<K, S> {
 pub struct Plan {
     pub virtual_services: Vec<Update<VirtualService, VirtualServiceStatus>>,
     pub real_servers: Vec<Update<RealServer, RealServerStatus>>,
+    pub invalid_virtual_services: Vec<Update<Lenient<VirtualService>, VirtualServiceStatus>>,
+    pub invalid_real_servers: Vec<Update<Lenient<RealServer>, RealServerStatus>>,
 }
 
 fn key_of<K: kube::Resource>(obj: &K) -> ObjectKey {
@@ -65,10 +72,8 @@ pub fn plan(snapshot: &Snapshot, now: &Time) -> Plan {
         snapshot.virtual_services.iter().map(|vs| vs.as_ref()),
         snapshot.real_servers.iter().map(|rs| rs.as_ref()),
     );
-    let reals: BTreeMap<&ObjectKey, u32> = arbitration
-        .accepted_vips()
-        .map(|vip| (&vip.owner, u32::try_from(vip.reals.len()).unwrap_or(u32::MAX)))
-        .collect();
+    let reals: BTreeMap<&ObjectKey, &[RealPlan]> =
+        arbitration.accepted_vips().map(|vip| (&vip.owner, vip.reals.as_slice())).collect();
     // The BalancerNodes of existing Nodes (one without a Node does not count: its node is
     // gone, and `node_gc` deletes it), with their reports indexed once per pass.
     let nodes: Vec<(&BTreeMap<String, String>, Option<NodeReport>)> = snapshot
@@ -82,8 +87,9 @@ pub fn plan(snapshot: &Snapshot, now: &Time) -> Plan {
         let key = key_of(vs.as_ref());
         let Some(verdict) = arbitration.virtual_services.get(&key) else { continue };
         let generation = vs.metadata.generation;
-        let accepted_reals = reals.get(&key).copied().unwrap_or(0);
-        let (target, programmed) = count_nodes(&nodes, vs, &key, accepted_reals);
+        let accepted: &[RealPlan] = reals.get(&key).copied().unwrap_or_default();
+        let accepted_reals = u32::try_from(accepted.len()).unwrap_or(u32::MAX);
+        let (target, programmed) = count_nodes(&nodes, vs, &key, accepted);
         let old = vs.status.clone().unwrap_or_default();
         let mut new = VirtualServiceStatus {
             observed_generation: generation,
@@ -93,7 +99,8 @@ pub fn plan(snapshot: &Snapshot, now: &Time) -> Plan {
             reals: accepted_reals,
         };
         set_condition(&mut new.conditions, accepted_condition(verdict, generation, now.clone()));
-        set_condition(&mut new.conditions, programmed_condition(programmed, target, generation, now.clone()));
+        let programmed_now = programmed_condition(programmed, target, verdict.accepted(), generation, now.clone());
+        set_condition(&mut new.conditions, programmed_now);
         if new != old {
             let rejected = newly_rejected(&old.conditions, verdict);
             out.virtual_services.push(Update { object: vs.clone(), status: new, rejected });
@@ -112,17 +119,58 @@ pub fn plan(snapshot: &Snapshot, now: &Time) -> Plan {
             out.real_servers.push(Update { object: rs.clone(), status: new, rejected });
         }
     }
+    for vs in &snapshot.invalid_virtual_services {
+        if let Some((verdict, generation, conditions, stored)) = unreadable(vs, now) {
+            let mut status = VirtualServiceStatus { observed_generation: generation, conditions, ..Default::default() };
+            set_condition(&mut status.conditions, programmed_condition(0, 0, false, generation, now.clone()));
+            push_unreadable(&mut out.invalid_virtual_services, vs, status, verdict, stored);
+        }
+    }
+    for rs in &snapshot.invalid_real_servers {
+        if let Some((verdict, generation, conditions, stored)) = unreadable(rs, now) {
+            let status = RealServerStatus { observed_generation: generation, conditions };
+            push_unreadable(&mut out.invalid_real_servers, rs, status, verdict, stored);
+        }
+    }
     out
+}
+
+/// For an object that does not decode: its verdict (`InvalidSpec`, naming the field and the
+/// value's problem), generation, conditions with `Accepted` set, and its stored status.
+fn unreadable<K>(obj: &Lenient<K>, now: &Time) -> Option<(Verdict, Option<i64>, Vec<Condition>, serde_json::Value)> {
+    let invalid = obj.invalid()?;
+    let verdict = Verdict { reason: Reason::InvalidSpec, message: format!("cannot be read: {}", invalid.error) };
+    let generation = invalid.metadata.generation;
+    let mut conditions = invalid.conditions();
+    set_condition(&mut conditions, accepted_condition(&verdict, generation, now.clone()));
+    Some((verdict, generation, conditions, invalid.status.clone()))
+}
+
+/// Queues `status` for an unreadable object unless it is what is stored; with an Event when
+/// the rejection is new.
+fn push_unreadable<K, S: serde::Serialize>(
+    out: &mut Vec<Update<Lenient<K>, S>>,
+    obj: &Arc<Lenient<K>>,
+    status: S,
+    verdict: Verdict,
+    stored: serde_json::Value,
+) {
+    if serde_json::to_value(&status).ok() == Some(stored.clone()) {
+        return;
+    }
+    let old = obj.invalid().map(|i| i.conditions()).unwrap_or_default();
+    let rejected = newly_rejected(&old, &verdict);
+    out.push(Update { object: obj.clone(), status, rejected });
 }
 
 /// (target, programmed) nodes of `vs` among `nodes` (labels, report). A target is a node
 /// whose labels match the VirtualService's nodeSelector; it programs `vs` when it reports it
-/// at the current generation with all its `reals` accepted RealServers.
+/// at the current generation with its accepted `reals` as they are now (weights included).
 fn count_nodes(
     nodes: &[(&BTreeMap<String, String>, Option<NodeReport>)],
     vs: &VirtualService,
     key: &ObjectKey,
-    reals: u32,
+    reals: &[RealPlan],
 ) -> (u32, u32) {
     let generation = vs.metadata.generation.unwrap_or_default();
     let (mut target, mut programmed) = (0, 0);
@@ -174,6 +222,7 @@ mod tests {
             real_servers: vec![Arc::new(real_server("r1", "web", "10.1.0.1").build())],
             balancer_nodes: vec![Arc::new(balancer_node("n1").programmed("default", "web", 3, 1).build())],
             node_labels: [("n1".to_owned(), BTreeMap::new())].into(),
+            ..Snapshot::default()
         };
         let p = plan(&s, &now());
         assert_eq!((p.virtual_services.len(), p.real_servers.len()), (1, 1));
@@ -233,6 +282,7 @@ mod tests {
             ],
             balancer_nodes: vec![Arc::new(balancer_node("n1").programmed("default", "web", 1, reported).build())],
             node_labels: [("n1".to_owned(), BTreeMap::new())].into(),
+            ..Snapshot::default()
         };
         let programmed = |reported| plan(&s(reported), &now()).virtual_services[0].status.programmed_nodes;
         assert_eq!(programmed(1), 0, "behind on a RealServer, or one left out for capacity");

@@ -89,6 +89,7 @@ impl BalancerNodeBuilder {
             name: name.to_owned(),
             generation,
             reals,
+            reals_digest: None,
             vip: None,
         });
         self

@@ -261,3 +261,130 @@ async fn run_returns_on_shutdown() {
     })
     .await
 }
+
+/// Stored before a CRD change narrowed the protocol enum: the double keeps it as written.
+fn put_sctp_virtual_service(server: &ApiServer, name: &str) {
+    server
+        .put(json!({
+            "apiVersion": GROUP_VERSION, "kind": "VirtualService",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"address": "10.0.0.7", "port": 80, "protocol": "SCTP"},
+        }))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_virtual_service_the_types_reject_is_marked_and_the_rest_goes_on() {
+    timed(async {
+        let server = ApiServer::start();
+        for crd in weir_crds::crds() {
+            server.register_crd(&crd);
+        }
+        put_sctp_virtual_service(&server, "sctp");
+        let client = server.client();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let operator_client = client.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            weir_operator::run(operator_client, weir_operator::Options::default(), shutdown).await.unwrap();
+        });
+        let h = Harness { server, client, _stop: stop };
+        h.create_vs("web", "10.0.0.1", 80).await;
+        h.wait_condition("virtualservices", "web", "Accepted", "True", None).await;
+        let c = h.wait_condition("virtualservices", "sctp", "Accepted", "False", Some("InvalidSpec")).await;
+        assert_eq!(c["message"], "cannot be read: spec.protocol: unknown variant `SCTP`, expected `TCP` or `UDP`");
+        let c = h.wait_condition("virtualservices", "sctp", "Programmed", "False", Some("NotAccepted")).await;
+        assert_eq!(c["message"], "not accepted (0/0 nodes)");
+        let vs = h.server.get(GROUP_VERSION, "virtualservices", Some("default"), "sctp").unwrap();
+        assert_eq!(vs["spec"]["protocol"], "SCTP", "the spec is left as it is");
+        assert_eq!(vs["status"]["observedGeneration"], 1);
+        let events = h.server.list("events.k8s.io/v1", "events", Some("default"));
+        let event = events.iter().find(|e| e["regarding"]["name"] == "sctp").expect("an Event for sctp");
+        assert_eq!((&event["reason"], &event["type"]), (&json!("InvalidSpec"), &json!("Warning")));
+        assert_eq!(event["note"], c_message_of(&vs, "Accepted"));
+        h.assert_quiet().await;
+    })
+    .await
+}
+
+fn c_message_of(obj: &Value, type_: &str) -> Value {
+    obj["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == type_).unwrap()["message"].clone()
+}
+
+#[tokio::test]
+async fn a_rejected_virtual_service_is_not_pending() {
+    timed(async {
+        let h = start();
+        let node: Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        }))
+        .unwrap();
+        Api::<Node>::all(h.client.clone()).create(&PostParams::default(), &node).await.unwrap();
+        let bn: BalancerNode = serde_json::from_value(json!({
+            "apiVersion": GROUP_VERSION, "kind": "BalancerNode", "metadata": {"name": "n1"}, "spec": {},
+        }))
+        .unwrap();
+        Api::<BalancerNode>::all(h.client.clone()).create(&PostParams::default(), &bn).await.unwrap();
+        h.create_vs("alpha", "10.0.0.1", 80).await;
+        h.wait_condition("virtualservices", "alpha", "Accepted", "True", None).await;
+        h.create_vs("beta", "10.0.0.1", 80).await;
+        h.wait_condition("virtualservices", "beta", "Accepted", "False", Some("AddressConflict")).await;
+        let c = h.wait_condition("virtualservices", "beta", "Programmed", "False", None).await;
+        assert_eq!((&c["reason"], &c["message"]), (&json!("NotAccepted"), &json!("not accepted (0/1 nodes)")));
+        let c = h.wait_condition("virtualservices", "alpha", "Programmed", "False", None).await;
+        assert_eq!((&c["reason"], &c["message"]), (&json!("Pending"), &json!("0/1 nodes")));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn programmed_follows_weight_changes() {
+    timed(async {
+        let h = start();
+        let node: Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        }))
+        .unwrap();
+        Api::<Node>::all(h.client.clone()).create(&PostParams::default(), &node).await.unwrap();
+        let nodes = Api::<BalancerNode>::all(h.client.clone());
+        let bn: BalancerNode = serde_json::from_value(json!({
+            "apiVersion": GROUP_VERSION, "kind": "BalancerNode", "metadata": {"name": "n1"}, "spec": {},
+        }))
+        .unwrap();
+        nodes.create(&PostParams::default(), &bn).await.unwrap();
+        h.create_vs("web", "10.0.0.1", 80).await;
+        h.create_rs("r1", "web", "10.1.0.1").await;
+        h.wait_condition("realservers", "r1", "Accepted", "True", None).await;
+
+        let digest = |weight| {
+            weir_crds::status::reals_digest(&[weir_crds::validation::RealPlan {
+                owner: weir_crds::validation::ObjectKey::new("default", "r1"),
+                address: "10.1.0.1".parse().unwrap(),
+                weight,
+                flags: 0,
+            }])
+        };
+        let report = |weight| {
+            json!({"status": {"virtualServices": [
+                {"namespace": "default", "name": "web", "generation": 1, "reals": 1, "realsDigest": digest(weight)}
+            ]}})
+        };
+        nodes.patch_status("n1", &PatchParams::default(), &Patch::Merge(report(1))).await.unwrap();
+        h.wait_programmed("web", "1/1 nodes").await;
+
+        // A drain: the VirtualService's generation stays 1, but the node has not applied it.
+        let rss = Api::<RealServer>::namespaced(h.client.clone(), "default");
+        rss.patch("r1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"weight": 0}}))).await.unwrap();
+        let vs = h.wait_programmed("web", "0/1 nodes").await;
+        assert_eq!(vs["metadata"]["generation"], 1);
+        let c = h.wait_condition("virtualservices", "web", "Programmed", "False", None).await;
+        assert_eq!(c["reason"], "Pending");
+        // Once the node reports the new weight, it counts again.
+        nodes.patch_status("n1", &PatchParams::default(), &Patch::Merge(report(0))).await.unwrap();
+        h.wait_programmed("web", "1/1 nodes").await;
+        h.assert_quiet().await;
+    })
+    .await
+}

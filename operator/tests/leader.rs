@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kube::api::{Api, PostParams};
 use serde_json::{json, Value};
-use weir_apiserver_double::ApiServer;
+use weir_apiserver_double::{ApiServer, Fault};
 use weir_crds::v1alpha1::VirtualService;
 use weir_operator::health::Role;
 use weir_operator::leader::LeaderElection;
@@ -40,12 +40,16 @@ struct Replica {
 
 impl Replica {
     fn start(server: &ApiServer, identity: &'static str) -> Self {
+        Self::start_with(server, identity, LEASE_SECONDS)
+    }
+
+    fn start_with(server: &ApiServer, identity: &'static str, lease_duration_seconds: u64) -> Self {
         let options = Options {
             leader_election: Some(LeaderElection {
                 lease_name: LEASE.to_owned(),
                 lease_namespace: NAMESPACE.to_owned(),
                 identity: identity.to_owned(),
-                lease_duration_seconds: LEASE_SECONDS,
+                lease_duration_seconds,
             }),
             ..Options::default()
         };
@@ -209,6 +213,130 @@ async fn a_bad_agent_config_fails_before_the_election() {
         assert!(message.contains("/nonexistent/agent.yaml"), "{message}");
         assert_eq!(health.role(), Role::Failed);
         assert_eq!(holder(&server), None, "it never took part in the election");
+    })
+    .await
+}
+
+/// A 6 s Lease: renewed every 2 s; after a failed renewal the leader retries for 2 s more
+/// (the renew deadline, 4 s after the last renewal), 2 s before the Lease would expire.
+const OUTAGE_LEASE_SECONDS: u64 = 6;
+
+/// Renewals of the Lease fail with `code`. (kube's client retries a 503 itself for minutes:
+/// the renewal hangs rather than fails.)
+fn lease_outage(code: u16, times: usize) -> Fault {
+    Fault {
+        method: Some("PATCH".to_owned()),
+        path_contains: format!("/leases/{LEASE}"),
+        code,
+        reason: if code == 503 { "ServiceUnavailable" } else { "InternalError" },
+        times,
+    }
+}
+
+fn renew_time(server: &ApiServer) -> k8s_openapi::jiff::Timestamp {
+    let lease = server.get("coordination.k8s.io/v1", "leases", Some(NAMESPACE), LEASE).unwrap();
+    lease["spec"]["renewTime"].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_renewal_failure_shorter_than_the_lease_keeps_the_leader() {
+    timed(async {
+        let server = double();
+        let a = Replica::start_with(&server, "a", OUTAGE_LEASE_SECONDS);
+        wait_for_role(&a, Role::Leading).await;
+
+        // Four failed renewals: about 0.75 s of retries (every 250 ms), then one gets through.
+        server.inject_fault(lease_outage(500, 4));
+        while server.pending_faults() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let after_outage = k8s_openapi::jiff::Timestamp::now();
+        // Past the renew deadline of the failed renewal: still leading, and renewing again.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        if a.task.is_finished() {
+            panic!("the leader stopped: {:?}", a.task.await.unwrap());
+        }
+        assert_eq!(a.role(), Role::Leading);
+        assert_eq!(holder(&server).as_deref(), Some("a"));
+        assert!(renew_time(&server) > after_outage, "renewed after the outage");
+        assert!(a.options.metrics.encode().contains("weir_operator_leader 1\n"));
+        a.shut_down().await.expect("clean shutdown");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn renewals_failing_until_the_renew_deadline_step_the_leader_down() {
+    renewals_fail_until_the_renew_deadline(500).await;
+}
+
+#[tokio::test]
+async fn renewals_hanging_until_the_renew_deadline_step_the_leader_down() {
+    renewals_fail_until_the_renew_deadline(503).await;
+}
+
+async fn renewals_fail_until_the_renew_deadline(code: u16) {
+    timed(async {
+        let server = double();
+        let a = Replica::start_with(&server, "a", OUTAGE_LEASE_SECONDS);
+        wait_for_role(&a, Role::Leading).await;
+
+        server.inject_fault(lease_outage(code, usize::MAX));
+        let outage = tokio::time::Instant::now();
+        let result = a.task.await.unwrap();
+        let stepped_down = k8s_openapi::jiff::Timestamp::now();
+        let elapsed = outage.elapsed();
+        match &result {
+            Err(Error::LeadershipLost { reason }) => {
+                assert!(reason.starts_with("the Lease was not renewed before the renew deadline (4s)"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The last renewal came at most one interval (2 s) before the outage; the leader
+        // stepped down at its renew deadline (4 s after it), before the Lease expired (6 s).
+        assert!(elapsed >= Duration::from_secs(2), "stepped down after {elapsed:?}");
+        assert!(elapsed < Duration::from_millis(4500), "stepped down after {elapsed:?}");
+        let expiry = renew_time(&server) + k8s_openapi::jiff::SignedDuration::from_secs(OUTAGE_LEASE_SECONDS as i64);
+        assert!(stepped_down < expiry, "stepped down at {stepped_down}, the Lease expired at {expiry}");
+        assert_eq!(a.options.health.role(), Role::Failed);
+        server.clear_faults();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_new_leader_arbitrates_past_a_virtual_service_the_types_reject() {
+    timed(async {
+        let server = double();
+        let a = Replica::start(&server, "a");
+        wait_for_role(&a, Role::Leading).await;
+        let b = Replica::start(&server, "b");
+        wait_for_role(&b, Role::Standby).await;
+        a.shut_down().await.expect("clean shutdown");
+        // Stored while no replica leads (after a CRD change narrowed the protocol enum).
+        server
+            .put(json!({
+                "apiVersion": GROUP_VERSION, "kind": "VirtualService",
+                "metadata": {"name": "sctp", "namespace": "default"},
+                "spec": {"address": "10.0.0.7", "port": 80, "protocol": "SCTP"},
+            }))
+            .unwrap();
+        create_vs(&server, "web", "10.0.0.1").await;
+
+        // The new leader lists everything afresh: it arbitrates and marks the bad object.
+        wait_for_role(&b, Role::Leading).await;
+        wait_accepted(&server, "web").await;
+        loop {
+            let vs = server.get(GROUP_VERSION, "virtualservices", Some("default"), "sctp").unwrap();
+            let marked = vs["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter().any(|c| c["type"] == "Accepted" && c["status"] == "False" && c["reason"] == "InvalidSpec")
+            });
+            if marked {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        b.shut_down().await.expect("clean shutdown");
     })
     .await
 }

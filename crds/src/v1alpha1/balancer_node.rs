@@ -76,6 +76,12 @@ pub struct ProgrammedVirtualService {
     pub generation: i64,
     /// Reals programmed for it (weight-0 reals included: they are programmed, draining).
     pub reals: u32,
+    /// A digest of the reals as programmed (address, weight and flags of each). A weight
+    /// change (a drain) moves no generation of the VirtualService, so the operator compares
+    /// this with the accepted RealServers to count the node only once it applied the change.
+    /// Absent in an older agent's report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reals_digest: Option<String>,
     /// The VIP it is programmed as. A restarted agent reads it to take back (and, when the
     /// VirtualService went away meanwhile, remove) the VIPs it created.
     #[serde(default, skip_serializing_if = "Option::is_none")]

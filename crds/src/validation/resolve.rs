@@ -31,6 +31,9 @@ pub enum Reason {
     DuplicateAddress,
     /// Past the node's max_vips / max_reals.
     CapacityExceeded,
+    /// The stored object does not decode with the current types (e.g. a value an enum no
+    /// longer has): see [`crate::lenient`].
+    InvalidSpec,
 }
 
 impl Reason {
@@ -44,6 +47,7 @@ impl Reason {
             Reason::AddressFamilyMismatch => "AddressFamilyMismatch",
             Reason::DuplicateAddress => "DuplicateAddress",
             Reason::CapacityExceeded => "CapacityExceeded",
+            Reason::InvalidSpec => "InvalidSpec",
         }
     }
 }

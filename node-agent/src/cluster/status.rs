@@ -125,6 +125,14 @@ impl Writer {
         Writer { api: Api::all(client), node_name, created: false, written: None }
     }
 
+    /// Starts from the status a previous agent wrote (read back after a
+    /// restart): its conditions keep their transition times while their
+    /// status holds, and an unchanged status is not written again.
+    pub fn restore(&mut self, status: BalancerNodeStatus) {
+        self.created = true;
+        self.written = Some(status);
+    }
+
     /// The conditions last written (for [`node_status`]).
     pub fn conditions(&self) -> &[Condition] {
         self.written.as_ref().map_or(&[], |s| &s.conditions)

@@ -4,7 +4,10 @@
 //! the [`Reconciler`] applies the diff to the shared Balancer.
 //!
 //! Nothing is applied until all three reflectors have listed once, so a
-//! partial view never deletes VIPs. A missing Node object means no labels
+//! partial view never deletes VIPs. VirtualServices and RealServers are listed
+//! as [`Lenient`]: a stored object the current types reject (e.g. a protocol
+//! the enum no longer has) is left out of the plan instead of failing every
+//! list, so the node still becomes ready and programs the others. A missing Node object means no labels
 //! (VirtualServices without a node selector are still programmed). Capacity
 //! comes from the Balancer's configuration. Failed ops, and a Balancer not
 //! created yet, are retried with exponential backoff ([`RETRY_MIN`] to
@@ -17,7 +20,9 @@
 //! Restart: before the first pass the loop reads the node's BalancerNode
 //! status (the agent's own record) and adopts the VIPs of the VirtualServices
 //! it lists as programmed ([`Reconciler::adopt`]), so an adopted datapath is
-//! reconciled, not treated as REST-created.
+//! reconciled, not treated as REST-created; and it restores the status's
+//! conditions ([`status::Writer::restore`]), so a `Ready` that did not change
+//! across the restart keeps its `lastTransitionTime`.
 //!
 //! Lock order: the Balancer's lock, then the Reconciler's.
 
@@ -32,6 +37,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
+use weir_crds::lenient::Lenient;
 use weir_crds::v1alpha1::{BalancerNode, BalancerNodeStatus, ProgrammedVirtualService, RealServer, VirtualService};
 use weir_crds::validation::{resolve, Capacity, NodeInfo};
 
@@ -64,12 +70,18 @@ fn ready<K: kube::Resource<DynamicType = ()> + Clone>(store: &Store<K>) -> bool 
 
 /// Runs until the watch streams end (in practice: until the task is dropped).
 pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, reconciler: Arc<Mutex<Reconciler>>) {
-    let (vss, vs_events) = trigger(Api::<VirtualService>::all(client.clone()), watcher::Config::default(), "vs");
-    let (rss, rs_events) = trigger(Api::<RealServer>::all(client.clone()), watcher::Config::default(), "rs");
+    // Lenient: one stored object the types reject must not fail the whole list.
+    let (vss, vs_events) =
+        trigger(Api::<Lenient<VirtualService>>::all(client.clone()), watcher::Config::default(), "vs");
+    let (rss, rs_events) = trigger(Api::<Lenient<RealServer>>::all(client.clone()), watcher::Config::default(), "rs");
     let node_config = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
-    let mut programmed = Some(programmed_before(&client, &node_name).await);
+    let before = status_before(&client, &node_name).await;
+    let mut programmed = Some(before.as_ref().map(|s| s.virtual_services.clone()).unwrap_or_default());
     let (nodes, node_events) = trigger(Api::<Node>::all(client.clone()), node_config, "node");
     let mut writer = status::Writer::new(client, node_name);
+    if let Some(before) = before {
+        writer.restore(before);
+    }
     let mut triggers = futures::stream::select_all([vs_events, rs_events, node_events]);
     let mut retry: Option<Duration> = None;
     loop {
@@ -91,7 +103,8 @@ pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, re
         let labels = node.as_ref().and_then(|n| n.metadata.labels.clone()).unwrap_or_default();
         let conditions = writer.conditions().to_vec();
         // Balancer calls block (the lock, BPF syscalls): off the runtime's workers.
-        let (lb, rec, vs, rs, mut adopt) = (balancer.clone(), reconciler.clone(), vss.state(), rss.state(), programmed);
+        let (vs, rs) = (decoded(&vss.state()), decoded(&rss.state()));
+        let (lb, rec, mut adopt) = (balancer.clone(), reconciler.clone(), programmed);
         let (outcome, left) =
             tokio::task::spawn_blocking(move || (pass(&lb, &rec, &vs, &rs, labels, &mut adopt, &conditions), adopt))
                 .await
@@ -108,14 +121,20 @@ pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, re
     }
 }
 
-/// What the node's BalancerNode status lists as programmed (empty when there
-/// is none, or it cannot be read).
-async fn programmed_before(client: &Client, node_name: &str) -> Vec<ProgrammedVirtualService> {
+/// The objects that decode; the others are left out of the plan, as rejected objects are
+/// (the operator marks them `Accepted=False InvalidSpec`).
+fn decoded<K: Clone>(objects: &[Arc<Lenient<K>>]) -> Vec<Arc<K>> {
+    objects.iter().filter_map(|o| o.valid().cloned().map(Arc::new)).collect()
+}
+
+/// The node's BalancerNode status as the previous agent left it (`None` when
+/// there is none, or it cannot be read).
+async fn status_before(client: &Client, node_name: &str) -> Option<BalancerNodeStatus> {
     match Api::<BalancerNode>::all(client.clone()).get_opt(node_name).await {
-        Ok(node) => node.and_then(|n| n.status).map(|s| s.virtual_services).unwrap_or_default(),
+        Ok(node) => node.and_then(|n| n.status),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read BalancerNode {node_name}: adopting nothing");
-            Vec::new()
+            None
         }
     }
 }

@@ -32,6 +32,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
+use weir_crds::lenient::Lenient;
 use weir_crds::v1alpha1::{BalancerNode, RealServer, VirtualService};
 use weir_crds::validation::{ObjectKey, Verdict};
 
@@ -92,22 +93,43 @@ impl Context {
 
 /// The reflector stores the snapshot is read from.
 struct Stores {
-    virtual_services: Store<VirtualService>,
-    real_servers: Store<RealServer>,
+    // Lenient: one stored object the types reject must not fail the whole list.
+    virtual_services: Store<Lenient<VirtualService>>,
+    real_servers: Store<Lenient<RealServer>>,
     balancer_nodes: Store<BalancerNode>,
     nodes: Store<PartialObjectMeta<Node>>,
 }
 
 impl Stores {
     fn snapshot(&self) -> Snapshot {
+        let (virtual_services, invalid_virtual_services) = split(self.virtual_services.state());
+        let (real_servers, invalid_real_servers) = split(self.real_servers.state());
         Snapshot {
-            virtual_services: self.virtual_services.state(),
-            real_servers: self.real_servers.state(),
+            virtual_services,
+            real_servers,
+            invalid_virtual_services,
+            invalid_real_servers,
             balancer_nodes: self.balancer_nodes.state(),
             node_labels: self.nodes.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect(),
         }
     }
+}
 
+/// The objects that decode, and those that do not.
+#[allow(clippy::type_complexity)]
+fn split<K: Clone>(objects: Vec<Arc<Lenient<K>>>) -> (Vec<Arc<K>>, Vec<Arc<Lenient<K>>>) {
+    let mut valid = Vec::new();
+    let mut invalid = Vec::new();
+    for o in objects {
+        match o.valid() {
+            Some(k) => valid.push(Arc::new(k.clone())),
+            None => invalid.push(o),
+        }
+    }
+    (valid, invalid)
+}
+
+impl Stores {
     async fn wait_until_ready(&self) -> Result<()> {
         let dropped = |kind| move |_| Error::StoreDropped { kind };
         self.virtual_services.wait_until_ready().await.map_err(dropped("VirtualService"))?;
@@ -120,8 +142,8 @@ impl Stores {
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     let client = &ctx.client;
-    let (virtual_services, vs_events) = reflect(Api::<VirtualService>::all(client.clone()), "VirtualService");
-    let (real_servers, rs_events) = reflect(Api::<RealServer>::all(client.clone()), "RealServer");
+    let (virtual_services, vs_events) = reflect(Api::<Lenient<VirtualService>>::all(client.clone()), "VirtualService");
+    let (real_servers, rs_events) = reflect(Api::<Lenient<RealServer>>::all(client.clone()), "RealServer");
     let (balancer_nodes, bn_events) = reflect(Api::<BalancerNode>::all(client.clone()), "BalancerNode");
     // Nodes as metadata only: the labels are all the selectors need.
     let (nodes, node_events) = reflect(Api::<PartialObjectMeta<Node>>::all(client.clone()), "Node");
@@ -199,6 +221,12 @@ async fn reconcile(ctx: &Context, stores: &Stores) -> Result<Option<Duration>> {
         note(write(ctx, "VirtualService", update).await);
     }
     for update in plan.real_servers {
+        note(write(ctx, "RealServer", update).await);
+    }
+    for update in plan.invalid_virtual_services {
+        note(write(ctx, "VirtualService", update).await);
+    }
+    for update in plan.invalid_real_servers {
         note(write(ctx, "RealServer", update).await);
     }
     failure.map_or(Ok(recheck), Err)

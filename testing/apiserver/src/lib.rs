@@ -27,7 +27,7 @@
 //! [`ApiServer::delete`] (raw objects, emitting the same watch events as API
 //! writes), [`ApiServer::requests`] (request log, e.g. to assert that a
 //! controller does not write in a loop), [`ApiServer::inject_fault`] (fail the
-//! next matching requests), [`ApiServer::compact`] (410 for every watch → watchers
+//! next matching requests; [`ApiServer::clear_faults`], [`ApiServer::pending_faults`]), [`ApiServer::compact`] (410 for every watch → watchers
 //! relist), [`ApiServer::disconnect_watches`] (clean close → watchers resume),
 //! [`ApiServer::set_history_limit`], [`ApiServer::set_bookmark_interval`].
 //!
@@ -537,6 +537,16 @@ impl ApiServer {
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         self.shared.requests.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// How many requests the injected faults will still fail (summed over faults).
+    pub fn pending_faults(&self) -> usize {
+        self.shared.faults.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|f| f.times).sum()
+    }
+
+    /// Removes every injected fault (ends an outage made with `times: usize::MAX`).
+    pub fn clear_faults(&self) {
+        self.shared.faults.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Makes matching requests fail (e.g. to exercise retries and backoff).
