@@ -403,3 +403,49 @@ async fn a_virtual_service_the_types_reject_does_not_stop_the_others() {
     env.rss().patch("a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"weight": 7}}))).await.unwrap();
     env.until("weight 7", |lb| reals(lb) == Some(vec![RealSpec { addr: real(1), weight: 7, flags: 0 }])).await;
 }
+
+/// A programmed VirtualService whose stored object stops decoding (a CRD change
+/// narrowed an enum) is not read as deleted: its VIP stays as last programmed, reals
+/// and all, and the BalancerNode keeps reporting it, until it can be read again
+/// (then it is followed as before) or is deleted (then its VIP goes).
+#[tokio::test]
+async fn a_programmed_virtual_service_that_stops_decoding_keeps_its_vip() {
+    if skip_unless_root("a_programmed_virtual_service_that_stops_decoding_keeps_its_vip") {
+        return;
+    }
+    let env = env(&[]).await;
+    env.vss().create(&PostParams::default(), &vs("web", None)).await.unwrap();
+    env.rss().create(&PostParams::default(), &rs("a", real(1), 5)).await.unwrap();
+    env.until("web programmed", |lb| reals(lb) == Some(vec![RealSpec { addr: real(1), weight: 5, flags: 0 }])).await;
+    let nodes: Api<BalancerNode> = Api::all(env.server.client());
+    let reported = env.status_until(&nodes, "web reported", |s| s.virtual_services.len() == 1).await;
+
+    let good = serde_json::to_value(env.vss().get("web").await.unwrap()).unwrap();
+    let mut bad = good.clone();
+    bad["spec"]["protocol"] = json!("SCTP");
+    env.server.put(bad.clone()).unwrap();
+    // A change the agent must see meanwhile: it proves the pass after the bad object ran.
+    env.vss()
+        .create(&PostParams::default(), &virtual_service("other", Ipv4Addr::new(10, 100, 0, 9), None))
+        .await
+        .unwrap();
+    env.until("other programmed", |lb| lb.vips().len() == 2).await;
+    let lb_reals = reals(env.balancer.read().unwrap().as_ref().unwrap());
+    assert_eq!(lb_reals, Some(vec![RealSpec { addr: real(1), weight: 5, flags: 0 }]), "web's VIP is kept as it was");
+    let status = env.status_until(&nodes, "other reported", |s| s.virtual_services.len() == 2).await;
+    assert_eq!(status.virtual_services.iter().find(|v| v.name == "web"), reported.virtual_services.first());
+    assert!(env.reconciler.lock().unwrap().owner(&vip_id()).is_some(), "still cluster-owned");
+
+    // Readable again: followed as before.
+    env.server.put(good).unwrap();
+    env.rss().patch("a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"weight": 7}}))).await.unwrap();
+    env.until("weight 7", |lb| reals(lb) == Some(vec![RealSpec { addr: real(1), weight: 7, flags: 0 }])).await;
+
+    // Unreadable and then deleted: its VIP goes.
+    env.server.put(bad).unwrap();
+    // (Untyped: the typed client cannot read the deleted object it gets back.)
+    let resource = kube::api::ApiResource::erase::<VirtualService>(&());
+    let untyped: Api<kube::api::DynamicObject> = Api::namespaced_with(env.server.client(), "default", &resource);
+    untyped.delete("web", &DeleteParams::default()).await.unwrap();
+    env.until("web's VIP removed", |lb| lb.vips().len() == 1 && reals(lb).is_none()).await;
+}

@@ -250,6 +250,8 @@ pub struct Reconciler {
     claimed_reals: BTreeMap<IpAddr, ObjectKey>,
     /// A pass over complete lists has run.
     synced: bool,
+    /// VirtualServices whose stored object does not decode (see [`Self::freeze`]).
+    frozen: BTreeSet<ObjectKey>,
 }
 
 impl Reconciler {
@@ -318,8 +320,24 @@ impl Reconciler {
     }
 
     /// The ops that would bring the Balancer to `plan` (nothing is changed).
+    /// Keeps the VIPs of `owners` as they are, neither changed nor removed:
+    /// VirtualServices that exist but cannot be read (a CRD change narrowed a
+    /// field they use) are not deleted ones, and what they last programmed
+    /// is the best guess of what they want. They are followed again once they
+    /// can be read, and their VIPs removed once they are deleted.
+    pub fn freeze(&mut self, owners: BTreeSet<ObjectKey>) {
+        self.frozen = owners;
+    }
+
+    /// Whether `owner`'s VIPs are kept as they are (see [`Self::freeze`]).
+    pub fn is_frozen(&self, owner: &ObjectKey) -> bool {
+        self.frozen.contains(owner)
+    }
+
     pub fn diff(&self, plan: &NodePlan, balancer: &Balancer) -> Diff {
-        let owned: BTreeSet<VipId> = self.owned.keys().copied().collect();
+        // A frozen VIP is not this diff's to change: as if another owner's.
+        let owned: BTreeSet<VipId> =
+            self.owned.iter().filter(|(_, owner)| !self.frozen.contains(owner)).map(|(id, _)| *id).collect();
         diff(plan, &observe(balancer), &owned)
     }
 
@@ -333,7 +351,8 @@ impl Reconciler {
         let mut owned: BTreeMap<VipId, ObjectKey> =
             d.desired_owners.iter().filter(|(id, _)| present.contains(id)).map(|(id, o)| (*id, o.clone())).collect();
         for (id, owner) in &self.owned {
-            if present.contains(id) && !owned.contains_key(id) && !d.conflicts.iter().any(|c| c.vip == *id) {
+            let conflicting = d.conflicts.iter().any(|c| c.vip == *id);
+            if present.contains(id) && !owned.contains_key(id) && (self.frozen.contains(owner) || !conflicting) {
                 owned.insert(*id, owner.clone());
             }
         }

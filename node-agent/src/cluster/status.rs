@@ -21,8 +21,10 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, Resource};
 use serde_json::json;
 use weir_crds::status::{programmed_virtual_services, set_condition};
-use weir_crds::v1alpha1::{condition, AttachMode, BalancerNode, BalancerNodeStatus, CapacityUsage};
-use weir_crds::validation::NodePlan;
+use weir_crds::v1alpha1::{
+    condition, AttachMode, BalancerNode, BalancerNodeStatus, CapacityUsage, ProgrammedVirtualService,
+};
+use weir_crds::validation::{NodePlan, ObjectKey};
 
 use super::{Reconciler, Report};
 use crate::dataplane::{self, Balancer, VipId};
@@ -38,6 +40,7 @@ pub fn node_status(
     report: &Report,
     reconciler: &Reconciler,
     previous: &[Condition],
+    reported: &[ProgrammedVirtualService],
     now: Time,
 ) -> BalancerNodeStatus {
     let failed: BTreeSet<VipId> = report.errors.iter().map(|e| *e.op.vip()).collect();
@@ -74,9 +77,32 @@ pub fn node_status(
             reals_used: count(real_addrs.len()),
             reals_max: config.max_reals,
         },
-        virtual_services: programmed_virtual_services(&programmed_plan),
+        virtual_services: with_frozen(programmed_virtual_services(&programmed_plan), reported, reconciler),
         conditions,
     }
+}
+
+/// `programmed` and, from what was `reported` before, the VirtualServices
+/// whose VIPs are kept as they were because they cannot be read (see
+/// [`Reconciler::freeze`]): they are still programmed as reported, and a
+/// restarted agent must find them in the report to take their VIPs back.
+fn with_frozen(
+    mut programmed: Vec<ProgrammedVirtualService>,
+    reported: &[ProgrammedVirtualService],
+    reconciler: &Reconciler,
+) -> Vec<ProgrammedVirtualService> {
+    for entry in reported {
+        let owner = ObjectKey::new(&entry.namespace, &entry.name);
+        let still_owned = reconciler.owned().values().any(|o| *o == owner);
+        if reconciler.is_frozen(&owner)
+            && still_owned
+            && !programmed.iter().any(|p| p.name == entry.name && p.namespace == entry.namespace)
+        {
+            programmed.push(entry.clone());
+        }
+    }
+    programmed.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    programmed
 }
 
 /// `Ready`: True when the pass left nothing undone; otherwise the first
@@ -131,6 +157,11 @@ impl Writer {
     pub fn restore(&mut self, status: BalancerNodeStatus) {
         self.created = true;
         self.written = Some(status);
+    }
+
+    /// The VirtualServices last reported as programmed (for [`node_status`]).
+    pub fn programmed(&self) -> &[ProgrammedVirtualService] {
+        self.written.as_ref().map_or(&[], |s| &s.virtual_services)
     }
 
     /// The conditions last written (for [`node_status`]).

@@ -26,7 +26,7 @@
 //!
 //! Lock order: the Balancer's lock, then the Reconciler's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,7 +39,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use weir_crds::lenient::Lenient;
 use weir_crds::v1alpha1::{BalancerNode, BalancerNodeStatus, ProgrammedVirtualService, RealServer, VirtualService};
-use weir_crds::validation::{resolve, Capacity, NodeInfo};
+use weir_crds::validation::{resolve, Capacity, NodeInfo, ObjectKey};
 
 use super::{status, Reconciler};
 use crate::api::SharedBalancer;
@@ -102,13 +102,17 @@ pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, re
         let node = nodes.state().first().cloned();
         let labels = node.as_ref().and_then(|n| n.metadata.labels.clone()).unwrap_or_default();
         let conditions = writer.conditions().to_vec();
+        let reported = writer.programmed().to_vec();
+        let frozen = unreadable(&vss.state());
         // Balancer calls block (the lock, BPF syscalls): off the runtime's workers.
         let (vs, rs) = (decoded(&vss.state()), decoded(&rss.state()));
         let (lb, rec, mut adopt) = (balancer.clone(), reconciler.clone(), programmed);
-        let (outcome, left) =
-            tokio::task::spawn_blocking(move || (pass(&lb, &rec, &vs, &rs, labels, &mut adopt, &conditions), adopt))
-                .await
-                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let (outcome, left) = tokio::task::spawn_blocking(move || {
+            let before = Before { programmed: &mut adopt, conditions: &conditions, reported: &reported, frozen };
+            (pass(&lb, &rec, &vs, &rs, labels, before), adopt)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         programmed = left;
         let mut ok = outcome.as_ref().is_some_and(|(ok, _)| *ok);
         if let Some((_, status)) = outcome {
@@ -125,6 +129,31 @@ pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, re
 /// (the operator marks them `Accepted=False InvalidSpec`).
 fn decoded<K: Clone>(objects: &[Arc<Lenient<K>>]) -> Vec<Arc<K>> {
     objects.iter().filter_map(|o| o.valid().cloned().map(Arc::new)).collect()
+}
+
+/// The VirtualServices that exist but do not decode: their VIPs are kept as
+/// they are ([`Reconciler::freeze`]).
+fn unreadable(objects: &[Arc<Lenient<VirtualService>>]) -> BTreeSet<ObjectKey> {
+    objects
+        .iter()
+        .filter_map(|o| o.invalid())
+        .map(|i| {
+            ObjectKey::new(
+                i.metadata.namespace.clone().unwrap_or_default(),
+                i.metadata.name.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// What a pass starts from besides the objects: the VirtualServices to adopt
+/// (the first pass after a start, then `None`), the conditions and the
+/// VirtualServices last reported, and those that cannot be read.
+struct Before<'a> {
+    programmed: &'a mut Option<Vec<ProgrammedVirtualService>>,
+    conditions: &'a [Condition],
+    reported: &'a [ProgrammedVirtualService],
+    frozen: BTreeSet<ObjectKey>,
 }
 
 /// The node's BalancerNode status as the previous agent left it (`None` when
@@ -148,8 +177,7 @@ fn pass(
     vss: &[Arc<VirtualService>],
     rss: &[Arc<RealServer>],
     labels: BTreeMap<String, String>,
-    programmed: &mut Option<Vec<ProgrammedVirtualService>>,
-    conditions: &[Condition],
+    before: Before<'_>,
 ) -> Option<(bool, BalancerNodeStatus)> {
     let mut guard = balancer.write().unwrap_or_else(|e| e.into_inner());
     let Some(lb) = guard.as_mut() else {
@@ -159,7 +187,8 @@ fn pass(
     let capacity = Capacity { max_vips: lb.config().max_vips, max_reals: lb.config().max_reals };
     let plan = resolve(vss.iter().map(|v| &**v), rss.iter().map(|r| &**r), &NodeInfo { labels, capacity }).plan;
     let mut reconciler = reconciler.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(programmed) = programmed.take() {
+    reconciler.freeze(before.frozen);
+    if let Some(programmed) = before.programmed.take() {
         reconciler.adopt(&plan, &programmed, lb);
     }
     let report = reconciler.reconcile(&plan, lb);
@@ -175,5 +204,5 @@ fn pass(
     let ok = report.errors.is_empty();
     reconciler.mark_synced();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    Some((ok, status::node_status(lb, &plan, &report, &reconciler, conditions, now)))
+    Some((ok, status::node_status(lb, &plan, &report, &reconciler, before.conditions, before.reported, now)))
 }
