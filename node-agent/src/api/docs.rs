@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use axum::http::header;
 use axum::response::IntoResponse;
 use utoipa::openapi::path::{Operation, PathItem};
-use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, Required, ResponseBuilder};
 
 use super::reply::{Acknowledged, Failure};
 
@@ -121,6 +121,12 @@ pub(super) fn describe(docs: impl Iterator<Item = OpenApi>) -> OpenApi {
     for item in api.paths.paths.values_mut() {
         for op in operations_mut(item) {
             let id = op.operation_id.clone().unwrap_or_default();
+            // utoipa drops `required` from a parameter whose schema comes from
+            // `schema_with` (types::schemas); no parameter type has an optional
+            // field, so every query parameter is required.
+            for param in op.parameters.iter_mut().flatten() {
+                param.required = Required::True;
+            }
             for status in errors_of(&id, op) {
                 op.responses.responses.entry(status.to_string()).or_insert_with(|| {
                     ResponseBuilder::new()

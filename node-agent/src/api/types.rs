@@ -348,8 +348,8 @@ pub struct Reload {
 #[derive(Debug, Clone, Deserialize, ToSchema, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct FeatureQuery {
-    /// SrcRouting 1, InlineDecap 2, Introspection 4, GUEEncap 8, DirectHC 16,
-    /// LocalDeliveryOpt 32, FlowDebug 64.
+    #[schema(schema_with = schemas::feature)]
+    #[param(schema_with = schemas::feature)]
     pub feature: u32,
 }
 
@@ -362,6 +362,7 @@ pub struct FeatureAvailable {
 /// `POST /features/install` and `/features/remove`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct FeatureChange {
+    #[schema(schema_with = schemas::feature)]
     pub feature: u32,
     pub prog_path: Option<String>,
 }
@@ -504,6 +505,15 @@ mod schemas {
             0,
             3,
         ))
+    }
+
+    /// The Katran features `/features/*` know (`features::FEATURES`).
+    pub(super) fn feature() -> RefOr<Schema> {
+        build(
+            ObjectBuilder::new().schema_type(Type::Integer).enum_values(Some([1, 2, 4, 8, 16, 32, 64])).description(
+                Some("SrcRouting 1, InlineDecap 2, Introspection 4, GUEEncap 8, DirectHC 16, LocalDeliveryOpt 32, FlowDebug 64"),
+            ),
+        )
     }
 
     pub(super) fn action() -> RefOr<Schema> {
