@@ -174,7 +174,9 @@ pub struct Counter {
 #[derive(Debug, Clone, Deserialize, ToSchema, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RealStatsQuery {
-    /// The real's index (`GET /reals/index`).
+    /// The real's index (`GET /reals/index`): 1 to `max_reals` (0 is no real).
+    #[schema(minimum = 1)]
+    #[param(minimum = 1)]
     pub index: u32,
 }
 
