@@ -393,7 +393,8 @@ fn requests(doc: &Doc, op: &Operation, rng: &mut Rng) -> Vec<Sent> {
                     .filter(|n| !n.is_array() && !n.is_object() && n.as_str().is_none_or(|s| s.len() < 1000))
             };
             let required = params["required"].as_array().unwrap().contains(&json!(path[0]));
-            // A mutated value's text: 1.5, "7" and 12 read back as numbers or text in a query.
+            // In a query every value is text: a mutation is invalid only if it fits
+            // neither as that text nor as the JSON it spells (`?port=7` is the port 7).
             let text_of = |n: &Value| n.as_str().map_or_else(|| n.to_string(), str::to_owned);
             let invalid = match &new {
                 None => required,
