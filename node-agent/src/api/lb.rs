@@ -120,7 +120,7 @@ async fn lb_reload(
              weir's own program)"
         )));
     }
-    if request.config.as_ref().is_some_and(|c| !c.is_null()) {
+    if request.config.is_some() {
         return Err(ApiError::feature_disabled(
             "config: reloading with another configuration is not supported; POST /lb/close, then /lb/create",
         ));

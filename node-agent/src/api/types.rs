@@ -13,26 +13,28 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct VipKey {
-    #[schema(example = "10.0.0.1")]
+    #[schema(schema_with = schemas::address)]
+    #[param(schema_with = schemas::address)]
     pub address: String,
-    #[schema(example = 80, maximum = 65535)]
-    #[param(maximum = 65535)]
+    #[schema(schema_with = schemas::port)]
+    #[param(schema_with = schemas::port)]
     pub port: u16,
-    #[schema(example = 6, maximum = 255)]
-    #[param(maximum = 255)]
+    #[schema(schema_with = schemas::proto)]
+    #[param(schema_with = schemas::proto)]
     pub proto: u8,
 }
 
 /// `POST /vips`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct NewVip {
-    #[schema(example = "10.0.0.1")]
+    #[schema(schema_with = schemas::address)]
     pub address: String,
+    #[schema(schema_with = schemas::port)]
     pub port: u16,
+    #[schema(schema_with = schemas::proto)]
     pub proto: u8,
-    /// Katran VIP flags (NO_SPORT 1, NO_LRU 2, DPORT_HASH 8, LOCAL_VIP 32,
-    /// HASH_SRC_DST_PORT 128; the others answer 501). Default 0.
     #[serde(default)]
+    #[schema(schema_with = schemas::vip_flags)]
     pub flags: u32,
 }
 
@@ -45,9 +47,13 @@ pub struct VipFlags {
 /// `PUT /vips/flags`: sets (`set: true`) or clears the bits of `flag`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ModifyVipFlags {
+    #[schema(schema_with = schemas::address)]
     pub address: String,
+    #[schema(schema_with = schemas::port)]
     pub port: u16,
+    #[schema(schema_with = schemas::proto)]
     pub proto: u8,
+    #[schema(schema_with = schemas::vip_flags)]
     pub flag: u32,
     pub set: bool,
 }
@@ -55,21 +61,25 @@ pub struct ModifyVipFlags {
 /// `PUT /vips/hash-function`: 0 Maglev, 1 Maglev V2.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct HashFunctionChange {
+    #[schema(schema_with = schemas::address)]
     pub address: String,
+    #[schema(schema_with = schemas::port)]
     pub port: u16,
+    #[schema(schema_with = schemas::proto)]
     pub proto: u8,
+    #[schema(schema_with = schemas::hash_func)]
     pub hash_function: u32,
 }
 
 /// A real of a VIP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Real {
-    #[schema(example = "192.168.1.1")]
+    #[schema(schema_with = schemas::address)]
     pub address: String,
     /// Relative weight; 0 drains the real (its connections stay).
     pub weight: u32,
-    /// Real flags: LOCAL_REAL 2 (IPV6 1 follows the address). Default 0.
     #[serde(default)]
+    #[schema(schema_with = schemas::real_flags)]
     pub flags: u8,
 }
 
@@ -95,7 +105,8 @@ impl From<crate::dataplane::RealSpec> for RealState {
 #[derive(Debug, Clone, Deserialize, ToSchema, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RealAddress {
-    #[schema(example = "192.168.1.1")]
+    #[schema(schema_with = schemas::address)]
+    #[param(schema_with = schemas::address)]
     pub address: String,
 }
 
@@ -116,9 +127,11 @@ pub struct VipRealDelete {
 /// A real of a batch: `weight` is required to add, ignored to delete.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct BatchReal {
+    #[schema(schema_with = schemas::address)]
     pub address: String,
     pub weight: Option<u32>,
     #[serde(default)]
+    #[schema(schema_with = schemas::real_flags)]
     pub flags: u8,
 }
 
@@ -126,6 +139,7 @@ pub struct BatchReal {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct RealsBatch {
     pub vip: VipKey,
+    #[schema(schema_with = schemas::action)]
     pub action: u32,
     pub reals: Vec<BatchReal>,
 }
@@ -139,7 +153,9 @@ pub struct RealIndex {
 /// `PUT /reals/flags`: sets (`set: true`) or clears the bits of `flags`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ModifyRealFlags {
+    #[schema(schema_with = schemas::address)]
     pub address: String,
+    #[schema(schema_with = schemas::real_flags)]
     pub flags: u8,
     pub set: bool,
 }
@@ -158,7 +174,9 @@ pub struct Counter {
 #[derive(Debug, Clone, Deserialize, ToSchema, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RealStatsQuery {
-    /// The real's index (`GET /reals/index`).
+    /// The real's index (`GET /reals/index`): 1 to `max_reals` (0 is no real).
+    #[schema(minimum = 1)]
+    #[param(minimum = 1)]
     pub index: u32,
 }
 
@@ -196,8 +214,9 @@ pub struct FloodStatus {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct LruEntry {
     pub dst_vip: VipKey,
-    #[schema(example = "192.168.1.100")]
+    #[schema(schema_with = schemas::address)]
     pub src_ip: String,
+    #[schema(schema_with = schemas::port)]
     pub src_port: u16,
 }
 
@@ -219,7 +238,7 @@ pub struct DeletedCount {
 /// A MAC address, `aa:bb:cc:dd:ee:ff`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Mac {
-    #[schema(example = "aa:bb:cc:dd:ee:ff")]
+    #[schema(schema_with = schemas::mac)]
     pub mac: String,
 }
 
@@ -227,18 +246,20 @@ pub struct Mac {
 #[derive(Debug, Clone, Deserialize, ToSchema, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct FlowQuery {
-    #[schema(example = "192.168.1.100")]
+    #[schema(schema_with = schemas::address)]
+    #[param(schema_with = schemas::address)]
     pub src: String,
-    #[schema(example = "10.0.0.1")]
+    #[schema(schema_with = schemas::address)]
+    #[param(schema_with = schemas::address)]
     pub dst: String,
-    #[schema(maximum = 65535)]
-    #[param(maximum = 65535)]
+    #[schema(schema_with = schemas::port)]
+    #[param(schema_with = schemas::port)]
     pub src_port: u16,
-    #[schema(maximum = 65535)]
-    #[param(maximum = 65535)]
+    #[schema(schema_with = schemas::port)]
+    #[param(schema_with = schemas::port)]
     pub dst_port: u16,
-    #[schema(maximum = 255)]
-    #[param(maximum = 255)]
+    #[schema(schema_with = schemas::proto)]
+    #[param(schema_with = schemas::proto)]
     pub proto: u8,
 }
 
@@ -262,6 +283,7 @@ pub struct FlowReal {
 /// `POST /utils/simulate-packet`: an Ethernet frame, standard base64.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct SimulatePacket {
+    #[schema(schema_with = schemas::base64)]
     pub packet: String,
 }
 
@@ -318,16 +340,18 @@ pub struct LbPrograms {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct Reload {
     pub path: Option<String>,
+    /// A configuration object (any, even `{}`, answers 501); another JSON
+    /// type is 400.
     #[schema(value_type = Option<Object>)]
-    pub config: Option<serde_json::Value>,
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// `GET /features/check` parameters: a Katran feature bit.
 #[derive(Debug, Clone, Deserialize, ToSchema, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct FeatureQuery {
-    /// SrcRouting 1, InlineDecap 2, Introspection 4, GUEEncap 8, DirectHC 16,
-    /// LocalDeliveryOpt 32, FlowDebug 64.
+    #[schema(schema_with = schemas::feature)]
+    #[param(schema_with = schemas::feature)]
     pub feature: u32,
 }
 
@@ -340,6 +364,7 @@ pub struct FeatureAvailable {
 /// `POST /features/install` and `/features/remove`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct FeatureChange {
+    #[schema(schema_with = schemas::feature)]
     pub feature: u32,
     pub prog_path: Option<String>,
 }
@@ -358,19 +383,21 @@ pub struct CreateLb {
     pub v4_tun_interface: Option<String>,
     pub v6_tun_interface: Option<String>,
     pub hc_interface: Option<String>,
-    #[schema(example = "aa:bb:cc:dd:ee:ff")]
+    #[schema(schema_with = schemas::optional_mac)]
     pub default_mac: Option<String>,
+    #[schema(schema_with = schemas::optional_mac)]
     pub local_mac: Option<String>,
     pub root_map_path: Option<String>,
     pub root_map_pos: Option<u32>,
     pub use_root_map: Option<bool>,
-    #[schema(example = 512)]
+    #[schema(example = 512, minimum = 1, maximum = 65536)]
     pub max_vips: Option<u32>,
-    #[schema(example = 4096)]
+    #[schema(example = 4096, minimum = 1, maximum = 1048576)]
     pub max_reals: Option<u32>,
-    #[schema(example = 65537)]
+    /// max_vips × ch_ring_size is at most 2^28 ring slots.
+    #[schema(example = 65537, minimum = 1, maximum = 16777216)]
     pub ch_ring_size: Option<u32>,
-    #[schema(example = 8000000)]
+    #[schema(example = 8000000, minimum = 1, maximum = 134217728)]
     pub lru_size: Option<u32>,
     pub max_lpm_src_size: Option<u32>,
     pub max_decap_dst: Option<u32>,
@@ -390,18 +417,175 @@ pub struct CreateLb {
     pub hc_interface_index: Option<u32>,
     pub katran_src_v4: Option<String>,
     pub katran_src_v6: Option<String>,
+    #[schema(schema_with = schemas::optional_hash_func)]
     pub hash_func: Option<u32>,
-    /// The current API's name of the hash function: `"maglev"` or
-    /// `"maglev_v2"` (any case; blank is `maglev_v2`).
-    #[schema(example = "maglev_v2")]
+    #[schema(schema_with = schemas::hash_function_name)]
     pub hash_function: Option<String>,
     /// weir: the L3 MTU of the egress link (default 1500); packets larger
     /// once encapsulated are dropped and counted.
+    #[schema(minimum = 1280, maximum = 9216)]
     pub mtu: Option<u32>,
 }
 
 impl From<crate::dataplane::VipId> for VipKey {
     fn from(id: crate::dataplane::VipId) -> Self {
         Self { address: id.addr.to_string(), port: id.port, proto: id.proto }
+    }
+}
+
+/// The schemas of fields whose constraints a Rust type does not say: what
+/// the handlers and the Balancer accept, exactly, so that generated clients
+/// and fuzzers agree with the server. A value these schemas accept can still
+/// be refused for what no schema says (a loopback address, an unknown VIP).
+mod schemas {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, SchemaType, Type};
+    use utoipa::openapi::{RefOr, Schema};
+
+    fn build(b: ObjectBuilder) -> RefOr<Schema> {
+        RefOr::T(Schema::Object(b.build()))
+    }
+
+    fn integer(description: &str, min: u32, max: u32) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(min))
+            .maximum(Some(max))
+            .description(Some(description))
+    }
+
+    fn text(description: &str, pattern: &str, example: &str) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pattern))
+            .description(Some(description))
+            .examples([example])
+    }
+
+    /// Addresses are parsed by Rust's `IpAddr`: IPv4 dotted quads (no
+    /// leading zeros) or IPv6 text; the custom format `ip` says "either".
+    pub(super) fn address() -> RefOr<Schema> {
+        build(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::Custom("ip".into())))
+                .description(Some(
+                    "An IPv4 (`10.0.0.1`) or IPv6 (`2001:db8::1`) address. VIPs and reals must be unicast, not \
+                     loopback, not IPv4-mapped or IPv4-compatible IPv6 (400).",
+                ))
+                .examples(["10.0.0.1"]),
+        )
+    }
+
+    pub(super) fn port() -> RefOr<Schema> {
+        build(integer("A TCP or UDP port; 0 is every port of a VIP.", 0, 65535).examples([80]))
+    }
+
+    pub(super) fn proto() -> RefOr<Schema> {
+        build(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .enum_values(Some([6, 17]))
+                .description(Some("6 TCP, 17 UDP")),
+        )
+    }
+
+    /// Bits 0..=9 are Katran's VIP flags; bits above are 400, known flags the
+    /// datapath lacks 501 (VIP_F_KNOWN, VIP_F_SUPPORTED).
+    pub(super) fn vip_flags() -> RefOr<Schema> {
+        build(integer(
+            "Katran VIP flag bits: NO_SPORT 1, NO_LRU 2, DPORT_HASH 8, LOCAL_VIP 32, HASH_SRC_DST_PORT 128; \
+             QUIC_VIP 4, SRC_ROUTING 16, GLOBAL_LRU 64, UDP_STABLE_ROUTING 256, UDP_FLOW_MIGRATION 512 answer 501. \
+             Default 0.",
+            0,
+            1023,
+        ))
+    }
+
+    pub(super) fn real_flags() -> RefOr<Schema> {
+        build(integer(
+            "Real flag bits: LOCAL_REAL 2; IPV6 1 follows the address (400 on an IPv4 real). Default 0.",
+            0,
+            3,
+        ))
+    }
+
+    /// The Katran features `/features/*` know (`features::FEATURES`).
+    pub(super) fn feature() -> RefOr<Schema> {
+        build(
+            ObjectBuilder::new().schema_type(Type::Integer).enum_values(Some([1, 2, 4, 8, 16, 32, 64])).description(
+                Some("SrcRouting 1, InlineDecap 2, Introspection 4, GUEEncap 8, DirectHC 16, LocalDeliveryOpt 32, FlowDebug 64"),
+            ),
+        )
+    }
+
+    pub(super) fn action() -> RefOr<Schema> {
+        build(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .enum_values(Some([0, 1]))
+                .description(Some("0 add (or update), 1 delete")),
+        )
+    }
+
+    pub(super) fn hash_func() -> RefOr<Schema> {
+        build(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .enum_values(Some([0, 1]))
+                .description(Some("0 Maglev, 1 Maglev V2")),
+        )
+    }
+
+    pub(super) fn optional_hash_func() -> RefOr<Schema> {
+        build(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+                .enum_values(Some([Some(0), Some(1), None]))
+                .description(Some("The original API's hash function of new VIPs: 0 Maglev, 1 Maglev V2")),
+        )
+    }
+
+    /// `"maglev"` or `"maglev_v2"` in any case, surrounding whitespace
+    /// trimmed; blank (or null) is Maglev V2.
+    pub(super) fn hash_function_name() -> RefOr<Schema> {
+        build(
+            text(
+                "The current API's name of the hash function: \"maglev\" or \"maglev_v2\" (any case; blank is \
+                 maglev_v2)",
+                r"^\s*([mM][aA][gG][lL][eE][vV](_[vV]2)?)?\s*$",
+                "maglev_v2",
+            )
+            .schema_type(SchemaType::from_iter([Type::String, Type::Null])),
+        )
+    }
+
+    /// `parse_mac`: six two-digit hex octets separated by `:` or `-`.
+    const MAC: &str = "[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}";
+
+    pub(super) fn mac() -> RefOr<Schema> {
+        build(text("A MAC address: six hex octets separated by `:` or `-`", &format!("^{MAC}$"), "aa:bb:cc:dd:ee:ff"))
+    }
+
+    /// In `/lb/create` an empty MAC (or null) is the default.
+    pub(super) fn optional_mac() -> RefOr<Schema> {
+        build(
+            text(
+                "A MAC address: six hex octets separated by `:` or `-`; empty or null is the default",
+                &format!("^({MAC})?$"),
+                "aa:bb:cc:dd:ee:ff",
+            )
+            .schema_type(SchemaType::from_iter([Type::String, Type::Null])),
+        )
+    }
+
+    /// Standard base64 with padding, as the `base64` crate's STANDARD engine
+    /// decodes it (the unused bits of the last symbol zero), ASCII whitespace
+    /// anywhere (the handler drops it: `base64` wraps at 76 columns).
+    pub(super) fn base64() -> RefOr<Schema> {
+        const W: &str = r"[\t\n\x0C\r ]*";
+        const C: &str = "[A-Za-z0-9+/]";
+        let pattern =
+            format!("^{W}({C}{W}{C}{W}{C}{W}{C}{W})*({C}{W}[AQgw]{W}={W}={W}|{C}{W}{C}{W}[AEIMQUYcgkosw048]{W}={W})?$");
+        build(text("An Ethernet frame, standard base64 (with padding)", &pattern, "AAAAAAAAAAAAAAAAAAAAAA=="))
     }
 }
