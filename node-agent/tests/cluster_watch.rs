@@ -53,21 +53,32 @@ impl Drop for Env {
     }
 }
 
-/// The double with the CRDs and this node, a testing Balancer, the sync loop running.
-async fn env(labels: &[(&str, &str)]) -> Env {
+/// The API double with weir's CRDs.
+fn api_server() -> ApiServer {
     let server = ApiServer::start();
     server.register_crd(&VirtualService::crd());
     server.register_crd(&RealServer::crd());
     server.register_crd(&BalancerNode::crd());
+    server
+}
+
+/// The sync loop of this node running against `server`, programming `lb`.
+fn start_agent(server: ApiServer, lb: Balancer) -> Env {
+    let balancer: SharedBalancer = Arc::new(RwLock::new(Some(lb)));
+    let reconciler = Arc::new(Mutex::new(Reconciler::new()));
+    let task = tokio::spawn(watch::run(server.client(), NODE.into(), balancer.clone(), reconciler.clone()));
+    Env { server, balancer, reconciler, task }
+}
+
+/// The double with the CRDs and this node, a testing Balancer, the sync loop running.
+async fn env(labels: &[(&str, &str)]) -> Env {
+    let server = api_server();
     let node: Node = serde_json::from_value(json!({
         "metadata": {"name": NODE, "labels": labels.iter().cloned().collect::<BTreeMap<_, _>>()}
     }))
     .unwrap();
     Api::<Node>::all(server.client()).create(&PostParams::default(), &node).await.unwrap();
-    let balancer: SharedBalancer = Arc::new(RwLock::new(Some(Balancer::new(BalancerConfig::testing()).unwrap())));
-    let reconciler = Arc::new(Mutex::new(Reconciler::new()));
-    let task = tokio::spawn(watch::run(server.client(), NODE.into(), balancer.clone(), reconciler.clone()));
-    Env { server, balancer, reconciler, task }
+    start_agent(server, Balancer::new(BalancerConfig::testing()).unwrap())
 }
 
 impl Env {
@@ -175,10 +186,7 @@ async fn restart_adopts_the_vips_its_status_lists() {
     if skip_unless_root("restart_adopts_the_vips_its_status_lists") {
         return;
     }
-    let server = ApiServer::start();
-    server.register_crd(&VirtualService::crd());
-    server.register_crd(&RealServer::crd());
-    server.register_crd(&BalancerNode::crd());
+    let server = api_server();
     // What the agent had programmed and reported before it stopped.
     let mut lb = Balancer::new(BalancerConfig::testing()).unwrap();
     lb.add_vip(VipSpec { id: vip_id(), flags: 0 }).unwrap();
@@ -202,14 +210,7 @@ async fn restart_adopts_the_vips_its_status_lists() {
     vss.create(&PostParams::default(), &vs("web", None)).await.unwrap();
     rss.create(&PostParams::default(), &rs("a", real(1), 9)).await.unwrap();
 
-    let balancer: SharedBalancer = Arc::new(RwLock::new(Some(lb)));
-    let reconciler = Arc::new(Mutex::new(Reconciler::new()));
-    let env = Env {
-        task: tokio::spawn(watch::run(server.client(), NODE.into(), balancer.clone(), reconciler.clone())),
-        server,
-        balancer,
-        reconciler,
-    };
+    let env = start_agent(server, lb);
     env.until("weight 9 applied to the adopted VIP", |lb| {
         reals(lb) == Some(vec![RealSpec { addr: real(1), weight: 9, flags: 0 }])
     })
@@ -327,10 +328,7 @@ async fn restart_keeps_ready_transition_time() {
     if skip_unless_root("restart_keeps_ready_transition_time") {
         return;
     }
-    let server = ApiServer::start();
-    server.register_crd(&VirtualService::crd());
-    server.register_crd(&RealServer::crd());
-    server.register_crd(&BalancerNode::crd());
+    let server = api_server();
     // What the previous agent reported: Ready since 2020, nothing programmed yet.
     server
         .put(json!({
@@ -342,14 +340,7 @@ async fn restart_keeps_ready_transition_time() {
         .unwrap();
     let vss: Api<VirtualService> = Api::namespaced(server.client(), "default");
     vss.create(&PostParams::default(), &vs("web", None)).await.unwrap();
-    let balancer: SharedBalancer = Arc::new(RwLock::new(Some(Balancer::new(BalancerConfig::testing()).unwrap())));
-    let reconciler = Arc::new(Mutex::new(Reconciler::new()));
-    let env = Env {
-        task: tokio::spawn(watch::run(server.client(), NODE.into(), balancer.clone(), reconciler.clone())),
-        server,
-        balancer,
-        reconciler,
-    };
+    let env = start_agent(server, Balancer::new(BalancerConfig::testing()).unwrap());
     let nodes: Api<BalancerNode> = Api::all(env.server.client());
     let status = env.status_until(&nodes, "web programmed", |s| s.virtual_services.len() == 1).await;
     let ready = &status.conditions[0];
@@ -365,10 +356,7 @@ async fn a_virtual_service_the_types_reject_does_not_stop_the_others() {
     if skip_unless_root("a_virtual_service_the_types_reject_does_not_stop_the_others") {
         return;
     }
-    let server = ApiServer::start();
-    server.register_crd(&VirtualService::crd());
-    server.register_crd(&RealServer::crd());
-    server.register_crd(&BalancerNode::crd());
+    let server = api_server();
     // Stored before a CRD change narrowed the protocol enum (the double, like an API server
     // whose schema changed, keeps it as it is).
     server
@@ -384,14 +372,7 @@ async fn a_virtual_service_the_types_reject_does_not_stop_the_others() {
     rss.create(&PostParams::default(), &rs("a", real(1), 5)).await.unwrap();
 
     // A (re)starting agent lists everything afresh: it becomes ready and programs `web`.
-    let balancer: SharedBalancer = Arc::new(RwLock::new(Some(Balancer::new(BalancerConfig::testing()).unwrap())));
-    let reconciler = Arc::new(Mutex::new(Reconciler::new()));
-    let env = Env {
-        task: tokio::spawn(watch::run(server.client(), NODE.into(), balancer.clone(), reconciler.clone())),
-        server,
-        balancer,
-        reconciler,
-    };
+    let env = start_agent(server, Balancer::new(BalancerConfig::testing()).unwrap());
     env.until("web programmed", |lb| reals(lb) == Some(vec![RealSpec { addr: real(1), weight: 5, flags: 0 }])).await;
     assert!(env.reconciler.lock().unwrap().synced(), "ready");
     assert_eq!(env.balancer.read().unwrap().as_ref().unwrap().vips().len(), 1, "the SCTP object is not programmed");
