@@ -43,6 +43,18 @@ async fn timed<F: std::future::Future<Output = ()>>(f: F) {
 }
 
 impl Harness {
+    /// A Node named `name` and its (empty) BalancerNode, as a starting agent makes it.
+    async fn create_balancer_node(&self, name: &str) {
+        let node: Node =
+            serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})).unwrap();
+        Api::<Node>::all(self.client.clone()).create(&PostParams::default(), &node).await.unwrap();
+        let bn: BalancerNode = serde_json::from_value(json!({
+            "apiVersion": GROUP_VERSION, "kind": "BalancerNode", "metadata": {"name": name}, "spec": {},
+        }))
+        .unwrap();
+        Api::<BalancerNode>::all(self.client.clone()).create(&PostParams::default(), &bn).await.unwrap();
+    }
+
     async fn create_vs(&self, name: &str, address: &str, port: u16) {
         let vs: VirtualService = serde_json::from_value(json!({
             "apiVersion": GROUP_VERSION, "kind": "VirtualService",
@@ -317,16 +329,7 @@ fn c_message_of(obj: &Value, type_: &str) -> Value {
 async fn a_rejected_virtual_service_is_not_pending() {
     timed(async {
         let h = start();
-        let node: Node = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
-        }))
-        .unwrap();
-        Api::<Node>::all(h.client.clone()).create(&PostParams::default(), &node).await.unwrap();
-        let bn: BalancerNode = serde_json::from_value(json!({
-            "apiVersion": GROUP_VERSION, "kind": "BalancerNode", "metadata": {"name": "n1"}, "spec": {},
-        }))
-        .unwrap();
-        Api::<BalancerNode>::all(h.client.clone()).create(&PostParams::default(), &bn).await.unwrap();
+        h.create_balancer_node("n1").await;
         h.create_vs("alpha", "10.0.0.1", 80).await;
         h.wait_condition("virtualservices", "alpha", "Accepted", "True", None).await;
         h.create_vs("beta", "10.0.0.1", 80).await;
@@ -343,17 +346,8 @@ async fn a_rejected_virtual_service_is_not_pending() {
 async fn programmed_follows_weight_changes() {
     timed(async {
         let h = start();
-        let node: Node = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
-        }))
-        .unwrap();
-        Api::<Node>::all(h.client.clone()).create(&PostParams::default(), &node).await.unwrap();
+        h.create_balancer_node("n1").await;
         let nodes = Api::<BalancerNode>::all(h.client.clone());
-        let bn: BalancerNode = serde_json::from_value(json!({
-            "apiVersion": GROUP_VERSION, "kind": "BalancerNode", "metadata": {"name": "n1"}, "spec": {},
-        }))
-        .unwrap();
-        nodes.create(&PostParams::default(), &bn).await.unwrap();
         h.create_vs("web", "10.0.0.1", 80).await;
         h.create_rs("r1", "web", "10.1.0.1").await;
         h.wait_condition("realservers", "r1", "Accepted", "True", None).await;
