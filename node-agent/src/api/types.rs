@@ -453,6 +453,11 @@ mod schemas {
             .description(Some(description))
     }
 
+    /// An integer that is one of `values`.
+    fn one_of<const N: usize>(description: &str, values: [u32; N]) -> RefOr<Schema> {
+        build(ObjectBuilder::new().schema_type(Type::Integer).enum_values(Some(values)).description(Some(description)))
+    }
+
     fn text(description: &str, pattern: &str, example: &str) -> ObjectBuilder {
         ObjectBuilder::new()
             .schema_type(Type::String)
@@ -481,12 +486,7 @@ mod schemas {
     }
 
     pub(super) fn proto() -> RefOr<Schema> {
-        build(
-            ObjectBuilder::new()
-                .schema_type(Type::Integer)
-                .enum_values(Some([6, 17]))
-                .description(Some("6 TCP, 17 UDP")),
-        )
+        one_of("6 TCP, 17 UDP", [6, 17])
     }
 
     /// Bits 0..=9 are Katran's VIP flags; bits above are 400, known flags the
@@ -511,29 +511,18 @@ mod schemas {
 
     /// The Katran features `/features/*` know (`features::FEATURES`).
     pub(super) fn feature() -> RefOr<Schema> {
-        build(
-            ObjectBuilder::new().schema_type(Type::Integer).enum_values(Some([1, 2, 4, 8, 16, 32, 64])).description(
-                Some("SrcRouting 1, InlineDecap 2, Introspection 4, GUEEncap 8, DirectHC 16, LocalDeliveryOpt 32, FlowDebug 64"),
-            ),
+        one_of(
+            "SrcRouting 1, InlineDecap 2, Introspection 4, GUEEncap 8, DirectHC 16, LocalDeliveryOpt 32, FlowDebug 64",
+            [1, 2, 4, 8, 16, 32, 64],
         )
     }
 
     pub(super) fn action() -> RefOr<Schema> {
-        build(
-            ObjectBuilder::new()
-                .schema_type(Type::Integer)
-                .enum_values(Some([0, 1]))
-                .description(Some("0 add (or update), 1 delete")),
-        )
+        one_of("0 add (or update), 1 delete", [0, 1])
     }
 
     pub(super) fn hash_func() -> RefOr<Schema> {
-        build(
-            ObjectBuilder::new()
-                .schema_type(Type::Integer)
-                .enum_values(Some([0, 1]))
-                .description(Some("0 Maglev, 1 Maglev V2")),
-        )
+        one_of("0 Maglev, 1 Maglev V2", [0, 1])
     }
 
     pub(super) fn optional_hash_func() -> RefOr<Schema> {
