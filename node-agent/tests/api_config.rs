@@ -201,7 +201,7 @@ async fn a_bad_document_creates_nothing() {
         doc.as_object_mut().unwrap().extend(change.as_object().unwrap().clone());
         let fresh = Api::new();
         let err = weir_agent::api::import_document(&fresh.state, doc.to_string().as_bytes()).unwrap_err();
-        assert_eq!((err.code, err.message.as_str()), (code, needle));
+        assert_eq!((err.code.as_str(), err.message.as_str()), (code, needle));
         assert!(fresh.state.balancer.read().unwrap().is_none(), "{needle}: a balancer was created");
     }
 }

@@ -224,7 +224,7 @@ async fn create_from_json_is_the_endpoint() {
     }
     let api = Api::new();
     let err = weir_agent::api::create_from_json(&api.state, b"{\"testing\": true, \"flow_debug\": true}").unwrap_err();
-    assert_eq!((err.status, err.code), (StatusCode::NOT_IMPLEMENTED, "FEATURE_DISABLED"));
+    assert_eq!((err.status, err.code.as_str()), (StatusCode::NOT_IMPLEMENTED, "FEATURE_DISABLED"));
     weir_agent::api::create_from_json(&api.state, CREATE_TESTING.as_bytes()).unwrap();
     let status = api.call("GET", "/api/v1/lb/status").await;
     assert_eq!(
@@ -234,5 +234,5 @@ async fn create_from_json_is_the_endpoint() {
         )
     );
     let err = weir_agent::api::create_from_json(&api.state, CREATE_TESTING.as_bytes()).unwrap_err();
-    assert_eq!((err.status, err.code), (StatusCode::CONFLICT, "ALREADY_EXISTS"));
+    assert_eq!((err.status, err.code.as_str()), (StatusCode::CONFLICT, "ALREADY_EXISTS"));
 }

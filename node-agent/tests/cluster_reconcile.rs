@@ -209,7 +209,7 @@ fn a_failing_op_does_not_stop_the_others() {
     let errors = weir_agent::cluster::apply(&mut lb, &ops);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].op, ops[0]);
-    assert_eq!(errors[0].error.code(), "NOT_FOUND");
+    assert_eq!(errors[0].error.code().as_str(), "NOT_FOUND");
     assert_eq!(lb.vip_info(&vip_id()).unwrap().hash_function, HashFunction::MaglevV2);
     assert_eq!(syn_lands_on(&lb, 40000), Some(real(2)));
 }

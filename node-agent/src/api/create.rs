@@ -338,7 +338,7 @@ mod tests {
 
     fn code_and_message(json: &str) -> (&'static str, String) {
         let e = config(json).unwrap_err();
-        (e.code, e.message)
+        (e.code.as_str(), e.message)
     }
 
     #[test]

@@ -8,73 +8,80 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::reply::{ErrorDetail, Failure};
+use crate::error::Code;
 use crate::Error;
+
+impl Code {
+    /// The HTTP status each code answers with, unless a layer says
+    /// otherwise (a body too large is INVALID_REQUEST with 413).
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::InvalidRequest => StatusCode::BAD_REQUEST,
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::Forbidden | Code::ReadOnly => StatusCode::FORBIDDEN,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            // A change cluster mode owns (a VIP of a VirtualService, the
+            // balancer's lifecycle): katran has no code for it; 409 as the
+            // request conflicts with the node's state.
+            Code::AlreadyExists | Code::ClusterOwned => StatusCode::CONFLICT,
+            Code::SpaceExhausted => StatusCode::INSUFFICIENT_STORAGE,
+            Code::FeatureDisabled => StatusCode::NOT_IMPLEMENTED,
+            Code::LbNotInitialized | Code::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            Code::BpfFailed | Code::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
     /// katran-server's code: INVALID_REQUEST, NOT_FOUND, ...
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with its code's status.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self { status: code.status(), code, message: message.into() }
+    }
+
+    /// An error whose status is not its code's (413 and 408 are INVALID_REQUEST).
+    pub fn with_status(status: StatusCode, code: Code, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into() }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message)
+        Self::new(Code::InvalidRequest, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+        Self::new(Code::NotFound, message)
     }
 
     pub fn already_exists(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "ALREADY_EXISTS", message)
+        Self::new(Code::AlreadyExists, message)
     }
 
     pub fn not_initialized() -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "LB_NOT_INITIALIZED",
-            "the load balancer is not initialized: POST /api/v1/lb/create first",
-        )
+        Self::new(Code::LbNotInitialized, "the load balancer is not initialized: POST /api/v1/lb/create first")
     }
 
     pub fn feature_disabled(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_IMPLEMENTED, "FEATURE_DISABLED", message)
+        Self::new(Code::FeatureDisabled, message)
     }
 
-    /// A change cluster mode owns (a VIP of a VirtualService, the balancer's
-    /// lifecycle): katran has no code for it; 409 as the request conflicts
-    /// with the node's state, and a code that says whose it is.
     pub fn cluster_owned(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "CLUSTER_OWNED", message)
+        Self::new(Code::ClusterOwned, message)
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+        Self::new(Code::Unauthorized, message)
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", message)
-    }
-}
-
-/// The HTTP status of each katran-server error code.
-pub fn status_of(code: &str) -> StatusCode {
-    match code {
-        "INVALID_REQUEST" => StatusCode::BAD_REQUEST,
-        "UNAUTHORIZED" => StatusCode::UNAUTHORIZED,
-        "NOT_FOUND" => StatusCode::NOT_FOUND,
-        "METHOD_NOT_ALLOWED" => StatusCode::METHOD_NOT_ALLOWED,
-        "ALREADY_EXISTS" => StatusCode::CONFLICT,
-        "SPACE_EXHAUSTED" => StatusCode::INSUFFICIENT_STORAGE,
-        "FEATURE_DISABLED" => StatusCode::NOT_IMPLEMENTED,
-        "LB_NOT_INITIALIZED" => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        Self::new(Code::InternalError, message)
     }
 }
 
@@ -90,13 +97,16 @@ impl From<Error> for ApiError {
             message.push_str(&cause.to_string());
             source = cause.source();
         }
-        Self { status: status_of(code), code, message }
+        Self { status: code.status(), code, message }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Failure { success: false, error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
+        let body = Failure {
+            success: false,
+            error: ErrorDetail { code: self.code.as_str().to_owned(), message: self.message },
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -15,6 +15,7 @@
 //! Unknown fields are ignored (serde's default): the reference client sends
 //! extra fields such as `healthy` on reals.
 
+use crate::error::Code;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
@@ -115,7 +116,7 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
     Bytes::from_request(req, state).await.map_err(|e| {
         // katran has no code for a body over the limit: 413 with INVALID_REQUEST.
         let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { e.status() } else { StatusCode::BAD_REQUEST };
-        ApiError::new(status, "INVALID_REQUEST", format!("request body: {}", e.body_text()))
+        ApiError::with_status(status, Code::InvalidRequest, format!("request body: {}", e.body_text()))
     })
 }
 

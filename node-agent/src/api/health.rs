@@ -20,6 +20,7 @@
 //! the state before that change, which is still the datapath's state until
 //! the change ends. A probe therefore never fails because the agent is busy.
 
+use crate::error::Code;
 use std::sync::{Mutex, PoisonError, TryLockError};
 
 use axum::extract::State;
@@ -84,7 +85,7 @@ impl IntoResponse for NotReady {
 fn not_ready(reason: &'static str, message: impl Into<String>) -> NotReady {
     NotReady {
         success: false,
-        error: ErrorDetail { code: "LB_NOT_INITIALIZED".to_owned(), message: message.into() },
+        error: ErrorDetail { code: Code::LbNotInitialized.as_str().to_owned(), message: message.into() },
         data: Readiness { ready: false, status: "not_ready", reason: Some(reason) },
     }
 }

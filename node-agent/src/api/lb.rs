@@ -20,8 +20,8 @@
 //!   runs its own built-in program, and a new configuration is close + create.
 //!   A testing balancer has nothing pinned to adopt: 501.
 
+use crate::error::Code;
 use axum::extract::State;
-use axum::http::StatusCode;
 
 use super::create::BALANCER_PROGRAM;
 use super::error::ApiError;
@@ -100,8 +100,7 @@ async fn lb_attach_bpf_progs(State(state): State<ApiState>) -> Result<Done, ApiE
         )));
     }
     Err(ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "INVALID_REQUEST",
+        Code::InvalidRequest,
         "the balancer was created with testing: true, which loads the program for BPF_PROG_TEST_RUN and never \
          attaches it; create it with testing: false to attach",
     ))

@@ -7,11 +7,12 @@
 //! Also the two answers no handler gives: unknown paths (404 NOT_FOUND) and
 //! wrong methods (405) in the JSON error envelope, never axum's defaults.
 
+use crate::error::Code;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::handler::Handler;
-use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
 use axum::Router;
@@ -109,8 +110,7 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 fn method_not_allowed(allowed: &BTreeMap<String, BTreeSet<&'static str>>, method: &Method, uri: &Uri) -> Response {
     let methods = allowed.get(uri.path()).map(|m| m.iter().copied().collect::<Vec<_>>().join(", ")).unwrap_or_default();
     let error = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "METHOD_NOT_ALLOWED",
+        Code::MethodNotAllowed,
         format!("method {method} is not allowed on {} (allowed: {methods})", uri.path()),
     );
     let mut response = error.into_response();

@@ -21,9 +21,6 @@ use super::ApiState;
 use crate::dataplane::{Balancer, VipId};
 use crate::Error;
 
-/// Fields whose Balancer errors are address validation failures.
-const ADDRESS_FIELDS: &[&str] = &["address", "real address", "src_ip", "src"];
-
 /// katran's `lb_stats` (`/stats/userspace`), counted by the API for real:
 /// Balancer calls that failed with BPF_FAILED, and addresses that failed
 /// validation (unparsable, or not a unicast address the Balancer accepts).
@@ -58,7 +55,7 @@ impl UserspaceCounters {
             Error::Bpf { .. } => {
                 self.bpf_failed_calls.fetch_add(1, Ordering::Relaxed);
             }
-            Error::InvalidRequest { field, .. } if ADDRESS_FIELDS.contains(field) => self.count_bad_address(),
+            Error::InvalidAddress { .. } => self.count_bad_address(),
             _ => {}
         }
     }
@@ -214,8 +211,8 @@ mod tests {
     fn failures_are_counted_by_kind() {
         let counters = UserspaceCounters::default();
         counters.count(&Error::bpf("write map weir_vips", std::io::Error::other("EPERM")));
-        counters.count(&Error::invalid("address", "224.0.0.1 is not a unicast address"));
-        counters.count(&Error::invalid("real address", "ff02::1 is not a unicast address"));
+        counters.count(&Error::bad_address("address", "224.0.0.1 is not a unicast address"));
+        counters.count(&Error::bad_address("real address", "ff02::1 is not a unicast address"));
         counters.count(&Error::invalid("flags", "0x400"));
         counters.count(&Error::NotFound { what: "VIP".into() });
         assert_eq!(counters.snapshot(), UserspaceStats { bpf_failed_calls: 1, addr_validation_failed: 2 });

@@ -521,7 +521,7 @@ impl Balancer {
     pub fn delete_conn(&mut self, id: &VipId, src: IpAddr, src_port: u16) -> Result<bool> {
         let vip = self.vip(id)?;
         if src.is_ipv6() != id.addr.is_ipv6() {
-            return Err(Error::invalid("src_ip", format!("{src} is not of the VIP's address family")));
+            return Err(Error::bad_address("src_ip", format!("{src} is not of the VIP's address family")));
         }
         if id.port == 0 && vip.flags & (abi::VIP_F_DPORT_HASH | abi::VIP_F_HASH_SRC_DST_PORT) != 0 {
             // Such entries are keyed by the packet's destination port, which
@@ -683,7 +683,7 @@ impl Balancer {
     /// by [`super::flow::conn_key`], the Rust mirror of the program's.
     pub fn existing_real_for_flow(&self, flow: &super::flow::Flow) -> Result<Option<IpAddr>> {
         if flow.src.is_ipv6() != flow.dst.is_ipv6() {
-            return Err(Error::invalid("src", format!("{} and {} are of different families", flow.src, flow.dst)));
+            return Err(Error::bad_address("src", format!("{} and {} are of different families", flow.src, flow.dst)));
         }
         // lookup_vip: the VIP of the port first, then the port-less one.
         let id = |port| VipId { addr: flow.dst, port, proto: flow.proto };
@@ -1005,7 +1005,7 @@ fn validate_vip_id(id: &VipId) -> Result<()> {
 
 /// The address rule the CRD validation applies too (one function decides).
 fn validate_unicast(field: &'static str, addr: IpAddr) -> Result<()> {
-    weir_crds::address::check_unicast(addr).map_err(|e| Error::invalid(field, format!("{addr} {e}")))
+    weir_crds::address::check_unicast(addr).map_err(|e| Error::bad_address(field, format!("{addr} {e}")))
 }
 
 fn validate_vip_flags(flags: u32) -> Result<()> {

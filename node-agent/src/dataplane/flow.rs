@@ -112,7 +112,7 @@ pub fn flow_frame(flow: &Flow) -> Result<Vec<u8>> {
     let ip = match (flow.src, flow.dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
         (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
-        _ => return Err(Error::invalid("src", format!("{} and {} are of different families", flow.src, flow.dst))),
+        _ => return Err(Error::bad_address("src", format!("{} and {} are of different families", flow.src, flow.dst))),
     };
     let mut frame = Vec::new();
     let written = match flow.proto {

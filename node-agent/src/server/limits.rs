@@ -15,6 +15,7 @@
 //! close: [`DRAIN_MAX_BYTES`], [`DRAIN_MAX_TIME`]), so that a client still
 //! sending it reads the answer rather than a connection reset.
 
+use crate::error::Code;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -145,7 +146,8 @@ async fn collect(body: &mut Body, limit: usize) -> Result<Bytes, Collect> {
 /// its code for a request the server will not take as sent.
 fn too_large(limit: usize) -> Response {
     let message = format!("request body larger than {limit} bytes (see --body-limit)");
-    let mut response = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "INVALID_REQUEST", message).into_response();
+    let mut response =
+        ApiError::with_status(StatusCode::PAYLOAD_TOO_LARGE, Code::InvalidRequest, message).into_response();
     // Whatever the drain left unread must not be taken for a next request.
     response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     response
@@ -154,7 +156,8 @@ fn too_large(limit: usize) -> Response {
 /// 408 with the envelope, and the connection closed (the client is too slow to keep).
 fn slow_body(limit: Duration) -> Response {
     let message = format!("the request body did not arrive within the read timeout ({})", duration::display(limit));
-    let mut response = ApiError::new(StatusCode::REQUEST_TIMEOUT, "INVALID_REQUEST", message).into_response();
+    let mut response =
+        ApiError::with_status(StatusCode::REQUEST_TIMEOUT, Code::InvalidRequest, message).into_response();
     response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     response
 }

@@ -28,6 +28,7 @@
 //!
 //! Both refusals count in `weir_agent_api_connections_refused_total{reason}`.
 
+use crate::error::Code;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -98,24 +99,24 @@ impl Refusal {
 
     /// The whole HTTP/1.1 answer, the API's envelope, with `Connection: close`.
     fn response(self) -> Vec<u8> {
-        let (status, code, message, extra) = match self {
-            Self::Peer(ip) => (
-                "403 Forbidden",
-                "FORBIDDEN",
-                format!("source address {ip} is not allowed to use the API (see --allow-cidr)"),
-                "",
-            ),
+        let (code, message, extra) = match self {
+            Self::Peer(ip) => {
+                (Code::Forbidden, format!("source address {ip} is not allowed to use the API (see --allow-cidr)"), "")
+            }
             Self::Full(n) => (
-                "503 Service Unavailable",
-                "TOO_MANY_CONNECTIONS",
+                Code::TooManyConnections,
                 format!("the agent serves at most {n} connections at once (--max-connections); retry later"),
                 "retry-after: 1\r\n",
             ),
         };
-        let body = serde_json::json!({"success": false, "error": {"code": code, "message": message}}).to_string();
+        let status = code.status();
+        let body =
+            serde_json::json!({"success": false, "error": {"code": code.as_str(), "message": message}}).to_string();
         format!(
-            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: \
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: \
              close\r\n\r\n{body}",
+            status.as_str(),
+            status.canonical_reason().unwrap_or_default(),
             body.len()
         )
         .into_bytes()

@@ -8,13 +8,14 @@
 //! | token (`Bearer <token>` or the bare token) | 401 | `UNAUTHORIZED` | katran's own code, with `WWW-Authenticate: Bearer` (RFC 6750) |
 //! | read-only | 403 | `READ_ONLY` | the conventions' `read_only`: the request is understood and valid, this agent refuses changes |
 
+use crate::error::Code;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
@@ -64,7 +65,7 @@ pub async fn allowlist(State(list): State<Allowlist>, req: Request, next: Next) 
 }
 
 fn forbidden(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
+    ApiError::new(Code::Forbidden, message)
 }
 
 /// The bearer token. Its bytes never appear in `Debug` output.
@@ -165,7 +166,7 @@ pub async fn read_only(req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     let message = format!("weir-agent runs read-only (--read-only): {} {} is refused", req.method(), req.uri().path());
-    ApiError::new(StatusCode::FORBIDDEN, "READ_ONLY", message).into_response()
+    ApiError::new(Code::ReadOnly, message).into_response()
 }
 
 #[cfg(test)]
