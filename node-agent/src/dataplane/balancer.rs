@@ -920,19 +920,18 @@ fn ring_of(vip: &Vip, state: &State, ring_size: u32) -> Vec<u32> {
 }
 
 fn monotonic_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
+    clock_ns(nix::time::ClockId::CLOCK_MONOTONIC)
 }
 
 /// The clock the datapath stamps connections with (bpf_ktime_get_coarse_ns).
 fn monotonic_coarse_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
+    clock_ns(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
 }
 
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes the timespec we pass and nothing else.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+fn clock_ns(clock: nix::time::ClockId) -> u64 {
+    // Both clocks exist on every Linux this runs on: they cannot fail.
+    let ts = nix::time::clock_gettime(clock).unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
 // ---- validation ----
