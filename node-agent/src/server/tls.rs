@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
@@ -73,7 +74,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path)?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::new(path, format!("bad PEM: {e}")))?;
     if certs.is_empty() {
@@ -84,7 +85,8 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(path)?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| TlsError::new(path, format!("bad PEM: {e}")))?
-        .ok_or_else(|| TlsError::new(path, "no PRIVATE KEY block found (PKCS#8, PKCS#1 or SEC1)"))
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::new(path, "no PRIVATE KEY block found (PKCS#8, PKCS#1 or SEC1)"),
+        e => TlsError::new(path, format!("bad PEM: {e}")),
+    })
 }
