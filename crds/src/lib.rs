@@ -23,6 +23,7 @@ use kube::CustomResourceExt;
 
 pub mod address;
 pub mod lenient;
+pub mod mac;
 pub mod status;
 pub mod v1alpha1;
 pub mod validation;

@@ -31,24 +31,11 @@ endpoints!(get_mac, set_mac, real_for_flow, simulate_packet, prog_fd, map_fd);
 
 /// Parses `aa:bb:cc:dd:ee:ff` (or with `-`), naming `field` when it is not a MAC.
 pub(super) fn parse_mac(field: &str, text: &str) -> Result<[u8; 6], ApiError> {
-    let bad = || ApiError::invalid(format!("{field}: {text:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"));
-    let octets: Vec<&str> = text.split([':', '-']).collect();
-    if octets.len() != 6 {
-        return Err(bad());
-    }
-    let mut mac = [0u8; 6];
-    for (byte, octet) in mac.iter_mut().zip(octets) {
-        // from_str_radix alone would take "+a".
-        if octet.len() != 2 || !octet.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad());
-        }
-        *byte = u8::from_str_radix(octet, 16).map_err(|_| bad())?;
-    }
-    Ok(mac)
+    text.parse::<weir_crds::mac::Mac>().map(|mac| mac.0).map_err(|e| ApiError::invalid(format!("{field}: {e}")))
 }
 
 pub(super) fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    weir_crds::mac::Mac(mac).to_string()
 }
 
 /// The default router's MAC: the Ethernet destination of encapsulated packets.

@@ -80,8 +80,7 @@ fn neighbour_mac(arp: &str, ip: Ipv4Addr, iface: &str) -> Option<[u8; 6]> {
         if *device != iface || addr.parse::<Ipv4Addr>().ok()? != ip || !complete {
             return None;
         }
-        let bytes: Vec<u8> = mac.split(':').map(|b| u8::from_str_radix(b, 16)).collect::<Result<_, _>>().ok()?;
-        bytes.try_into().ok()
+        mac.parse::<weir_crds::mac::Mac>().ok().map(|mac| mac.0)
     })
 }
 

@@ -290,21 +290,19 @@ fn interface(name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Six hex octets separated by ':'; a unicast address (a next hop cannot be multicast). Or
+/// Six hex octets separated by ':' or '-'; a unicast address (a next hop cannot be multicast). Or
 /// `gateway`: each agent resolves its interface's default gateway at start-up.
 fn mac(text: &str) -> Result<(), ConfigError> {
     if text == "gateway" {
         return Ok(());
     }
-    let octets: Vec<_> = text.split(':').map(|o| (o.len() == 2).then(|| u8::from_str_radix(o, 16).ok())).collect();
-    let Some(octets) = octets.into_iter().map(Option::flatten).collect::<Option<Vec<u8>>>().filter(|o| o.len() == 6)
-    else {
+    let Ok(mac) = text.parse::<weir_crds::mac::Mac>() else {
         return Err(invalid("defaultMac", text, "must be a MAC address like 02:00:00:00:00:01, or gateway"));
     };
-    if octets[0] & 1 == 1 {
+    if mac.is_multicast() {
         return Err(invalid("defaultMac", text, "is a multicast/broadcast address; the next hop needs a unicast one"));
     }
-    if octets.iter().all(|&o| o == 0) {
+    if mac.is_zero() {
         return Err(invalid("defaultMac", text, "is the zero address"));
     }
     Ok(())
