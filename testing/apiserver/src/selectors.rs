@@ -2,29 +2,23 @@
 //! the query and matched against stored objects by list, watch and
 //! deleteCollection.
 //!
-//! The label-selector grammar is hand-written. `kube::core::Selector` does not
-//! replace it: kube's `Selector` builds and renders selectors (from
-//! `LabelSelector` or `Expression`s) and matches them against labels, but has
-//! no parser for the query-string form (`a=b,c in (d,e),!f`) the server must
-//! read, and field selectors are not label selectors at all.
+//! Label selectors are `kube::core::Selector`s, so matching follows kube's
+//! rules (`notin` and `!=` match an absent label). Their parser stays
+//! hand-written: kube builds and renders selectors but has no parser for the
+//! query-string form (`a=b,c in (d,e),!f`) a server must read. Field
+//! selectors (`metadata.name`, `metadata.namespace` only) are not label
+//! selectors and are hand-written too.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::core::{Expression, Selector, SelectorExt};
 use serde_json::Value;
 
 use crate::error::ApiError;
 
-#[derive(Debug, Clone)]
-pub(crate) enum LabelReq {
-    Eq(String, String),
-    Ne(String, String),
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-    Exists(String),
-    NotExists(String),
-}
-
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Selectors {
-    pub(crate) labels: Vec<LabelReq>,
+    pub(crate) labels: Selector,
     pub(crate) fields: Vec<(String, bool, String)>, // (field, equal?, value)
 }
 
@@ -50,7 +44,7 @@ pub(crate) fn split_top_level(s: &str) -> Vec<String> {
     out.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
 }
 
-pub(crate) fn parse_set(s: &str) -> Result<Vec<String>, ApiError> {
+pub(crate) fn parse_set(s: &str) -> Result<BTreeSet<String>, ApiError> {
     let s = s.trim();
     let inner = s
         .strip_prefix('(')
@@ -59,29 +53,29 @@ pub(crate) fn parse_set(s: &str) -> Result<Vec<String>, ApiError> {
     Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
 }
 
-pub(crate) fn parse_label_selector(s: &str) -> Result<Vec<LabelReq>, ApiError> {
+pub(crate) fn parse_label_selector(s: &str) -> Result<Selector, ApiError> {
     let mut reqs = Vec::new();
     for term in split_top_level(s) {
         let req = if let Some((k, v)) = term.split_once("!=") {
-            LabelReq::Ne(k.trim().into(), v.trim().into())
+            Expression::NotEqual(k.trim().into(), v.trim().into())
         } else if let Some((k, v)) = term.split_once("==") {
-            LabelReq::Eq(k.trim().into(), v.trim().into())
+            Expression::Equal(k.trim().into(), v.trim().into())
         } else if let Some((k, v)) = term.split_once('=') {
-            LabelReq::Eq(k.trim().into(), v.trim().into())
+            Expression::Equal(k.trim().into(), v.trim().into())
         } else if let Some((k, v)) = term.split_once(" notin ") {
-            LabelReq::NotIn(k.trim().into(), parse_set(v)?)
+            Expression::NotIn(k.trim().into(), parse_set(v)?)
         } else if let Some((k, v)) = term.split_once(" in ") {
-            LabelReq::In(k.trim().into(), parse_set(v)?)
+            Expression::In(k.trim().into(), parse_set(v)?)
         } else if let Some(k) = term.strip_prefix('!') {
-            LabelReq::NotExists(k.trim().into())
+            Expression::DoesNotExist(k.trim().into())
         } else if term.contains(['(', ')', ' ', '<', '>']) {
             return Err(ApiError::bad_request(format!("unable to parse requirement: {term}")));
         } else {
-            LabelReq::Exists(term)
+            Expression::Exists(term)
         };
         reqs.push(req);
     }
-    Ok(reqs)
+    Ok(reqs.into_iter().collect())
 }
 
 pub(crate) fn parse_field_selector(s: &str) -> Result<Vec<(String, bool, String)>, ApiError> {
@@ -107,16 +101,7 @@ pub(crate) fn parse_field_selector(s: &str) -> Result<Vec<(String, bool, String)
 
 impl Selectors {
     pub(crate) fn matches(&self, obj: &Value) -> bool {
-        let labels = obj["metadata"]["labels"].as_object();
-        let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(|v| v.as_str());
-        let labels_ok = self.labels.iter().all(|r| match r {
-            LabelReq::Eq(k, v) => label(k) == Some(v.as_str()),
-            LabelReq::Ne(k, v) => label(k) != Some(v.as_str()),
-            LabelReq::In(k, vs) => label(k).is_some_and(|l| vs.iter().any(|v| v == l)),
-            LabelReq::NotIn(k, vs) => label(k).is_none_or(|l| !vs.iter().any(|v| v == l)),
-            LabelReq::Exists(k) => label(k).is_some(),
-            LabelReq::NotExists(k) => label(k).is_none(),
-        });
+        let labels_ok = self.labels.selects_all() || self.labels.matches(&labels_of(obj));
         labels_ok
             && self.fields.iter().all(|(f, eq, v)| {
                 let actual = match f.as_str() {
@@ -125,5 +110,48 @@ impl Selectors {
                 };
                 (actual == v) == *eq
             })
+    }
+}
+
+/// The object's labels as kube's selectors take them; a label whose value is
+/// not a string counts as absent.
+fn labels_of(obj: &Value) -> BTreeMap<String, String> {
+    obj["metadata"]["labels"]
+        .as_object()
+        .map(|l| l.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn label_selectors_match_as_the_api_server_does() {
+        let obj = json!({"metadata": {"name": "a", "labels": {"app": "web", "tier": "front", "n": 1}}});
+        let bare = json!({"metadata": {"name": "b"}});
+        // (selector, matches obj, matches bare)
+        let table = [
+            ("", true, true),
+            ("app=web", true, false),
+            ("app==web", true, false),
+            ("app!=web", false, true),
+            ("app in (web, db)", true, false),
+            ("app notin (web)", false, true),
+            ("tier", true, false),
+            ("!tier", false, true),
+            ("app=web,tier=back", false, false),
+            ("n", false, false), // a non-string value counts as absent
+            ("!n", true, true),
+        ];
+        for (s, on_obj, on_bare) in table {
+            let sel = Selectors { labels: parse_label_selector(s).unwrap(), fields: Vec::new() };
+            assert_eq!(sel.matches(&obj), on_obj, "{s:?} on obj");
+            assert_eq!(sel.matches(&bare), on_bare, "{s:?} on bare");
+        }
+        assert!(parse_label_selector("a b").is_err());
+        assert!(parse_label_selector("a in b").is_err());
     }
 }
