@@ -1,4 +1,5 @@
-//! Simplified field ownership for server-side apply (`managedFields`).
+//! Server-side apply: checking an applied configuration against the URL
+//! ([`check_applied`]) and simplified field ownership (`managedFields`).
 //!
 //! Fields are leaf paths of the JSON object: objects are descended into, lists
 //! and scalars are atomic leaves (no list-map keys). Entries are stored in
@@ -314,6 +315,8 @@ pub(crate) fn track_apply_create(kind: &ResourceKind, obj: &mut Value, manager: 
     assign(None, obj, kind, manager, "Apply", false, set);
 }
 
+/// The applied configuration with `metadata.name` set from the URL; 400 when it
+/// is not an object or names another kind or object.
 pub(crate) fn check_applied(applied: &Value, kind: &ResourceKind, name: &str) -> Result<Value, ApiError> {
     if !applied.is_object() {
         return Err(ApiError::bad_request("applied configuration must be an object"));
