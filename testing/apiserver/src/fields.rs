@@ -1,4 +1,5 @@
-//! Simplified field ownership for server-side apply (`managedFields`).
+//! Server-side apply: checking an applied configuration against the URL
+//! ([`check_applied`]) and simplified field ownership (`managedFields`).
 //!
 //! Fields are leaf paths of the JSON object: objects are descended into, lists
 //! and scalars are atomic leaves (no list-map keys). Entries are stored in
@@ -8,7 +9,9 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Map, Value};
 
-use crate::{now, ApiError, ResourceKind};
+use crate::error::ApiError;
+use crate::store::now;
+use crate::ResourceKind;
 
 pub(crate) type Path = Vec<String>;
 pub(crate) type FieldSet = BTreeSet<Path>;
@@ -310,4 +313,32 @@ pub(crate) fn track_apply_create(kind: &ResourceKind, obj: &mut Value, manager: 
         m.remove("managedFields");
     }
     assign(None, obj, kind, manager, "Apply", false, set);
+}
+
+/// The applied configuration with `metadata.name` set from the URL; 400 when it
+/// is not an object or names another kind or object.
+pub(crate) fn check_applied(applied: &Value, kind: &ResourceKind, name: &str) -> Result<Value, ApiError> {
+    if !applied.is_object() {
+        return Err(ApiError::bad_request("applied configuration must be an object"));
+    }
+    if applied["apiVersion"].as_str() != Some(&kind.api_version()) || applied["kind"].as_str() != Some(&kind.kind) {
+        return Err(ApiError::bad_request(format!(
+            "apply configuration must have apiVersion {} and kind {}",
+            kind.api_version(),
+            kind.kind
+        )));
+    }
+    if let Some(n) = applied["metadata"]["name"].as_str() {
+        if n != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    let mut a = applied.clone();
+    if !a["metadata"].is_object() {
+        a["metadata"] = json!({});
+    }
+    a["metadata"]["name"] = json!(name);
+    Ok(a)
 }
