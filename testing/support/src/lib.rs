@@ -1,10 +1,14 @@
 //! What weir's tests and benchmarks share, so that each is written once:
 //!
 //! - the root check ([`is_root`], [`skip_unless_root`]): tests that load BPF
-//!   programs or create network namespaces skip loudly when not root.
+//!   programs or create network namespaces skip loudly when not root;
+//! - [`bench`]: nearest-rank quantiles, medians and the number formats of the
+//!   benchmarks' human lines and JSON reports.
 //!
 //! A dev-dependency (the e2e crate, itself a test crate, depends on it
 //! normally); weir's shipped binaries never depend on it.
+
+pub mod bench;
 
 /// True when the process runs with effective user id 0.
 pub fn is_root() -> bool {
