@@ -40,16 +40,4 @@ pub use netns::Netns;
 pub use tcp::{connect_once, serve, serve_long_lived, Conn, Server, DEFAULT_TIMEOUT};
 pub use topology::{Host, Topology, TopologyConfig, ENCAP_SRC_V4, ENCAP_SRC_V6, VIP_V4, VIP_V6};
 
-/// True (after printing `SKIPPED (needs root): <test>` to stderr) when the
-/// process is not root, so a test can return early without silently passing.
-pub fn skip_unless_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        // Straight to the stderr handle, not `eprintln!`: the test harness
-        // captures the macros' output and would hide the skip.
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "SKIPPED (needs root): {test}");
-        return true;
-    }
-    false
-}
+pub use weir_test_support::skip_unless_root;

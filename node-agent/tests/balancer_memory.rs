@@ -21,9 +21,7 @@ fn status_kb(field: &str) -> u64 {
 
 #[test]
 fn default_rings_are_dense_and_not_resident() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED (needs root): default_rings_are_dense_and_not_resident");
+    if weir_test_support::skip_unless_root("default_rings_are_dense_and_not_resident") {
         return;
     }
     let config = BalancerConfig { lru_size: 4096, ..BalancerConfig::testing() };

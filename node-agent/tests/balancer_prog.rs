@@ -31,6 +31,7 @@ use common::packets::*;
 use weir_agent::dataplane::{Balancer, BalancerConfig, Counter, Flow, RealAction, RealSpec, Verdict, VipId, VipSpec};
 use weir_agent::Error;
 use weir_ebpf::abi::{self, Stat};
+use weir_test_support::skip_unless_root;
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
@@ -77,16 +78,6 @@ const HIT: &[(Stat, u64, u64)] = &[(Stat::Lru, 1, 0)];
 /// is a timestamp).
 fn checked_stats() -> impl Iterator<Item = Stat> {
     Stat::ALL.into_iter().filter(|s| *s != Stat::NewConnRate)
-}
-
-/// Prints the skip line and returns true when not root.
-fn skip_unless_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED (needs root): {test}");
-        return true;
-    }
-    false
 }
 
 /// `BalancerConfig::testing()` with a connection table of at least 1024

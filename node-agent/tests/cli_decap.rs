@@ -70,8 +70,7 @@ fn run(program: &str, args: &[&str]) -> String {
 
 #[test]
 fn decap_attaches_stays_and_removes() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED (needs root): decap_attaches_stays_and_removes");
+    if weir_test_support::skip_unless_root("decap_attaches_stays_and_removes") {
         return;
     }
     let ns = Netns::new();

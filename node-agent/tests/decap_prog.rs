@@ -27,6 +27,7 @@ use etherparse::{
 use weir_agent::dataplane::{decap, pin, AttachMode};
 use weir_agent::Error;
 use weir_ebpf::abi::{self, DecapStat, LbCounter};
+use weir_test_support::skip_unless_root;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -58,16 +59,6 @@ const REAL6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
 /// `load_unattached` pins its map in a scratch directory for a moment; tests
 /// that look at /sys/fs/bpf must not see another test's scratch directory.
 static LOAD_LOCK: Mutex<()> = Mutex::new(());
-
-/// Prints the skip line and returns true when not root.
-fn skip_unless_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED (needs root): {test}");
-        return true;
-    }
-    false
-}
 
 // ---- Frames ----
 

@@ -57,6 +57,7 @@ use weir_apiserver_double::ApiServer;
 use weir_crds::v1alpha1::{BalancerNode, RealServer, VirtualService};
 use weir_operator::desired::{plan, Snapshot};
 use weir_operator::metrics::Metrics;
+use weir_test_support::bench::{median_of, millis, ms, secs, verdict, Quantiles};
 
 #[derive(Parser)]
 #[command(about = "The operator's arbitration at scale: convergence and single-change latency")]
@@ -558,53 +559,4 @@ impl Passes {
         }
         passes
     }
-}
-
-fn median_of(runs: usize, mut f: impl FnMut()) -> Duration {
-    let mut times: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed()
-        })
-        .collect();
-    times.sort_unstable();
-    times[times.len() / 2]
-}
-
-struct Quantiles {
-    p50: Duration,
-    p90: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-impl Quantiles {
-    /// Nearest-rank quantiles; None when there are no samples.
-    fn of(samples: &mut [Duration]) -> Option<Quantiles> {
-        samples.sort_unstable();
-        let at = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
-        let max = *samples.last()?;
-        Some(Quantiles { p50: at(0.50), p90: at(0.90), p99: at(0.99), max })
-    }
-}
-
-fn verdict(pass: bool) -> &'static str {
-    if pass {
-        "PASS"
-    } else {
-        "MISS"
-    }
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.2} s", d.as_secs_f64())
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e4).round() / 10.0
 }

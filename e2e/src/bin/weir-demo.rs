@@ -28,7 +28,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if unsafe { libc::geteuid() } != 0 {
+    if !weir_test_support::is_root() {
         bail!("weir-demo creates network namespaces and loads XDP programs: run it as root");
     }
     if !(1..=20).contains(&args.reals) {

@@ -43,7 +43,7 @@ const METHOD: &str =
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         bail!("weir-bench loads BPF programs: run it as root");
     }
     pin_to_cpu(args.cpu)?;

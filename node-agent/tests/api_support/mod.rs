@@ -11,14 +11,7 @@ use tower::ServiceExt;
 use weir_agent::api::{router, ApiState};
 
 /// True (after saying so on stderr) when the test cannot load BPF.
-pub fn skip_without_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED (needs root): {test}");
-        return true;
-    }
-    false
-}
+pub use weir_test_support::skip_unless_root as skip_without_root;
 
 /// What `POST /api/v1/lb/create` gets in these tests: testing mode, small tables.
 pub const CREATE_TESTING: &str =

@@ -11,14 +11,7 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 
 /// True (after saying so on stderr) when the test cannot load BPF programs.
-pub fn skip_unless_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED (needs root): {test}");
-        return true;
-    }
-    false
-}
+pub use weir_test_support::skip_unless_root;
 
 pub fn real(i: u8) -> IpAddr {
     Ipv4Addr::new(10, 0, 0, i).into()

@@ -149,9 +149,5 @@ impl Drop for TempDir {
 
 /// True as root; otherwise prints the skip line the repository's tests use.
 pub fn root_or_skip(test: &str) -> bool {
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    eprintln!("SKIPPED (needs root): {test}");
-    false
+    !weir_test_support::skip_unless_root(test)
 }
