@@ -93,9 +93,9 @@ fn with_frozen(
 ) -> Vec<ProgrammedVirtualService> {
     for entry in reported {
         let owner = ObjectKey::new(&entry.namespace, &entry.name);
-        let still_owned = reconciler.owned().values().any(|o| *o == owner);
+        // Frozen ones are rare: the scans run only for them.
         if reconciler.is_frozen(&owner)
-            && still_owned
+            && reconciler.owned().values().any(|o| *o == owner)
             && !programmed.iter().any(|p| p.name == entry.name && p.namespace == entry.namespace)
         {
             programmed.push(entry.clone());
