@@ -305,9 +305,11 @@ impl Drop for SetAside {
         if self.committed {
             return;
         }
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for entry in entries.flatten().filter(|e| e.file_name() != LINK) {
-                let _ = std::fs::remove_file(entry.path());
+        // Only the fresh pins that stand in for a set-aside one go: a pin
+        // never moved (setting aside failed midway) is still the old one.
+        if let Ok(entries) = std::fs::read_dir(&self.aside) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(self.dir.join(entry.file_name()));
             }
         }
         if let Err(e) = move_pins(&self.aside, &self.dir) {
