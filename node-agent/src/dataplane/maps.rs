@@ -15,16 +15,20 @@ use weir_ebpf::abi::{
 
 use crate::{Error, Result};
 
+/// The balancer's maps, each behind the verbs the Balancer needs. Map
+/// errors become [`Error`]s here, named after the map and the operation.
 pub(crate) struct Maps {
-    pub vips: HashMap<MapData, VipKey, VipMeta>,
-    pub vip_filter: Array<MapData, VipFilter>,
-    pub reals: Array<MapData, RealDef>,
-    pub conns: HashMap<MapData, ConnKey, ConnEntry>,
-    pub ctl: Array<MapData, LbCtl>,
-    pub vip_stats: PerCpuArray<MapData, LbCounter>,
-    pub real_stats: PerCpuArray<MapData, LbCounter>,
-    pub stats: PerCpuArray<MapData, GlobalStats>,
-    pub rings: Rings,
+    vips: HashMap<MapData, VipKey, VipMeta>,
+    vip_filter: Array<MapData, VipFilter>,
+    reals: Array<MapData, RealDef>,
+    conns: HashMap<MapData, ConnKey, ConnEntry>,
+    ctl: Array<MapData, LbCtl>,
+    vip_stats: PerCpuArray<MapData, LbCounter>,
+    real_stats: PerCpuArray<MapData, LbCounter>,
+    stats: PerCpuArray<MapData, GlobalStats>,
+    rings: Rings,
+    /// The VIP table's size: what a full table reports as its limit.
+    max_vips: u32,
 }
 
 impl Maps {
@@ -34,6 +38,7 @@ impl Maps {
     /// `ring_size` is the slots per VIP.
     pub fn take(ebpf: &mut Ebpf, ring_size: u32, sizes: &[(&str, u32)]) -> Result<Self> {
         let maps = Self::take_unchecked(ebpf, ring_size)?;
+        let mut max_vips = 0;
         for &(name, want) in sizes {
             let data = maps.data(name).ok_or_else(|| Error::NotFound { what: format!("map {name}") })?;
             let have = data.info().map_err(|e| map_err(name, "inspect", e))?.max_entries();
@@ -46,8 +51,11 @@ impl Maps {
                     ),
                 ));
             }
+            if name == abi::map::VIPS {
+                max_vips = have;
+            }
         }
-        Ok(maps)
+        Ok(Self { max_vips, ..maps })
     }
 
     fn take_unchecked(ebpf: &mut Ebpf, ring_size: u32) -> Result<Self> {
@@ -61,6 +69,7 @@ impl Maps {
             real_stats: typed(ebpf, abi::map::REAL_STATS)?,
             stats: typed(ebpf, abi::map::STATS)?,
             rings: Rings::map(take(ebpf, abi::map::CH_RINGS)?, ring_size)?,
+            max_vips: 0,
         })
     }
 
@@ -105,26 +114,148 @@ impl Maps {
             .collect()
     }
 
-    /// A counter of a per-CPU array, summed over CPUs.
-    pub fn sum(map: &PerCpuArray<MapData, LbCounter>, index: u32, name: &str) -> Result<LbCounter> {
-        Ok(sum(&Self::per_cpu(map, index, name)?))
+    // ---- VIPs ----
+
+    /// The keys of every VIP in the map.
+    pub fn vip_keys(&self) -> Vec<VipKey> {
+        self.vips.keys().filter_map(|k| k.ok()).collect()
     }
+
+    /// Adds or replaces a VIP; a full table is [`Error::SpaceExhausted`].
+    pub fn put_vip(&mut self, key: VipKey, meta: VipMeta) -> Result<()> {
+        self.vips.insert(key, meta, 0).map_err(|e| {
+            if is_full(&e) {
+                Error::SpaceExhausted { what: "VIPs", limit: self.max_vips }
+            } else {
+                map_err(abi::map::VIPS, "write", e)
+            }
+        })
+    }
+
+    pub fn del_vip(&mut self, key: &VipKey) -> Result<()> {
+        self.vips.remove(key).map_err(|e| map_err(abi::map::VIPS, "delete from", e))
+    }
+
+    /// Writes one bucket of the VIP address filter.
+    pub fn put_filter(&mut self, bucket: u32, filter: VipFilter) -> Result<()> {
+        self.vip_filter.set(bucket, filter, 0).map_err(|e| map_err(abi::map::VIP_FILTER, "write", e))
+    }
+
+    /// Makes the ring of `vip_num` equal to `ring` (see [`Rings::write`]).
+    pub fn put_ring(&self, vip_num: u32, ring: &[u32]) -> Result<usize> {
+        self.rings.write(vip_num, ring)
+    }
+
+    /// Packets and bytes of VIP `vip_num`, one value per possible CPU.
+    pub fn vip_counter(&self, vip_num: u32) -> Result<Vec<LbCounter>> {
+        per_cpu(&self.vip_stats, vip_num, abi::map::VIP_STATS)
+    }
+
+    /// Zeroes VIP `vip_num`'s counter (a reused index starts from nothing).
+    pub fn clear_vip_counter(&mut self, vip_num: u32) -> Result<()> {
+        zero_counter(&mut self.vip_stats, vip_num, abi::map::VIP_STATS)
+    }
+
+    // ---- Reals ----
+
+    pub fn put_real(&mut self, index: u32, real: RealDef) -> Result<()> {
+        self.reals.set(index, real, 0).map_err(|e| map_err(abi::map::REALS, "write", e))
+    }
+
+    pub fn real(&self, index: u32) -> Result<RealDef> {
+        self.reals.get(&index, 0).map_err(|e| map_err(abi::map::REALS, "read", e))
+    }
+
+    /// Packets and bytes of the real at `index`, one value per possible CPU.
+    pub fn real_counter(&self, index: u32) -> Result<Vec<LbCounter>> {
+        per_cpu(&self.real_stats, index, abi::map::REAL_STATS)
+    }
+
+    /// Zeroes the real `index`'s counter (a reused index starts from nothing).
+    pub fn clear_real_counter(&mut self, index: u32) -> Result<()> {
+        zero_counter(&mut self.real_stats, index, abi::map::REAL_STATS)
+    }
+
+    // ---- Control, counters ----
+
+    pub fn put_ctl(&mut self, ctl: LbCtl) -> Result<()> {
+        self.ctl.set(0, ctl, 0).map_err(|e| map_err(abi::map::CTL, "write", e))
+    }
+
     /// A global counter, one value per possible CPU.
     pub fn stat_per_cpu(&self, stat: Stat) -> Result<Vec<LbCounter>> {
         let values = self.stats.get(&0, 0).map_err(|e| map_err(abi::map::STATS, "read", e))?;
         Ok(values.iter().map(|all| all.get(stat)).collect())
     }
 
-    /// A counter of a per-CPU array, one value per possible CPU.
-    pub fn per_cpu(map: &PerCpuArray<MapData, LbCounter>, index: u32, name: &str) -> Result<Vec<LbCounter>> {
-        let values = map.get(&index, 0).map_err(|e| map_err(name, "read", e))?;
-        Ok(values.iter().copied().collect())
+    // ---- Connection table ----
+
+    /// The entry of `key`, if the table has one.
+    pub fn conn(&self, key: &ConnKey) -> Result<Option<ConnEntry>> {
+        match self.conns.get(key, 0) {
+            Ok(entry) => Ok(Some(entry)),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(map_err(abi::map::CONNS, "read", e)),
+        }
+    }
+
+    /// Deletes the entry of `key`; returns whether there was one.
+    pub fn del_conn(&mut self, key: &ConnKey) -> Result<bool> {
+        match self.conns.remove(key) {
+            Ok(()) => Ok(true),
+            Err(e) if is_missing(&e) => Ok(false),
+            Err(e) => Err(map_err(abi::map::CONNS, "delete from", e)),
+        }
+    }
+
+    /// Entries in the table now (a walk of it: one syscall per entry).
+    pub fn conn_count(&self) -> usize {
+        self.conns.keys().count()
+    }
+
+    /// Empties the table (entries evicted meanwhile are simply gone).
+    pub fn clear_conns(&mut self) {
+        let keys: Vec<_> = self.conns.keys().filter_map(|k| k.ok()).collect();
+        for key in keys {
+            let _ = self.conns.remove(&key);
+        }
+    }
+
+    /// A handle on the table of its own, for walks that need neither `self`
+    /// nor its caller's lock.
+    pub fn conn_table(&self) -> Result<ConnTable> {
+        let fd = self.fd(abi::map::CONNS).ok_or_else(|| Error::NotFound { what: "map weir_conns".into() })?;
+        // SAFETY: `fd` is the table's, open while `self` lives; it is only borrowed to be duplicated.
+        let owned = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+            .try_clone_to_owned()
+            .map_err(|e| Error::bpf("duplicate the fd of weir_conns", e))?;
+        let open = |e| map_err(abi::map::CONNS, "open", e);
+        let data = MapData::from_fd(owned).map_err(open)?;
+        let table = Map::from_map_data(data).map_err(open)?;
+        Ok(ConnTable(table.try_into().map_err(open)?))
     }
 }
 
-/// Sets a per-CPU counter to zero on every CPU (a reused VIP or real index
-/// starts from nothing).
-pub(crate) fn zero_counter(map: &mut PerCpuArray<MapData, LbCounter>, index: u32, name: &str) -> Result<()> {
+/// The connection table through a handle of its own ([`Maps::conn_table`]).
+pub(crate) struct ConnTable(HashMap<MapData, ConnKey, ConnEntry>);
+
+impl ConnTable {
+    /// The keys of the entries of the VIP with `conn_tag`: a walk of the whole
+    /// table. An entry the datapath evicts during the walk may make the
+    /// kernel restart it, so a key may be listed twice.
+    pub fn keys_tagged(&self, conn_tag: u32) -> Vec<ConnKey> {
+        self.0.keys().filter_map(|k| k.ok()).filter(|k| k.conn_tag == conn_tag).collect()
+    }
+}
+
+/// A counter of a per-CPU array, one value per possible CPU.
+fn per_cpu(map: &PerCpuArray<MapData, LbCounter>, index: u32, name: &str) -> Result<Vec<LbCounter>> {
+    let values = map.get(&index, 0).map_err(|e| map_err(name, "read", e))?;
+    Ok(values.iter().copied().collect())
+}
+
+/// Sets a per-CPU counter to zero on every CPU.
+fn zero_counter(map: &mut PerCpuArray<MapData, LbCounter>, index: u32, name: &str) -> Result<()> {
     let cpus = aya::util::nr_cpus().map_err(|(op, e)| Error::system(op, e))?;
     let zeros =
         PerCpuValues::try_from(vec![LbCounter::default(); cpus]).map_err(|e| Error::system("per-CPU values", e))?;
@@ -132,7 +263,7 @@ pub(crate) fn zero_counter(map: &mut PerCpuArray<MapData, LbCounter>, index: u32
 }
 
 /// Whether a map operation failed because the key was not there.
-pub(crate) fn is_missing(err: &MapError) -> bool {
+fn is_missing(err: &MapError) -> bool {
     match err {
         MapError::KeyNotFound => true,
         MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
@@ -141,7 +272,7 @@ pub(crate) fn is_missing(err: &MapError) -> bool {
 }
 
 /// Whether a map insert failed because the map is full.
-pub(crate) fn is_full(err: &MapError) -> bool {
+fn is_full(err: &MapError) -> bool {
     matches!(err, MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::E2BIG))
 }
 
@@ -166,7 +297,7 @@ where
     T::try_from(take(ebpf, name)?).map_err(|e| map_err(name, "open", e))
 }
 
-pub(crate) fn map_err(name: &str, op: &str, err: MapError) -> Error {
+fn map_err(name: &str, op: &str, err: MapError) -> Error {
     Error::bpf(format!("{op} map {name}"), err)
 }
 
@@ -200,7 +331,7 @@ impl Rings {
 
     /// Makes the ring of `vip_num` equal to `ring`, storing only the slots
     /// that differ. Returns how many changed.
-    pub fn write(&self, vip_num: u32, ring: &[u32]) -> Result<usize> {
+    fn write(&self, vip_num: u32, ring: &[u32]) -> Result<usize> {
         const SLOT: usize = std::mem::size_of::<u32>();
         let fd = self.map.fd().as_fd().as_raw_fd();
         let offset = vip_num as usize * self.ring_size * SLOT;

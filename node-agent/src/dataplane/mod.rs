@@ -1,6 +1,6 @@
 //! The datapath of one node: the [`Balancer`] API and its parts.
 //!
-//! - `balancer`: the Balancer — VIPs, reals, flags, rings, MAC, counters, test runs;
+//! - `balancer`: the Balancer — lifecycle, VIPs, reals, connections, counters, validation (a module each);
 //! - `config`: its create-time configuration (mirrors katran-server's /lb/create);
 //! - `state`: the control-plane model (VIPs, reals, weights, allocation), saved beside the pins;
 //! - `flow`: flows, connection-table keys, BPF_PROG_TEST_RUN runs;
