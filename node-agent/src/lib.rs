@@ -10,13 +10,15 @@
 //! - [`server`]: the HTTP server around it (flags, listener, TLS, security
 //!   layers, request logging) and the standalone program;
 //! - [`metrics`]: Prometheus metrics (API requests, the datapath's counters);
-//! - [`cluster`]: cluster mode, the datapath programmed from the CRDs.
+//! - [`cluster`]: cluster mode, the datapath programmed from the CRDs;
+//! - `schemas`: the OpenAPI schemas of wire fields whose rules no Rust type says.
 
 pub mod api;
 pub mod cluster;
 pub mod dataplane;
 pub mod error;
 pub mod metrics;
+mod schemas;
 pub mod server;
 
 pub use error::{Error, Result};

@@ -23,13 +23,13 @@
 use crate::error::Code;
 use axum::extract::State;
 
-use super::create::BALANCER_PROGRAM;
 use super::error::ApiError;
 use super::extract::OptionalBody;
 use super::health::is_ready;
 use super::reply::{Acknowledged, Data, Done, Success};
 use super::types::{LbPrograms, LbStatus, Reload};
 use super::ApiState;
+use crate::dataplane::BALANCER_PROGRAM;
 
 endpoints!(lb_status, lb_close, lb_load_bpf_progs, lb_attach_bpf_progs, lb_reload);
 

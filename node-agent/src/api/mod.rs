@@ -80,7 +80,7 @@ mod utils;
 mod vips;
 
 pub use config::{import_document, is_document, ConfigDocument};
-pub use create::create_from_json;
+pub use create::{create_from_json, create_with};
 pub use health::{LastProbe, Probe};
 pub use state::{UserspaceCounters, UserspaceStats};
 
@@ -109,12 +109,7 @@ pub struct ApiState {
     pub last_probe: Arc<health::LastProbe>,
 }
 
-/// Pinning locations for balancers created through the API.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pins {
-    pub pin_root: std::path::PathBuf,
-    pub state_dir: std::path::PathBuf,
-}
+pub use crate::dataplane::Pins;
 
 /// Every route of the API: `/api/v1/...`, `/health`, `/health/ready` and
 /// `/api/v1/openapi.json`. Unknown paths answer 404 and wrong methods 405,

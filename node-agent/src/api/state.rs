@@ -60,7 +60,7 @@ impl UserspaceCounters {
         }
     }
 
-    fn count_bad_address(&self) {
+    pub(crate) fn count_bad_address(&self) {
         self.addr_validation_failed.fetch_add(1, Ordering::Relaxed);
     }
 }

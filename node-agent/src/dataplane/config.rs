@@ -93,6 +93,14 @@ pub struct BalancerConfig {
     pub katran: KatranSettings,
 }
 
+/// Where a Balancer pins its datapath and saves its state (the agent's
+/// --pin-root and --state-dir).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pins {
+    pub pin_root: std::path::PathBuf,
+    pub state_dir: std::path::PathBuf,
+}
+
 /// The settings of a Katran configuration that weir accepts without acting on
 /// them — program paths (weir's programs are built in), the healthcheck
 /// program's interfaces, root-map chaining, NUMA placement, table sizes of

@@ -2,6 +2,7 @@
 //!
 //! - `balancer`: the Balancer — lifecycle, VIPs, reals, connections, counters, validation (a module each);
 //! - `config`: its create-time configuration (mirrors katran-server's /lb/create);
+//! - `katran`: Katran's configuration (`/lb/create`'s body) onto it, field by field;
 //! - `state`: the control-plane model (VIPs, reals, weights, allocation), saved beside the pins;
 //! - `flow`: flows, connection-table keys, BPF_PROG_TEST_RUN runs;
 //! - `maps`: typed access to the balancer's BPF maps (nothing else opens them; `decap`
@@ -16,6 +17,7 @@ mod config;
 pub mod decap;
 mod flow;
 pub mod gateway;
+mod katran;
 pub mod maglev;
 mod maps;
 pub mod pin;
@@ -23,8 +25,9 @@ mod state;
 mod stats;
 
 pub use balancer::{vip_flag_names, Balancer, ConnPurge, RealAction, RealSpec, VipInfo, VipSpec};
-pub use config::{AttachMode, BalancerConfig, KatranSettings};
+pub use config::{AttachMode, BalancerConfig, KatranSettings, Pins};
 pub use flow::{flow_frame, outer_destination, Flow, Simulated, Verdict};
+pub use katran::{KatranConfig, KatranError, BALANCER_PROGRAM};
 pub use maglev::HashFunction;
 pub use state::VipId;
 pub use stats::Counter;

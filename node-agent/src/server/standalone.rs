@@ -19,8 +19,9 @@ use super::{app, exposition, listener, AppOptions, ServeFlags, Token};
 use crate::api::system::System;
 use crate::api::{self, ApiState};
 use crate::cluster::{self, Reconciler};
-use crate::dataplane;
+use crate::dataplane::{self, BalancerConfig, KatranConfig, Pins};
 use crate::metrics::{datapath, Metrics};
+use weir_crds::mac::Mac;
 
 /// Why the server could not start (or stopped abnormally). Not an API error:
 /// these have no katran code and end the program.
@@ -96,7 +97,7 @@ pub async fn serve_with_client(
     let options = AppOptions::from_flags(&flags, token);
     let limits = options.effective_limits(tls.is_some(), flags.tls_client_ca.is_some());
     let state = ApiState {
-        pins: Some(api::Pins { pin_root: flags.pin_root.clone(), state_dir: flags.state_dir.clone() }),
+        pins: Some(Pins { pin_root: flags.pin_root.clone(), state_dir: flags.state_dir.clone() }),
         cluster: cluster.as_ref().map(|c| c.reconciler.clone()),
         // The flags' Debug form is canonical enough for a hash, and holds no secret (the token file's path only).
         system: Arc::new(System::new(limits, format!("{flags:?}"))),
@@ -130,10 +131,13 @@ pub async fn serve_with_client(
     };
     let sync = match cluster {
         Some(cluster) => {
-            create(&state, cluster.create_body, |message| {
-                StartError::Cluster(format!("creating the balancer: {message}"))
-            })
-            .await?;
+            let created = {
+                let state = state.clone();
+                tokio::task::spawn_blocking(move || api::create_with(&state, cluster.config)).await
+            };
+            created
+                .map_err(|e| StartError::Cluster(format!("creating the balancer panicked: {e}")))?
+                .map_err(|e| StartError::Cluster(format!("creating the balancer: {}: {}", e.code, e.message)))?;
             tracing::info!(node = %cluster.node_name, "cluster mode: programming the datapath from the Kubernetes API");
             Some(tokio::spawn(cluster::watch::run(
                 cluster.client,
@@ -229,7 +233,7 @@ struct ClusterStart {
     client: kube::Client,
     node_name: String,
     reconciler: Arc<Mutex<Reconciler>>,
-    create_body: Vec<u8>,
+    config: BalancerConfig,
 }
 
 async fn cluster_start(flags: &ServeFlags, client: Option<kube::Client>) -> Result<ClusterStart, StartError> {
@@ -243,51 +247,57 @@ async fn cluster_start(flags: &ServeFlags, client: Option<kube::Client>) -> Resu
         Some(path) => Some(tokio::fs::read(path).await.map_err(|e| config_err(path, e.to_string()))?),
         None => None,
     };
-    let mut cluster = flags.cluster.clone();
-    if cluster.default_mac.as_deref() == Some(GATEWAY) {
-        let iface = cluster.interface.clone().ok_or_else(|| err("--default-mac gateway needs --interface"))?;
-        let mac = tokio::task::spawn_blocking(move || dataplane::gateway::default_gateway_mac(&iface))
-            .await
-            .map_err(|e| StartError::Cluster(format!("resolving the gateway's MAC panicked: {e}")))?
-            .map_err(|e| StartError::Cluster(format!("--default-mac {e}")))?;
-        let mac = mac.map(|b| format!("{b:02x}")).join(":");
-        tracing::info!(%mac, "--default-mac gateway: the default gateway's MAC");
-        cluster.default_mac = Some(mac);
+    let cluster = &flags.cluster;
+    let pins = Pins { pin_root: flags.pin_root.clone(), state_dir: flags.state_dir.clone() };
+    let mut config = cluster_config(config.as_deref(), cluster, &pins).map_err(StartError::Cluster)?;
+    match cluster.default_mac.as_deref() {
+        Some(GATEWAY) => {
+            let iface = cluster.interface.clone().ok_or_else(|| err("--default-mac gateway needs --interface"))?;
+            let mac = tokio::task::spawn_blocking(move || dataplane::gateway::default_gateway_mac(&iface))
+                .await
+                .map_err(|e| StartError::Cluster(format!("resolving the gateway's MAC panicked: {e}")))?
+                .map_err(|e| StartError::Cluster(format!("--default-mac {e}")))?;
+            tracing::info!(mac = %Mac(mac), "--default-mac gateway: the default gateway's MAC");
+            config.default_mac = mac;
+        }
+        Some(text) => {
+            config.default_mac = text.parse::<Mac>().map_err(|e| StartError::Cluster(format!("--default-mac: {e}")))?.0;
+        }
+        None => {}
     }
-    let create_body = cluster_create_body(config.as_deref(), &cluster).map_err(StartError::Cluster)?;
-    Ok(ClusterStart { client, node_name, reconciler: Arc::new(Mutex::new(Reconciler::new())), create_body })
+    Ok(ClusterStart { client, node_name, reconciler: Arc::new(Mutex::new(Reconciler::new())), config })
 }
 
-/// The `/lb/create` body of cluster mode: `--config`'s object (or `{}`) with
-/// `main_interface`, `default_mac` and `xdp_attach_flags` from the flags that
-/// are given, and `cleanup_on_shutdown` false unless the file says otherwise:
-/// an agent that stops (an upgrade, a crash) leaves the datapath forwarding
-/// for the next one to adopt.
-fn cluster_create_body(config: Option<&[u8]>, flags: &ClusterFlags) -> Result<Vec<u8>, String> {
-    let mut body = match config {
+/// The Balancer configuration of cluster mode: `--config`'s `/lb/create`
+/// body (or Katran's defaults) with `main_interface` and `xdp_attach_flags`
+/// from the flags that are given, and `cleanup_on_shutdown` false unless the
+/// file says otherwise: an agent that stops (an upgrade, a crash) leaves the
+/// datapath forwarding for the next one to adopt. `--default-mac` is the
+/// caller's to set (it may need the gateway resolved).
+fn cluster_config(config: Option<&[u8]>, flags: &ClusterFlags, pins: &Pins) -> Result<BalancerConfig, String> {
+    let mut katran = match config {
         Some(bytes) => match serde_json::from_slice::<serde_json::Value>(bytes) {
             Ok(serde_json::Value::Object(o)) if o.contains_key("lb") => {
                 return Err("--config: a configuration document (/config/export) cannot seed cluster mode, whose VIPs \
                             come from VirtualServices; give the body of /lb/create"
                     .to_owned())
             }
-            Ok(serde_json::Value::Object(map)) => map,
+            Ok(body @ serde_json::Value::Object(_)) => {
+                serde_json::from_value::<KatranConfig>(body).map_err(|e| format!("--config: {e}"))?
+            }
             Ok(_) => return Err("--config must hold a JSON object (the body of /lb/create)".to_owned()),
             Err(e) => return Err(format!("--config is not JSON: {e}")),
         },
-        None => serde_json::Map::new(),
+        None => KatranConfig::default(),
     };
     if let Some(interface) = &flags.interface {
-        body.insert("main_interface".to_owned(), interface.clone().into());
-    }
-    if let Some(mac) = &flags.default_mac {
-        body.insert("default_mac".to_owned(), mac.clone().into());
+        katran.main_interface = Some(interface.clone());
     }
     if let Some(mode) = flags.xdp_mode {
-        body.insert("xdp_attach_flags".to_owned(), mode.attach_flags().into());
+        katran.xdp_attach_flags = Some(mode.attach_flags());
     }
-    body.entry("cleanup_on_shutdown").or_insert(false.into());
-    serde_json::to_vec(&body).map_err(|e| e.to_string())
+    katran.cleanup_on_shutdown.get_or_insert(false);
+    BalancerConfig::from_katran(&katran, Some(pins)).map_err(|e| format!("--config: {e}"))
 }
 
 /// Drops the balancer now, rather than whenever the last clone of the state
@@ -306,6 +316,7 @@ async fn close_balancer(state: ApiState) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::AttachMode;
     use crate::server::XdpMode;
 
     fn flags(interface: Option<&str>, mac: Option<&str>, mode: Option<XdpMode>) -> ClusterFlags {
@@ -318,28 +329,33 @@ mod tests {
         }
     }
 
-    fn body(config: Option<&str>, flags: &ClusterFlags) -> Result<serde_json::Value, String> {
-        cluster_create_body(config.map(str::as_bytes), flags).map(|b| serde_json::from_slice(&b).unwrap())
+    fn config(config: Option<&str>, flags: &ClusterFlags) -> Result<BalancerConfig, String> {
+        let pins = Pins { pin_root: "/sys/fs/bpf/weir".into(), state_dir: "/run/weir".into() };
+        cluster_config(config.map(str::as_bytes), flags, &pins)
     }
 
     #[test]
     fn flags_override_the_config_and_cleanup_defaults_to_false() {
-        let config = r#"{"max_vips": 64, "main_interface": "eth9", "xdp_attach_flags": 4}"#;
-        let f = flags(Some("eth0"), Some("02:00:00:00:00:01"), Some(XdpMode::Generic));
-        assert_eq!(
-            body(Some(config), &f).unwrap(),
-            serde_json::json!({"max_vips": 64, "main_interface": "eth0", "default_mac": "02:00:00:00:00:01",
-                               "xdp_attach_flags": 2, "cleanup_on_shutdown": false})
-        );
+        let file = r#"{"max_vips": 64, "main_interface": "eth9", "xdp_attach_flags": 4}"#;
+        let c = config(Some(file), &flags(Some("eth0"), None, Some(XdpMode::Generic))).unwrap();
+        assert_eq!((c.max_vips, c.main_interface.as_str()), (64, "eth0"));
+        assert_eq!((c.attach_mode, c.cleanup_on_shutdown), (AttachMode::Generic, false));
+        assert_eq!(c.pin_root.as_deref(), Some(Path::new("/sys/fs/bpf/weir")));
         // What the flags leave out stays as the file says, including an explicit cleanup.
-        let kept = body(Some(r#"{"main_interface": "eth9", "cleanup_on_shutdown": true}"#), &flags(None, None, None));
-        assert_eq!(kept.unwrap(), serde_json::json!({"main_interface": "eth9", "cleanup_on_shutdown": true}));
+        let file = r#"{"main_interface": "eth9", "cleanup_on_shutdown": true, "xdp_attach_flags": 4}"#;
+        let kept = config(Some(file), &flags(None, None, None)).unwrap();
+        assert_eq!(
+            (kept.main_interface.as_str(), kept.attach_mode, kept.cleanup_on_shutdown),
+            ("eth9", AttachMode::Driver, true)
+        );
     }
 
     #[test]
     fn a_config_that_is_not_an_object_is_refused() {
         let f = flags(None, None, None);
-        assert_eq!(body(Some("[1]"), &f).unwrap_err(), "--config must hold a JSON object (the body of /lb/create)");
-        assert!(body(Some("{"), &f).unwrap_err().starts_with("--config is not JSON: "));
+        assert_eq!(config(Some("[1]"), &f).unwrap_err(), "--config must hold a JSON object (the body of /lb/create)");
+        assert!(config(Some("{"), &f).unwrap_err().starts_with("--config is not JSON: "));
+        assert!(config(Some(r#"{"lb": {}}"#), &f).unwrap_err().starts_with("--config: a configuration document"));
+        assert!(config(Some(r#"{"max_vips": "many"}"#), &f).unwrap_err().starts_with("--config: invalid type"));
     }
 }

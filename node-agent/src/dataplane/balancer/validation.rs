@@ -65,6 +65,9 @@ pub(super) fn validate_config(c: &BalancerConfig) -> Result<()> {
     if !c.testing && c.main_interface.is_empty() {
         return Err(Error::invalid("main_interface", "required unless testing"));
     }
+    if !c.testing && c.default_mac == [0; 6] {
+        return Err(Error::invalid("default_mac", "required (the default router's MAC) unless testing"));
+    }
     if !c.testing {
         // Before anything is pinned: the name becomes a path.
         pin::check_interface("main_interface", &c.main_interface)?;
