@@ -1,8 +1,6 @@
 //! The agent's one error type. Each variant corresponds to one katran-server
 //! error code ([`Code`], `code()`), and its message names the offending value.
 
-use std::net::IpAddr;
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The error codes of katran-server's envelope (`error.code`), and weir's own
@@ -133,9 +131,5 @@ impl Error {
 
     pub(crate) fn system(op: impl Into<String>, source: std::io::Error) -> Self {
         Error::System { op: op.into(), source }
-    }
-
-    pub(crate) fn vip_not_found(addr: IpAddr, port: u16, proto: u8) -> Self {
-        Error::NotFound { what: format!("VIP {}", crate::dataplane::fmt_vip(addr, port, proto)) }
     }
 }

@@ -6,6 +6,8 @@
 //!   (`maps`), Maglev rings (`maglev`), counters (`stats`), the real-side
 //!   decapsulation program (`decap`), bpffs pinning (`pin`);
 //! - [`error`]: the one error type, whose variants are the REST error codes;
+//! - [`handles`]: what `api`, `cluster` and `metrics` share (the balancer handle,
+//!   userspace counters, cluster ownership), so that none of them names another;
 //! - [`api`]: katran-server's REST API over the Balancer;
 //! - [`server`]: the HTTP server around it (flags, listener, TLS, security
 //!   layers, request logging) and the standalone program;
@@ -17,6 +19,7 @@ pub mod api;
 pub mod cluster;
 pub mod dataplane;
 pub mod error;
+pub mod handles;
 pub mod metrics;
 mod schemas;
 pub mod server;

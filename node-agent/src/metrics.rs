@@ -23,7 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::api::ApiState;
+use crate::handles::Datapath;
 
 pub mod datapath;
 mod globals;
@@ -50,7 +50,7 @@ impl Metrics {
     /// Registers the API metrics, build info and the datapath collector over
     /// the state's balancer (which may not exist yet: its metrics appear once
     /// it does) and userspace counters.
-    pub fn new(state: &ApiState, options: datapath::Options) -> Self {
+    pub fn new(datapath: &Datapath, options: datapath::Options) -> Self {
         let mut registry = Registry::with_prefix("weir_agent");
         let api = Arc::new(ApiMetrics::default());
         api.register(&mut registry);
@@ -59,7 +59,7 @@ impl Metrics {
             "weir-agent's build: 1, labelled with the version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
-        registry.register_collector(Box::new(datapath::DatapathCollector::new(state, options)));
+        registry.register_collector(Box::new(datapath::DatapathCollector::new(datapath, options)));
         Self { registry, api }
     }
 
@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn api_requests_are_labelled_by_route_and_code() {
-        let metrics = Metrics::new(&ApiState::default(), datapath::Options::default());
+        let metrics = Metrics::new(&Datapath::default(), datapath::Options::default());
         let api = metrics.api();
         api.observe(&Method::GET, Some("/api/v1/vips"), StatusCode::OK, Duration::from_micros(300));
         api.observe(&Method::GET, Some("/api/v1/vips"), StatusCode::OK, Duration::from_micros(300));

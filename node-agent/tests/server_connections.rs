@@ -49,7 +49,7 @@ fn forbidden() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_peer_costs_nothing() {
     let state = ApiState::default();
-    let metrics = Arc::new(Metrics::new(&state, datapath::Options::default()));
+    let metrics = Arc::new(Metrics::new(&state.datapath(), datapath::Options::default()));
     let outside = Server::start_with(Setup {
         options: AppOptions { allow: vec!["10.0.0.0/8".parse().unwrap()], ..options() },
         metrics: Some(metrics.api()),

@@ -44,7 +44,7 @@ async fn metrics_report_the_datapath_and_the_api() {
         return;
     }
     let state = ApiState::default();
-    let metrics = Arc::new(Metrics::new(&state, datapath::Options::default()));
+    let metrics = Arc::new(Metrics::new(&state.datapath(), datapath::Options::default()));
     let options = AppOptions { request_logging: false, ..AppOptions::default() };
     let server = Server::start_with(Setup {
         options,
@@ -148,7 +148,7 @@ async fn metrics_report_the_datapath_and_the_api() {
     assert_sample(&text, &format!("weir_agent_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")), 1);
 
     // Counting the connection table is opt-in: one entry per simulated SYN to the VIP.
-    let counting = Metrics::new(&state, datapath::Options { conn_table_usage: true });
+    let counting = Metrics::new(&state.datapath(), datapath::Options { conn_table_usage: true });
     let text = tokio::task::spawn_blocking(move || counting.encode()).await.unwrap();
     assert_sample(&text, "weir_agent_table_entries{table=\"conn_table\"}", 5);
 

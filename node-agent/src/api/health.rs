@@ -159,13 +159,8 @@ fn probe_now(state: &ApiState) -> Option<Probe> {
         Err(TryLockError::WouldBlock) => return None,
     };
     let Some(lb) = guard.as_ref() else { return Some(Probe::NoBalancer) };
-    if let Some(reconciler) = &state.cluster {
-        let synced = match reconciler.try_lock() {
-            Ok(r) => r.synced(),
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner().synced(),
-            Err(TryLockError::WouldBlock) => return None,
-        };
-        if !synced {
+    if let Some(cluster) = &state.cluster {
+        if !cluster.try_synced()? {
             return Some(Probe::ClusterNotSynced);
         }
     }

@@ -30,10 +30,10 @@
 //! for changes) only around the Balancer call, and only on tokio's blocking
 //! pool (`state`): never on the runtime's workers, never across an await.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
-use crate::cluster::Reconciler;
-use crate::dataplane::Balancer;
+use crate::handles::{Datapath, Ownership};
+pub use crate::handles::{SharedBalancer, UserspaceCounters, UserspaceStats};
 
 /// Declares a resource module's endpoints once: `Doc` (its part of the
 /// OpenAPI description) lists the handlers, and `routes` serves each at the
@@ -82,12 +82,6 @@ mod vips;
 pub use config::{import_document, is_document, ConfigDocument};
 pub use create::{create_from_json, create_with};
 pub use health::{LastProbe, Probe};
-pub use state::{UserspaceCounters, UserspaceStats};
-
-/// The balancer, once created (`POST /api/v1/lb/create` or `--config`).
-/// A std lock, taken only off the runtime (see `state`): no handler holds it
-/// across an await.
-pub type SharedBalancer = Arc<RwLock<Option<Balancer>>>;
 
 /// What every handler gets.
 #[derive(Clone, Default)]
@@ -101,7 +95,7 @@ pub struct ApiState {
     pub pins: Option<Pins>,
     /// In cluster mode: who owns which VIP. REST changes to VIPs (and real
     /// addresses) that VirtualServices own are refused, naming the owner.
-    pub cluster: Option<Arc<Mutex<Reconciler>>>,
+    pub cluster: Option<Arc<dyn Ownership>>,
     /// What the agent is and enforces (`/health`'s read_only,
     /// `/system/info`, `/limits/effective`), and its reload count.
     pub system: Arc<system::System>,
@@ -110,6 +104,13 @@ pub struct ApiState {
 }
 
 pub use crate::dataplane::Pins;
+
+impl ApiState {
+    /// What the metrics read: the balancer and the userspace counters.
+    pub fn datapath(&self) -> Datapath {
+        Datapath { balancer: self.balancer.clone(), counters: self.counters.clone() }
+    }
+}
 
 /// Every route of the API: `/api/v1/...`, `/health`, `/health/ready` and
 /// `/api/v1/openapi.json`. Unknown paths answer 404 and wrong methods 405,

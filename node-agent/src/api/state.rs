@@ -1,4 +1,4 @@
-//! How handlers reach the balancer, and katran's userspace counters.
+//! How handlers reach the balancer (and count katran's userspace counters).
 //!
 //! Every Balancer call of a handler goes through [`ApiState::read`],
 //! [`ApiState::write`], [`ApiState::write_vip`] or [`ApiState::write_real`]:
@@ -12,7 +12,6 @@
 //! that already runs off the runtime (creating from a document, a purge's
 //! chunks).
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLockReadGuard, RwLockWriteGuard};
 
 use super::error::ApiError;
@@ -20,50 +19,6 @@ use super::types::VipKey;
 use super::ApiState;
 use crate::dataplane::{Balancer, VipId};
 use crate::Error;
-
-/// katran's `lb_stats` (`/stats/userspace`), counted by the API for real:
-/// Balancer calls that failed with BPF_FAILED, and addresses that failed
-/// validation (unparsable, or not a unicast address the Balancer accepts).
-/// They live as long as the process (not the balancer), like the metrics.
-#[derive(Debug, Default)]
-pub struct UserspaceCounters {
-    bpf_failed_calls: AtomicU64,
-    addr_validation_failed: AtomicU64,
-}
-
-/// A reading of [`UserspaceCounters`]; the `/stats/userspace` data.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct UserspaceStats {
-    /// Balancer operations that failed in a BPF syscall (BPF_FAILED).
-    pub bpf_failed_calls: u64,
-    /// Addresses in requests that were not valid IP addresses, or not
-    /// addresses the Balancer accepts (e.g. multicast VIPs).
-    pub addr_validation_failed: u64,
-}
-
-impl UserspaceCounters {
-    pub fn snapshot(&self) -> UserspaceStats {
-        UserspaceStats {
-            bpf_failed_calls: self.bpf_failed_calls.load(Ordering::Relaxed),
-            addr_validation_failed: self.addr_validation_failed.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Counts a failed Balancer call by what failed.
-    fn count(&self, err: &Error) {
-        match err {
-            Error::Bpf { .. } => {
-                self.bpf_failed_calls.fetch_add(1, Ordering::Relaxed);
-            }
-            Error::InvalidAddress { .. } => self.count_bad_address(),
-            _ => {}
-        }
-    }
-
-    pub(crate) fn count_bad_address(&self) {
-        self.addr_validation_failed.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 impl ApiState {
     /// Runs `f` on tokio's blocking pool, where waiting for the balancer's
@@ -117,7 +72,7 @@ impl ApiState {
         self.blocking(move |state| {
             let mut guard = state.write_lock();
             let lb = guard.as_mut().ok_or_else(ApiError::not_initialized)?;
-            if let Some(owner) = state.cluster_lock().and_then(|r| r.real_owner(&addr).cloned()) {
+            if let Some(owner) = state.cluster.as_ref().and_then(|c| c.real_owner(&addr)) {
                 return Err(ApiError::cluster_owned(format!(
                     "real {addr} serves VirtualService {owner}: its flags come from the cluster, change its RealServer"
                 )));
@@ -150,17 +105,12 @@ impl ApiState {
         let mut guard = self.write_lock();
         let lb = guard.as_mut().ok_or_else(ApiError::not_initialized)?;
         // The balancer's lock, then the reconciler's: the cluster sync's order.
-        if let Some(owner) = self.cluster_lock().and_then(|r| r.owner(vip).cloned()) {
+        if let Some(owner) = self.cluster.as_ref().and_then(|c| c.vip_owner(vip)) {
             return Err(ApiError::cluster_owned(format!(
                 "VIP {vip} is owned by VirtualService {owner}: change the VirtualService, not the node"
             )));
         }
         f(lb).map_err(|e| self.failed(e))
-    }
-
-    /// The reconciler's lock, in cluster mode.
-    fn cluster_lock(&self) -> Option<std::sync::MutexGuard<'_, crate::cluster::Reconciler>> {
-        self.cluster.as_ref().map(|r| r.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The read guard, for code off the runtime (it waits for writers). A
@@ -208,15 +158,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failures_are_counted_by_kind() {
-        let counters = UserspaceCounters::default();
-        counters.count(&Error::bpf("write map weir_vips", std::io::Error::other("EPERM")));
-        counters.count(&Error::bad_address("address", "224.0.0.1 is not a unicast address"));
-        counters.count(&Error::bad_address("real address", "ff02::1 is not a unicast address"));
-        counters.count(&Error::invalid("flags", "0x400"));
-        counters.count(&Error::NotFound { what: "VIP".into() });
-        assert_eq!(counters.snapshot(), UserspaceStats { bpf_failed_calls: 1, addr_validation_failed: 2 });
-
+    fn bad_addresses_are_counted() {
         let state = ApiState::default();
         assert!(state.ip("src_ip", "10.0.0.1").is_ok());
         assert_eq!(state.ip("src_ip", "10.0.0").unwrap_err().message, "src_ip: \"10.0.0\" is not an IP address");

@@ -24,10 +24,10 @@ use weir_ebpf::abi::{self, Stat};
 use super::error::ApiError;
 use super::extract::Params;
 use super::reply::{Data, Success};
-use super::state::UserspaceStats;
 use super::types::{Counter, FloodStatus, MapName, MapUsage, PerCorePackets, RealStatsQuery, VipKey};
 use super::ApiState;
 use crate::dataplane::Balancer;
+use crate::handles::UserspaceStats;
 
 endpoints!(
     vip_stats,

@@ -14,7 +14,7 @@
 //!   `Ready`), written after every pass; a restarted agent reads it back to
 //!   adopt its VIPs ([`Reconciler::adopt`]).
 //!
-//! `weir-agent --cluster` ([`crate::server::serve`]) creates the balancer and
+//! `weir-agent --cluster` (`server::serve`) creates the balancer and
 //! runs [`watch::run`]; the REST API refuses changes to the VIPs the
 //! [`Reconciler`] owns ([`Reconciler::owner`]).
 

@@ -254,6 +254,25 @@ pub struct Reconciler {
     frozen: BTreeSet<ObjectKey>,
 }
 
+/// The API's view of what cluster mode owns: the reconciler under its lock.
+impl crate::handles::Ownership for std::sync::Mutex<Reconciler> {
+    fn vip_owner(&self, vip: &VipId) -> Option<String> {
+        self.lock().unwrap_or_else(std::sync::PoisonError::into_inner).owner(vip).map(ToString::to_string)
+    }
+
+    fn real_owner(&self, addr: &IpAddr) -> Option<String> {
+        self.lock().unwrap_or_else(std::sync::PoisonError::into_inner).real_owner(addr).map(ToString::to_string)
+    }
+
+    fn try_synced(&self) -> Option<bool> {
+        match self.try_lock() {
+            Ok(r) => Some(r.synced()),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner().synced()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+}
+
 impl Reconciler {
     pub fn new() -> Self {
         Self::default()

@@ -42,7 +42,7 @@ use weir_crds::v1alpha1::{BalancerNode, BalancerNodeStatus, ProgrammedVirtualSer
 use weir_crds::validation::{resolve, Capacity, NodeInfo, ObjectKey};
 
 use super::{status, Reconciler};
-use crate::api::SharedBalancer;
+use crate::handles::SharedBalancer;
 
 /// First retry delay after a failed pass.
 pub const RETRY_MIN: Duration = Duration::from_millis(100);

@@ -19,8 +19,8 @@ use prometheus_client::registry::Unit;
 use weir_ebpf::abi::{self, Stat};
 
 use super::globals::{Half, GLOBALS, VERDICTS};
-use crate::api::{ApiState, SharedBalancer, UserspaceCounters, UserspaceStats};
 use crate::dataplane::{Balancer, Counter, VipId};
+use crate::handles::{Datapath, SharedBalancer, UserspaceCounters, UserspaceStats};
 
 /// Scrape-time choices.
 #[derive(Debug, Clone, Copy, Default)]
@@ -293,8 +293,13 @@ pub struct DatapathCollector {
 }
 
 impl DatapathCollector {
-    pub fn new(state: &ApiState, options: Options) -> Self {
-        Self { balancer: state.balancer.clone(), counters: state.counters.clone(), options, last: Default::default() }
+    pub fn new(datapath: &Datapath, options: Options) -> Self {
+        Self {
+            balancer: datapath.balancer.clone(),
+            counters: datapath.counters.clone(),
+            options,
+            last: Default::default(),
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use crate::api::system::System;
 use crate::api::{self, ApiState};
 use crate::cluster::{self, Reconciler};
 use crate::dataplane::{self, BalancerConfig, KatranConfig, Pins};
+use crate::handles::Ownership;
 use crate::metrics::{datapath, Metrics};
 use weir_crds::mac::Mac;
 
@@ -98,14 +99,14 @@ pub async fn serve_with_client(
     let limits = options.effective_limits(tls.is_some(), flags.tls_client_ca.is_some());
     let state = ApiState {
         pins: Some(Pins { pin_root: flags.pin_root.clone(), state_dir: flags.state_dir.clone() }),
-        cluster: cluster.as_ref().map(|c| c.reconciler.clone()),
+        cluster: cluster.as_ref().map(|c| c.reconciler.clone() as Arc<dyn Ownership>),
         // The flags' Debug form is canonical enough for a hash, and holds no secret (the token file's path only).
         system: Arc::new(System::new(limits, format!("{flags:?}"))),
         ..ApiState::default()
     };
     let metrics = flags.metrics_addr.map(|_| {
         let options = datapath::Options { conn_table_usage: flags.metrics_conn_table_usage };
-        Arc::new(Metrics::new(&state, options))
+        Arc::new(Metrics::new(&state.datapath(), options))
     });
     let api_metrics = metrics.as_ref().map(|m| m.api());
     let router = app(api::router(state.clone()), &options, api_metrics.clone());

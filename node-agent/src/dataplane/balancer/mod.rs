@@ -103,7 +103,7 @@ impl Balancer {
     }
 
     fn vip(&self, id: &VipId) -> Result<&Vip> {
-        self.state.vips.get(id).ok_or_else(|| Error::vip_not_found(id.addr, id.port, id.proto))
+        self.state.vips.get(id).ok_or_else(|| Error::NotFound { what: format!("VIP {id}") })
     }
 
     pub fn default_mac(&self) -> [u8; 6] {
