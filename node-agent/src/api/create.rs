@@ -57,7 +57,11 @@ use crate::dataplane::{AttachMode, Balancer, BalancerConfig, HashFunction, Katra
 /// What `/lb/status` and the notices call the program that runs.
 pub(super) const BALANCER_PROGRAM: &str = concat!("weir_balancer, built into weir-agent ", env!("CARGO_PKG_VERSION"));
 
-endpoints!(lb_create);
+/// This module's handlers, each served at the path and method its `#[utoipa::path]` names.
+pub(super) fn router() -> utoipa_axum::router::OpenApiRouter<ApiState> {
+    use utoipa_axum::{router::OpenApiRouter, routes};
+    OpenApiRouter::new().routes(routes!(lb_create))
+}
 
 const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1 << 0;
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
