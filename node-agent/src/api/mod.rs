@@ -24,7 +24,9 @@
 //! A handler's path and method are written once, in its `#[utoipa::path]`:
 //! utoipa-axum's `routes!` serves it there and adds the same operation to
 //! the router's OpenAPI description, which `/api/v1/openapi.json` serves
-//! (with `docs`' additions), so the two cannot drift.
+//! (with `docs`' additions), so the two cannot drift. Each `routes!` names
+//! one handler: given handlers of several paths, it would serve each of those
+//! paths with all of their methods.
 //!
 //! Handlers take the balancer lock (a std `RwLock`: read for reads, write
 //! for changes) only around the Balancer call, and only on tokio's blocking
