@@ -30,7 +30,11 @@ use super::utils::{format_mac, parse_mac};
 use super::ApiState;
 use crate::dataplane::{AttachMode, Balancer, HashFunction, RealAction, RealSpec, VipId, VipSpec};
 
-endpoints!(config_export, config_export_json);
+/// This module's handlers, each served at the path and method its `#[utoipa::path]` names.
+pub(super) fn router() -> utoipa_axum::router::OpenApiRouter<ApiState> {
+    use utoipa_axum::{router::OpenApiRouter, routes};
+    OpenApiRouter::new().routes(routes!(config_export)).routes(routes!(config_export_json))
+}
 
 /// The configuration document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

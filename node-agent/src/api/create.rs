@@ -17,7 +17,11 @@ use super::types::CreateLb;
 use super::ApiState;
 use crate::dataplane::{Balancer, BalancerConfig, KatranError};
 
-endpoints!(lb_create);
+/// This module's handlers, each served at the path and method its `#[utoipa::path]` names.
+pub(super) fn router() -> utoipa_axum::router::OpenApiRouter<ApiState> {
+    use utoipa_axum::{router::OpenApiRouter, routes};
+    OpenApiRouter::new().routes(routes!(lb_create))
+}
 
 /// Creates the balancer from `/lb/create`'s JSON body — exactly what
 /// `POST /api/v1/lb/create` does, for `--config FILE`: 400 INVALID_REQUEST

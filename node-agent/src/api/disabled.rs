@@ -23,7 +23,11 @@ fn disabled(feature: &str, method: Method, uri: Uri) -> ApiError {
 /// (`tt` fragments, not `literal`: they reach utoipa's attribute as plain tokens.)
 macro_rules! disabled {
     ($($name:ident: $method:ident $path:tt => $feature:tt;)+) => {
-        endpoints!($($name),+);
+        /// This module's handlers, each served at the path and method its `#[utoipa::path]` names.
+        pub(super) fn router() -> utoipa_axum::router::OpenApiRouter<super::ApiState> {
+            use utoipa_axum::{router::OpenApiRouter, routes};
+            OpenApiRouter::new()$(.routes(routes!($name)))+
+        }
         $(
             /// Not available in weir yet: answers 501 FEATURE_DISABLED.
             #[utoipa::path($method, path = $path, tag = "disabled",

@@ -1,5 +1,5 @@
 //! The OpenAPI 3 description, built from every handler's `#[utoipa::path]`
-//! (the same attributes the routes come from), served at
+//! (collected by the same utoipa-axum routers that serve them), served at
 //! `GET /api/v1/openapi.json`.
 
 use std::sync::OnceLock;
@@ -11,7 +11,11 @@ use utoipa::openapi::{ContentBuilder, OpenApi, Ref, Required, ResponseBuilder};
 
 use super::reply::{Acknowledged, Failure};
 
-endpoints!(openapi_json);
+/// This module's handlers, each served at the path and method its `#[utoipa::path]` names.
+pub(super) fn router() -> utoipa_axum::router::OpenApiRouter<super::ApiState> {
+    use utoipa_axum::{router::OpenApiRouter, routes};
+    OpenApiRouter::new().routes(routes!(openapi_json))
+}
 
 /// What every description starts from: the API's identity and the envelopes.
 #[derive(utoipa::OpenApi)]
@@ -111,13 +115,12 @@ fn errors_of(id: &str, op: &Operation) -> &'static [u16] {
     }
 }
 
-/// Merges the modules' descriptions and gives every operation the error
-/// answers it can give, each with the error envelope.
-pub(super) fn describe(docs: impl Iterator<Item = OpenApi>) -> OpenApi {
+/// [`Base`] with the handlers' operations (`paths`: the routers' description),
+/// every operation given the error answers it can give, each with the error
+/// envelope.
+pub(super) fn describe(paths: OpenApi) -> OpenApi {
     let mut api = <Base as utoipa::OpenApi>::openapi();
-    for doc in docs {
-        api.merge(doc);
-    }
+    api.merge(paths);
     for item in api.paths.paths.values_mut() {
         for op in operations_mut(item) {
             let id = op.operation_id.clone().unwrap_or_default();

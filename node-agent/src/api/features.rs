@@ -13,7 +13,11 @@ use super::reply::{Acknowledged, Data, Done, Success};
 use super::types::{FeatureAvailable, FeatureChange, FeatureQuery};
 use super::ApiState;
 
-endpoints!(check_feature, install_feature, remove_feature);
+/// This module's handlers, each served at the path and method its `#[utoipa::path]` names.
+pub(super) fn router() -> utoipa_axum::router::OpenApiRouter<ApiState> {
+    use utoipa_axum::{router::OpenApiRouter, routes};
+    OpenApiRouter::new().routes(routes!(check_feature)).routes(routes!(install_feature)).routes(routes!(remove_feature))
+}
 
 /// A Katran feature.
 struct Feature {

@@ -34,7 +34,11 @@ use super::reply::{Data, ErrorDetail, Success};
 use super::ApiState;
 use crate::dataplane::Balancer;
 
-endpoints!(health, health_ready);
+/// This module's handlers, each served at the path and method its `#[utoipa::path]` names.
+pub(super) fn router() -> utoipa_axum::router::OpenApiRouter<ApiState> {
+    use utoipa_axum::{router::OpenApiRouter, routes};
+    OpenApiRouter::new().routes(routes!(health)).routes(routes!(health_ready))
+}
 
 /// Whether `lb` is doing its job: attached, or loaded for testing.
 pub(super) fn is_ready(lb: &Balancer) -> bool {

@@ -31,7 +31,16 @@ use super::types::{LbPrograms, LbStatus, Reload};
 use super::ApiState;
 use crate::dataplane::BALANCER_PROGRAM;
 
-endpoints!(lb_status, lb_close, lb_load_bpf_progs, lb_attach_bpf_progs, lb_reload);
+/// This module's handlers, each served at the path and method its `#[utoipa::path]` names.
+pub(super) fn router() -> utoipa_axum::router::OpenApiRouter<ApiState> {
+    use utoipa_axum::{router::OpenApiRouter, routes};
+    OpenApiRouter::new()
+        .routes(routes!(lb_status))
+        .routes(routes!(lb_close))
+        .routes(routes!(lb_load_bpf_progs))
+        .routes(routes!(lb_attach_bpf_progs))
+        .routes(routes!(lb_reload))
+}
 
 /// Whether a balancer exists, and whether it is attached (or testing).
 #[utoipa::path(get, path = "/api/v1/lb/status", tag = "lb",

@@ -13,7 +13,11 @@ use super::reply::{Data, Success};
 use super::types::{DeletedCount, LruEntry, LruMaps, VipKey};
 use super::ApiState;
 
-endpoints!(delete_lru, purge_vip_lru);
+/// This module's handlers, each served at the path and method its `#[utoipa::path]` names.
+pub(super) fn router() -> utoipa_axum::router::OpenApiRouter<ApiState> {
+    use utoipa_axum::{router::OpenApiRouter, routes};
+    OpenApiRouter::new().routes(routes!(delete_lru)).routes(routes!(purge_vip_lru))
+}
 
 /// Entries a purge deletes per hold of the write lock: about 4 ms of
 /// syscalls, after which waiting requests get the lock. The table is listed

@@ -2,8 +2,9 @@
 //! contract in shared/specs/katran-rest-api.md plus the facts in
 //! shared/specs/README.md) over the [`Balancer`].
 //!
-//! Layout — one module per katran-server resource, each declaring its
-//! endpoints once with `endpoints!`:
+//! Layout — one module per katran-server resource, each with a `router()`
+//! (a utoipa-axum `OpenApiRouter`) of its handlers, merged in [`router`],
+//! [`health_router`] and [`openapi`]:
 //! - `config`: `/config/export` (and `/json`), the whole configuration as one
 //!   document, and its import (`--config FILE`);
 //! - `lb` (`/lb/*` lifecycle) and `create` (`/lb/create`: how Katran's
@@ -18,13 +19,14 @@
 //! - `docs`: `/api/v1/openapi.json`;
 //! - `types` (wire DTOs), `reply` (the success envelope), `error` (the error
 //!   envelope), `extract` (body and query extractors), `state` (balancer
-//!   access and userspace counters), `routes` (routing from the OpenAPI
-//!   description, JSON 404/405).
+//!   access and userspace counters), `fallback` (the JSON 404 and 405).
 //!
-//! Routes are generated from the handlers' `#[utoipa::path]` attributes: a
-//! handler is served at exactly the path and method its documentation names,
-//! and `/api/v1/openapi.json` is built from the same attributes, so the two
-//! cannot drift.
+//! A handler's path and method are written once, in its `#[utoipa::path]`:
+//! utoipa-axum's `routes!` serves it there and adds the same operation to
+//! the router's OpenAPI description, which `/api/v1/openapi.json` serves
+//! (with `docs`' additions), so the two cannot drift. Each `routes!` names
+//! one handler: given handlers of several paths, it would serve each of those
+//! paths with all of their methods.
 //!
 //! Handlers take the balancer lock (a std `RwLock`: read for reads, write
 //! for changes) only around the Balancer call, and only on tokio's blocking
@@ -32,31 +34,10 @@
 
 use std::sync::Arc;
 
+use utoipa_axum::router::OpenApiRouter;
+
 use crate::handles::{Datapath, Ownership};
 pub use crate::handles::{SharedBalancer, UserspaceCounters, UserspaceStats};
-
-/// Declares a resource module's endpoints once: `Doc` (its part of the
-/// OpenAPI description) lists the handlers, and `routes` serves each at the
-/// path and method its `#[utoipa::path]` names.
-macro_rules! endpoints {
-    ($($handler:ident),+ $(,)?) => {
-        /// This module's endpoints in the OpenAPI description.
-        #[derive(utoipa::OpenApi)]
-        #[openapi(paths($($handler),+))]
-        pub(super) struct Doc;
-
-        /// [`Doc`]'s OpenAPI description.
-        pub(super) fn doc() -> utoipa::openapi::OpenApi {
-            <Doc as utoipa::OpenApi>::openapi()
-        }
-
-        /// Serves every handler of [`Doc`] at its documented path and method.
-        pub(super) fn routes(routes: $crate::api::routes::Routes) -> $crate::api::routes::Routes {
-            let doc = doc();
-            routes$(.add(&doc, stringify!($handler), $handler))+
-        }
-    };
-}
 
 mod config;
 mod create;
@@ -64,6 +45,7 @@ mod disabled;
 mod docs;
 pub mod error;
 mod extract;
+mod fallback;
 mod features;
 mod health;
 mod lb;
@@ -71,7 +53,6 @@ mod lru;
 mod query;
 mod reals;
 mod reply;
-mod routes;
 mod state;
 mod stats;
 pub mod system;
@@ -116,40 +97,36 @@ impl ApiState {
 /// `/api/v1/openapi.json`. Unknown paths answer 404 and wrong methods 405,
 /// both in the JSON error envelope.
 pub fn router(state: ApiState) -> axum::Router {
-    RESOURCES.iter().fold(routes::Routes::default(), |routes, r| (r.routes)(routes)).into_router().with_state(state)
+    fallback::with_json_errors(endpoints()).with_state(state)
 }
 
 /// Only `/health` and `/health/ready`, for the metrics listener (kubelet's
 /// probes come from the node's address, which the API's allowlist refuses).
 pub fn health_router(state: ApiState) -> axum::Router {
-    health::routes(routes::Routes::default()).into_router().with_state(state)
+    fallback::with_json_errors(health::router()).with_state(state)
 }
 
 /// The OpenAPI 3 description of every endpoint, from the handlers' attributes
 /// (served at `/api/v1/openapi.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    docs::describe(RESOURCES.iter().map(|r| (r.doc)()))
+    docs::describe(endpoints().into_openapi())
 }
 
-/// A resource module: its routes and its part of the OpenAPI description.
-struct Resource {
-    routes: fn(routes::Routes) -> routes::Routes,
-    doc: fn() -> utoipa::openapi::OpenApi,
+/// Every resource module's endpoints: their routes and, from the same
+/// `#[utoipa::path]` attributes, their OpenAPI description.
+fn endpoints() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .merge(health::router())
+        .merge(docs::router())
+        .merge(lb::router())
+        .merge(create::router())
+        .merge(config::router())
+        .merge(vips::router())
+        .merge(reals::router())
+        .merge(stats::router())
+        .merge(lru::router())
+        .merge(utils::router())
+        .merge(features::router())
+        .merge(system::router())
+        .merge(disabled::router())
 }
-
-/// Every resource module, in one place.
-const RESOURCES: &[Resource] = &[
-    Resource { routes: health::routes, doc: health::doc },
-    Resource { routes: docs::routes, doc: docs::doc },
-    Resource { routes: lb::routes, doc: lb::doc },
-    Resource { routes: create::routes, doc: create::doc },
-    Resource { routes: config::routes, doc: config::doc },
-    Resource { routes: vips::routes, doc: vips::doc },
-    Resource { routes: reals::routes, doc: reals::doc },
-    Resource { routes: stats::routes, doc: stats::doc },
-    Resource { routes: lru::routes, doc: lru::doc },
-    Resource { routes: utils::routes, doc: utils::doc },
-    Resource { routes: features::routes, doc: features::doc },
-    Resource { routes: system::routes, doc: system::doc },
-    Resource { routes: disabled::routes, doc: disabled::doc },
-];

@@ -13,7 +13,17 @@ use super::types::{ModifyRealFlags, RealAddress, RealIndex, RealState, RealsBatc
 use super::ApiState;
 use crate::dataplane::{RealAction, RealSpec};
 
-endpoints!(get_reals, add_real, del_real, batch_reals, real_index, modify_real_flags);
+/// This module's handlers, each served at the path and method its `#[utoipa::path]` names.
+pub(super) fn router() -> utoipa_axum::router::OpenApiRouter<ApiState> {
+    use utoipa_axum::{router::OpenApiRouter, routes};
+    OpenApiRouter::new()
+        .routes(routes!(get_reals))
+        .routes(routes!(add_real))
+        .routes(routes!(del_real))
+        .routes(routes!(batch_reals))
+        .routes(routes!(real_index))
+        .routes(routes!(modify_real_flags))
+}
 
 /// A VIP's reals.
 #[utoipa::path(get, path = "/api/v1/vips/reals", tag = "reals", params(VipKey),

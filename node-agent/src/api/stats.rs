@@ -29,23 +29,26 @@ use super::ApiState;
 use crate::dataplane::Balancer;
 use crate::handles::UserspaceStats;
 
-endpoints!(
-    vip_stats,
-    real_stats,
-    lru_stats,
-    lru_miss_stats,
-    lru_fallback_stats,
-    icmp_too_big_stats,
-    ch_drop_stats,
-    xdp_total_stats,
-    xdp_tx_stats,
-    xdp_drop_stats,
-    xdp_pass_stats,
-    bpf_map_stats,
-    userspace_stats,
-    per_core_packets,
-    flood_status,
-);
+/// This module's handlers, each served at the path and method its `#[utoipa::path]` names.
+pub(super) fn router() -> utoipa_axum::router::OpenApiRouter<ApiState> {
+    use utoipa_axum::{router::OpenApiRouter, routes};
+    OpenApiRouter::new()
+        .routes(routes!(vip_stats))
+        .routes(routes!(real_stats))
+        .routes(routes!(lru_stats))
+        .routes(routes!(lru_miss_stats))
+        .routes(routes!(lru_fallback_stats))
+        .routes(routes!(icmp_too_big_stats))
+        .routes(routes!(ch_drop_stats))
+        .routes(routes!(xdp_total_stats))
+        .routes(routes!(xdp_tx_stats))
+        .routes(routes!(xdp_drop_stats))
+        .routes(routes!(xdp_pass_stats))
+        .routes(routes!(bpf_map_stats))
+        .routes(routes!(userspace_stats))
+        .routes(routes!(per_core_packets))
+        .routes(routes!(flood_status))
+}
 
 /// Katran's map names and the weir map with the same role.
 const KATRAN_MAPS: &[(&str, &str)] = &[

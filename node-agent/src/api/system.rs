@@ -20,7 +20,11 @@ use utoipa::ToSchema;
 use super::reply::{Data, Success};
 use super::ApiState;
 
-endpoints!(system_info, limits_effective);
+/// This module's handlers, each served at the path and method its `#[utoipa::path]` names.
+pub(super) fn router() -> utoipa_axum::router::OpenApiRouter<ApiState> {
+    use utoipa_axum::{router::OpenApiRouter, routes};
+    OpenApiRouter::new().routes(routes!(system_info)).routes(routes!(limits_effective))
+}
 
 /// The git commit weir-agent was built from (`build.rs`: `WEIR_BUILD_COMMIT`
 /// if set, else `git rev-parse HEAD`), or "unknown" (built outside a checkout).

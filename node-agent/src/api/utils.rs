@@ -27,7 +27,17 @@ use super::types::{Fd, FlowQuery, FlowReal, Mac, MapName, SimulatePacket, Simula
 use super::ApiState;
 use crate::dataplane::{Flow, Verdict};
 
-endpoints!(get_mac, set_mac, real_for_flow, simulate_packet, prog_fd, map_fd);
+/// This module's handlers, each served at the path and method its `#[utoipa::path]` names.
+pub(super) fn router() -> utoipa_axum::router::OpenApiRouter<ApiState> {
+    use utoipa_axum::{router::OpenApiRouter, routes};
+    OpenApiRouter::new()
+        .routes(routes!(get_mac))
+        .routes(routes!(set_mac))
+        .routes(routes!(real_for_flow))
+        .routes(routes!(simulate_packet))
+        .routes(routes!(prog_fd))
+        .routes(routes!(map_fd))
+}
 
 /// Parses `aa:bb:cc:dd:ee:ff` (or with `-`), naming `field` when it is not a MAC.
 pub(super) fn parse_mac(field: &str, text: &str) -> Result<[u8; 6], ApiError> {

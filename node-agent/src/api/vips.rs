@@ -12,7 +12,17 @@ use super::types::{HashFunctionChange, ModifyVipFlags, NewVip, VipFlags, VipKey}
 use super::ApiState;
 use crate::dataplane::{HashFunction, VipSpec};
 
-endpoints!(list_vips, add_vip, del_vip, get_vip_flags, modify_vip_flags, change_hash_function);
+/// This module's handlers, each served at the path and method its `#[utoipa::path]` names.
+pub(super) fn router() -> utoipa_axum::router::OpenApiRouter<ApiState> {
+    use utoipa_axum::{router::OpenApiRouter, routes};
+    OpenApiRouter::new()
+        .routes(routes!(list_vips))
+        .routes(routes!(add_vip))
+        .routes(routes!(del_vip))
+        .routes(routes!(get_vip_flags))
+        .routes(routes!(modify_vip_flags))
+        .routes(routes!(change_hash_function))
+}
 
 /// Every VIP.
 #[utoipa::path(get, path = "/api/v1/vips", tag = "vips",

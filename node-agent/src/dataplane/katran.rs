@@ -100,7 +100,7 @@ impl KatranError {
 /// missing field (or `null`) means Katran's default, an explicit value means
 /// that value (so `root_map_pos: 0` is 0, unlike the reference server). How
 /// each maps onto weir — used, checked and accepted, or refused — is the
-/// table in this module's documentation.
+/// table in the `katran` module's documentation.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[schema(as = CreateLb)]
 pub struct KatranConfig {
