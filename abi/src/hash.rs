@@ -14,7 +14,8 @@ pub enum HashFunction {
 }
 
 /// (function, Katran id, name): the one table.
-const TABLE: [(HashFunction, u32, &str); 2] = [(HashFunction::Maglev, 0, "maglev"), (HashFunction::MaglevV2, 1, "maglev_v2")];
+const TABLE: [(HashFunction, u32, &str); 2] =
+    [(HashFunction::Maglev, 0, "maglev"), (HashFunction::MaglevV2, 1, "maglev_v2")];
 
 impl HashFunction {
     /// Every hash function, in Katran id order.

@@ -1,7 +1,9 @@
 //! `aya::Pod` for the map structs (the `aya` feature), so aya's typed maps
 //! take them as keys and values.
 
-use crate::layout::{ConnEntry, ConnKey, GlobalStats, LbCounter, LbCtl, RealDef, RingSlots, VipFilter, VipKey, VipMeta};
+use crate::layout::{
+    ConnEntry, ConnKey, GlobalStats, LbCounter, LbCtl, RealDef, RingSlots, VipFilter, VipKey, VipMeta,
+};
 
 // SAFETY: each type is #[repr(C)], made only of integers and byte arrays, with
 // explicit padding fields, so every bit pattern is valid and there are no holes.

@@ -15,14 +15,14 @@ pub enum Protocol {
     Udp,
 }
 
-/// (protocol, IANA number, name): the one table.
-const TABLE: [(Protocol, u8, &str); 2] = [(Protocol::Tcp, 6, "TCP"), (Protocol::Udp, 17, "UDP")];
+/// (protocol, IANA number, name, label): the one table.
+const TABLE: [(Protocol, u8, &str, &str); 2] = [(Protocol::Tcp, 6, "TCP", "tcp"), (Protocol::Udp, 17, "UDP", "udp")];
 
 impl Protocol {
     /// Every protocol, in table order.
     pub const ALL: [Protocol; 2] = [Protocol::Tcp, Protocol::Udp];
 
-    fn row(self) -> (Protocol, u8, &'static str) {
+    fn row(self) -> (Protocol, u8, &'static str, &'static str) {
         TABLE[self as usize]
     }
 
@@ -46,13 +46,16 @@ impl Protocol {
         TABLE.iter().find(|row| row.2.eq_ignore_ascii_case(name)).map(|row| row.0)
     }
 
-    /// `tcp` or `udp` for the protocols a VIP can carry, the number otherwise:
-    /// how metric labels and configuration documents spell a VIP's protocol.
-    pub fn label(number: u8) -> String {
-        match Self::from_number(number) {
-            Some(proto) => proto.name().to_ascii_lowercase(),
-            None => number.to_string(),
-        }
+    /// `tcp`, `udp`: how VIP strings (`10.0.0.1:80/tcp`), metric labels and
+    /// configuration documents spell a protocol.
+    pub fn label(self) -> &'static str {
+        self.row().3
+    }
+
+    /// The [`label`](Self::label) of the protocol numbered `number`, or the
+    /// number itself when no VIP can carry it.
+    pub fn label_or_number(number: u8) -> String {
+        Self::from_number(number).map_or_else(|| number.to_string(), |proto| proto.label().to_owned())
     }
 }
 
@@ -70,11 +73,16 @@ mod tests {
     fn numbers_and_names() {
         for proto in Protocol::ALL {
             assert_eq!(Protocol::from_number(proto.number()), Some(proto));
-            assert_eq!(Protocol::from_name(&proto.name().to_lowercase()), Some(proto));
+            assert_eq!(Protocol::from_name(proto.label()), Some(proto));
+            assert_eq!(proto.label(), proto.name().to_lowercase());
         }
         assert_eq!((Protocol::Tcp.number(), Protocol::Udp.number()), (6, 17));
         assert_eq!((Protocol::Tcp.to_string(), Protocol::Udp.name()), ("TCP".to_owned(), "UDP"));
-        assert_eq!((Protocol::label(17), Protocol::label(132)), ("udp".to_owned(), "132".to_owned()));
+        assert_eq!(Protocol::Udp.label(), "udp");
+        assert_eq!(
+            (Protocol::label_or_number(6), Protocol::label_or_number(132)),
+            ("tcp".to_owned(), "132".to_owned())
+        );
         assert_eq!((Protocol::from_number(1), Protocol::from_name("sctp")), (None, None));
     }
 }

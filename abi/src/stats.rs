@@ -136,13 +136,12 @@ impl Stat {
                 katran("always 0: weir's table is never missing (Katran: fallback LRU hits)"),
                 katran("always 0"),
             ),
-            Stat::ChDrop => info("ch_drop", Some("ch-drop"), katran("ring slot empty"), katran("real index had no real")),
-            Stat::EncapFail => info(
-                "encap_fail",
-                None,
-                katran("headroom or bounds failure"),
-                weir("family pair not encapsulable"),
-            ),
+            Stat::ChDrop => {
+                info("ch_drop", Some("ch-drop"), katran("ring slot empty"), katran("real index had no real"))
+            }
+            Stat::EncapFail => {
+                info("encap_fail", None, katran("headroom or bounds failure"), weir("family pair not encapsulable"))
+            }
             Stat::IcmpTooBig => info(
                 "icmp_toobig",
                 Some("icmp-too-big"),
@@ -158,14 +157,13 @@ impl Stat {
             Stat::NotBalanced => {
                 info("not_balanced", None, weir("IPv4 packets with options"), weir("fragments (IPv4 and IPv6)"))
             }
-            Stat::NewConnRate => info(
-                "new_conn_rate",
-                None,
-                katran("new connections this second"),
-                katran("when the second began (ns)"),
-            ),
+            Stat::NewConnRate => {
+                info("new_conn_rate", None, katran("new connections this second"), katran("when the second began (ns)"))
+            }
             Stat::XdpTotal => info("xdp_total", Some("xdp/total"), katran("packets"), katran("bytes (whole frame)")),
-            Stat::XdpTx => info("xdp_tx", Some("xdp/tx"), katran("packets"), katran("bytes (whole frame, as received)")),
+            Stat::XdpTx => {
+                info("xdp_tx", Some("xdp/tx"), katran("packets"), katran("bytes (whole frame, as received)"))
+            }
             Stat::XdpDrop => info("xdp_drop", Some("xdp/drop"), katran("packets"), katran("bytes")),
             Stat::XdpPass => info("xdp_pass", Some("xdp/pass"), katran("packets"), katran("bytes")),
             Stat::BadLen => info(

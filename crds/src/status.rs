@@ -73,11 +73,7 @@ pub fn programmed_virtual_services(plan: &NodePlan) -> Vec<ProgrammedVirtualServ
             generation: vip.generation,
             reals: u32::try_from(vip.reals.len()).unwrap_or(u32::MAX),
             reals_digest: Some(reals_digest(&vip.reals)),
-            vip: Some(ProgrammedVip {
-                address: vip.address.to_string(),
-                port: vip.port,
-                protocol: vip.protocol,
-            }),
+            vip: Some(ProgrammedVip { address: vip.address.to_string(), port: vip.port, protocol: vip.protocol }),
         })
         .collect();
     out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
