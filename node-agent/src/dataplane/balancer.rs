@@ -17,6 +17,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
 use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
+use weir_abi::{Protocol, RealFlags, VipFlags};
 use weir_ebpf::abi::{self, LbCtl, RealDef, Stat, VipFilter, VipKey, VipMeta};
 
 use super::config::{self, BalancerConfig};
@@ -27,14 +28,6 @@ pub use super::state::VipId;
 use super::state::{Real, State, Vip};
 use super::stats::Counter;
 use crate::{Error, Result};
-
-/// Protocols a VIP can carry.
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-
-/// Every VIP flag bit Katran defines; bits outside are invalid, bits inside
-/// but not in [`abi::VIP_F_SUPPORTED`] are a feature this datapath lacks.
-const VIP_F_KNOWN: u32 = (1 << 10) - 1;
 
 /// A VIP to add.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -523,7 +516,8 @@ impl Balancer {
         if src.is_ipv6() != id.addr.is_ipv6() {
             return Err(Error::bad_address("src_ip", format!("{src} is not of the VIP's address family")));
         }
-        if id.port == 0 && vip.flags & (abi::VIP_F_DPORT_HASH | abi::VIP_F_HASH_SRC_DST_PORT) != 0 {
+        let port_hash = VipFlags::from_bits_retain(vip.flags) & VipFlags::PORT_HASH;
+        if id.port == 0 && !port_hash.is_empty() {
             // Such entries are keyed by the packet's destination port, which
             // (VIP, source address, source port) does not name.
             return Err(Error::invalid(
@@ -531,7 +525,7 @@ impl Balancer {
                 format!(
                     "VIP {id} is port-less with {}: its flows are keyed by destination port, which this request \
                      does not name; purge the VIP's entries instead",
-                    vip_flag_names(vip.flags & (abi::VIP_F_DPORT_HASH | abi::VIP_F_HASH_SRC_DST_PORT))
+                    port_hash
                 ),
             ));
         }
@@ -700,7 +694,9 @@ impl Balancer {
             Err(e) => return Err(map_err(abi::map::CONNS, "read", e)),
         };
         // conn_fresh: the program ignores a UDP entry older than the timeout.
-        if flow.proto == UDP && monotonic_coarse_ns().saturating_sub(entry.atime_ns) > abi::UDP_CONN_TIMEOUT_NS {
+        if flow.proto == Protocol::Udp.number()
+            && monotonic_coarse_ns().saturating_sub(entry.atime_ns) > abi::UDP_CONN_TIMEOUT_NS
+        {
             return Ok(None);
         }
         let real = self.maps.reals.get(&entry.real_index, 0).map_err(|e| map_err(abi::map::REALS, "read", e))?;
@@ -996,7 +992,7 @@ fn validate_config(c: &BalancerConfig) -> Result<()> {
 }
 
 fn validate_vip_id(id: &VipId) -> Result<()> {
-    if id.proto != TCP && id.proto != UDP {
+    if Protocol::from_number(id.proto).is_none() {
         return Err(Error::invalid("proto", format!("{} is not TCP (6) or UDP (17)", id.proto)));
     }
     validate_unicast("address", id.addr)
@@ -1007,37 +1003,18 @@ fn validate_unicast(field: &'static str, addr: IpAddr) -> Result<()> {
     weir_crds::address::check_unicast(addr).map_err(|e| Error::bad_address(field, format!("{addr} {e}")))
 }
 
+/// Bits no Katran VIP flag uses are invalid; flags Katran defines but this
+/// datapath does not honour (outside [`VipFlags::SUPPORTED`]) are a feature it lacks.
 fn validate_vip_flags(flags: u32) -> Result<()> {
-    if flags & !VIP_F_KNOWN != 0 {
-        return Err(Error::invalid(
-            "flags",
-            format!("{flags:#x} has bits no VIP flag uses ({:#x})", flags & !VIP_F_KNOWN),
-        ));
+    let unknown = flags & !VipFlags::all().bits();
+    if unknown != 0 {
+        return Err(Error::invalid("flags", format!("{flags:#x} has bits no VIP flag uses ({unknown:#x})")));
     }
-    let unsupported = flags & !abi::VIP_F_SUPPORTED;
-    if unsupported != 0 {
-        return Err(Error::FeatureDisabled {
-            feature: format!("VIP flag {} ({unsupported:#x})", vip_flag_names(unsupported)),
-        });
+    let unsupported = VipFlags::from_bits_retain(flags).difference(VipFlags::SUPPORTED);
+    if !unsupported.is_empty() {
+        return Err(Error::FeatureDisabled { feature: format!("VIP flag {unsupported} ({:#x})", unsupported.bits()) });
     }
     Ok(())
-}
-
-/// Katran's names of VIP flag bits, joined with `|`.
-pub fn vip_flag_names(flags: u32) -> String {
-    const NAMES: [&str; 10] = [
-        "NO_SPORT",
-        "NO_LRU",
-        "QUIC_VIP",
-        "DPORT_HASH",
-        "SRC_ROUTING",
-        "LOCAL_VIP",
-        "GLOBAL_LRU",
-        "HASH_SRC_DST_PORT",
-        "UDP_STABLE_ROUTING",
-        "UDP_FLOW_MIGRATION",
-    ];
-    NAMES.iter().enumerate().filter(|(bit, _)| flags & (1 << bit) != 0).map(|(_, n)| *n).collect::<Vec<_>>().join("|")
 }
 
 fn validate_real(vip: &VipId, real: &RealSpec) -> Result<()> {
@@ -1053,8 +1030,7 @@ fn validate_real(vip: &VipId, real: &RealSpec) -> Result<()> {
 }
 
 fn validate_real_flags(addr: IpAddr, flags: u8) -> Result<()> {
-    let known = abi::REAL_F_IPV6 | abi::REAL_F_LOCAL_REAL;
-    if flags & !known != 0 {
+    if flags & !RealFlags::all().bits() != 0 {
         return Err(Error::invalid("real flags", format!("{flags:#x} has bits no real flag uses")));
     }
     if flags & abi::REAL_F_IPV6 != 0 && addr.is_ipv4() {

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use etherparse::PacketBuilder;
+use weir_abi::VipFlags;
 use weir_ebpf::abi::{self, ConnKey};
 
 use super::state::Vip;
@@ -159,7 +160,8 @@ pub fn outer_destination(frame: &[u8]) -> Option<IpAddr> {
 /// balancer.bpf.c shape it: a port-less VIP keys its flows by port 0 unless
 /// DPORT_HASH or HASH_SRC_DST_PORT keeps the destination port.
 pub(crate) fn conn_key(vip: &Vip, src: IpAddr, src_port: u16, dst_port: u16) -> ConnKey {
-    let keeps_dport = vip.flags & (abi::VIP_F_DPORT_HASH | abi::VIP_F_HASH_SRC_DST_PORT) != 0;
+    let flags = VipFlags::from_bits_retain(vip.flags);
+    let keeps_dport = flags.intersects(VipFlags::PORT_HASH);
     let dport = if vip.id.port == 0 && !keeps_dport { 0 } else { dst_port };
     let mut key = ConnKey {
         src: abi::addr_bytes(src),
@@ -167,11 +169,11 @@ pub(crate) fn conn_key(vip: &Vip, src: IpAddr, src_port: u16, dst_port: u16) -> 
         sport: src_port.to_be_bytes(),
         dport: dport.to_be_bytes(),
     };
-    if vip.flags & abi::VIP_F_DPORT_HASH != 0 {
+    if flags.contains(VipFlags::DPORT_HASH) {
         key.sport = key.dport;
         key.src = [0; 16];
     }
-    if vip.flags & abi::VIP_F_NO_SPORT != 0 {
+    if flags.contains(VipFlags::NO_SPORT) {
         key.sport = [0; 2];
     }
     key
