@@ -52,6 +52,12 @@ impl Protocol {
         self.row().3
     }
 
+    /// `TCP (6) or UDP (17)`: what a VIP's protocol may be, for messages.
+    pub fn choices() -> String {
+        let names: Vec<String> = Self::ALL.iter().map(|p| format!("{} ({})", p.name(), p.number())).collect();
+        names.join(" or ")
+    }
+
     /// The [`label`](Self::label) of the protocol numbered `number`, or the
     /// number itself when no VIP can carry it.
     pub fn label_or_number(number: u8) -> String {
@@ -79,6 +85,7 @@ mod tests {
         assert_eq!((Protocol::Tcp.number(), Protocol::Udp.number()), (6, 17));
         assert_eq!((Protocol::Tcp.to_string(), Protocol::Udp.name()), ("TCP".to_owned(), "UDP"));
         assert_eq!(Protocol::Udp.label(), "udp");
+        assert_eq!(Protocol::choices(), "TCP (6) or UDP (17)");
         assert_eq!(
             (Protocol::label_or_number(6), Protocol::label_or_number(132)),
             ("tcp".to_owned(), "132".to_owned())

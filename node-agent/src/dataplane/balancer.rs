@@ -993,7 +993,7 @@ fn validate_config(c: &BalancerConfig) -> Result<()> {
 
 fn validate_vip_id(id: &VipId) -> Result<()> {
     if Protocol::from_number(id.proto).is_none() {
-        return Err(Error::invalid("proto", format!("{} is not TCP (6) or UDP (17)", id.proto)));
+        return Err(Error::invalid("proto", format!("{} is not {}", id.proto, Protocol::choices())));
     }
     validate_unicast("address", id.addr)
 }

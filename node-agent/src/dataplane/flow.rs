@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use etherparse::PacketBuilder;
-use weir_abi::VipFlags;
+use weir_abi::{Protocol, VipFlags};
 use weir_ebpf::abi::{self, ConnKey};
 
 use super::state::Vip;
@@ -116,18 +116,18 @@ pub fn flow_frame(flow: &Flow) -> Result<Vec<u8>> {
         _ => return Err(Error::bad_address("src", format!("{} and {} are of different families", flow.src, flow.dst))),
     };
     let mut frame = Vec::new();
-    let written = match flow.proto {
-        6 => {
+    let written = match Protocol::from_number(flow.proto) {
+        Some(Protocol::Tcp) => {
             let builder = ip.tcp(flow.src_port, flow.dst_port, 1, 64_000).syn();
             frame.reserve(builder.size(0));
             builder.write(&mut frame, &[])
         }
-        17 => {
+        Some(Protocol::Udp) => {
             let builder = ip.udp(flow.src_port, flow.dst_port);
             frame.reserve(builder.size(0));
             builder.write(&mut frame, &[])
         }
-        other => return Err(Error::invalid("proto", format!("{other} is not TCP (6) or UDP (17)"))),
+        None => return Err(Error::invalid("proto", format!("{} is not {}", flow.proto, Protocol::choices()))),
     };
     written.map_err(|e| Error::invalid("flow", e.to_string()))?;
     Ok(frame)
