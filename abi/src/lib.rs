@@ -11,7 +11,8 @@
 //!
 //! The C header `ebpf/bpf/weir_abi.h` is the datapath's side of the same facts.
 //! weir-ebpf's tests compare this crate with what the C compiler makes of that
-//! header (sizes, offsets, constants, map names), so the two cannot drift.
+//! header (sizes, offsets, constants, flag and counter names, map names), so
+//! the two cannot drift.
 //!
 //! No aya dependency: the CRD crate uses the typed values without a BPF loader.
 //! The `aya` feature adds `aya::Pod` for the map structs; `serde` and
@@ -30,6 +31,8 @@ pub mod stats;
 pub use address::{check_unicast, AddressError};
 pub use flags::{RealFlags, VipFlags};
 pub use hash::HashFunction;
+// The structs and constants keep their old paths (`weir_ebpf::abi::VipKey`):
+// a glob, as they are many and all belong at the top.
 pub use layout::*;
 pub use protocol::Protocol;
 pub use stats::{CounterInfo, DecapStat, Half, HalfInfo, Origin, Stat};
