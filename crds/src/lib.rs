@@ -4,9 +4,10 @@
 //!
 //! Layout:
 //! - [`v1alpha1`]: one kind per file — `VirtualService`, `RealServer`, `BalancerNode` —
-//!   and the flag/protocol/hash-function value types with their Katran bit values;
-//! - [`address`]: the one rule for VIP and real addresses (CRD validation and the agent's
-//!   Balancer alike);
+//!   and the flag names users write, mapped to weir-abi's flags; `Protocol` and
+//!   `HashFunction` are weir-abi's own;
+//! - [`address`]: weir-abi's one rule for VIP and real addresses (CRD validation and the
+//!   agent's Balancer alike), re-exported;
 //! - [`validation`]: pure, deterministic functions (no I/O, no client): per-object checks
 //!   and the arbitration of a whole snapshot into what one node programs;
 //! - [`lenient`]: [`lenient::Lenient`], a kind that decodes every stored object (one the
@@ -21,7 +22,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-pub mod address;
+pub use weir_abi::address;
 pub mod lenient;
 pub mod mac;
 pub mod status;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::v1alpha1::{condition, BalancerNodeStatus, ProgrammedVip, ProgrammedVirtualService, Protocol};
+use crate::v1alpha1::{condition, BalancerNodeStatus, ProgrammedVip, ProgrammedVirtualService};
 use crate::validation::{NodePlan, ObjectKey, RealPlan, Verdict};
 
 fn make(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: Time) -> Condition {
@@ -73,11 +73,7 @@ pub fn programmed_virtual_services(plan: &NodePlan) -> Vec<ProgrammedVirtualServ
             generation: vip.generation,
             reals: u32::try_from(vip.reals.len()).unwrap_or(u32::MAX),
             reals_digest: Some(reals_digest(&vip.reals)),
-            vip: Some(ProgrammedVip {
-                address: vip.address.to_string(),
-                port: vip.port,
-                protocol: if vip.protocol == Protocol::Udp.number() { Protocol::Udp } else { Protocol::Tcp },
-            }),
+            vip: Some(ProgrammedVip { address: vip.address.to_string(), port: vip.port, protocol: vip.protocol }),
         })
         .collect();
     out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -178,9 +174,9 @@ mod tests {
                 generation: 3,
                 address: "10.0.0.1".parse().unwrap(),
                 port: 80,
-                protocol: 6,
-                flags: 0,
-                hash_function: 0,
+                protocol: crate::v1alpha1::Protocol::Tcp,
+                flags: weir_abi::VipFlags::empty(),
+                hash_function: crate::v1alpha1::HashFunction::Maglev,
                 reals: vec![],
             }],
             ..NodePlan::default()

@@ -1,17 +1,24 @@
 /*
  * abi_layout.c — a host program, built and run by build.rs, that prints the
- * layout of weir_abi.h as Rust: every struct's size and field offsets and every
- * constant's value. ebpf/src/abi.rs tests compare its own definitions with this
- * table, so the C and Rust sides of the ABI cannot drift.
+ * layout of weir_abi.h as Rust: every struct's size and field offsets, every
+ * constant's value and every map name. ebpf/src/abi.rs tests compare the
+ * weir-abi crate with these tables, so the C and Rust sides of the ABI cannot
+ * drift.
  */
 #include <stddef.h>
 #include <stdio.h>
+
+#include <linux/in.h>
 
 #include "weir_abi.h"
 
 #define SIZE(s) printf("    (\"%s\", %zu),\n", #s, sizeof(struct s))
 #define FIELD(s, f) printf("    (\"%s.%s\", %zu),\n", #s, #f, offsetof(struct s, f))
 #define CONST(c) printf("    (\"%s\", %llu),\n", #c, (unsigned long long)(c))
+/* A map name macro expands to a bare identifier: stringify it after expansion. */
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+#define MAP(m) printf("    (\"%s\", \"%s\"),\n", #m, STRINGIFY(m))
 
 int main(void) {
   printf("/// (name, size or offset) of every ABI struct and field, as C lays them out.\n");
@@ -48,6 +55,14 @@ int main(void) {
   CONST(WEIR_STAT_XDP_PASS); CONST(WEIR_STAT_BAD_LEN); CONST(WEIR_STAT_MAX);
   CONST(WEIR_DECAP_STAT_V4); CONST(WEIR_DECAP_STAT_V6); CONST(WEIR_DECAP_STAT_PASS);
   CONST(WEIR_DECAP_STAT_MAX);
+  /* The VIP protocols' numbers, as the datapath compares them. */
+  CONST(IPPROTO_TCP); CONST(IPPROTO_UDP);
+  printf("];\n\n");
+  printf("/// (macro, map name) of every map name, as C spells them.\n");
+  printf("pub const C_MAP_NAMES: &[(&str, &str)] = &[\n");
+  MAP(WEIR_MAP_VIPS); MAP(WEIR_MAP_REALS); MAP(WEIR_MAP_CH_RINGS); MAP(WEIR_MAP_CONNS);
+  MAP(WEIR_MAP_CTL); MAP(WEIR_MAP_VIP_STATS); MAP(WEIR_MAP_REAL_STATS); MAP(WEIR_MAP_STATS);
+  MAP(WEIR_MAP_VIP_FILTER); MAP(WEIR_MAP_DECAP_STATS);
   printf("];\n\n");
   /* Buckets of a few addresses, so the Rust twin of vip_filter_bucket is checked. */
   printf("/// (address words as loaded, bucket) from C's vip_filter_bucket.\n");

@@ -3,9 +3,10 @@
  * weir_abi.h — the one ABI between the BPF programs and userspace.
  *
  * Every struct stored in a map, every flag bit, every counter index and every
- * map name lives here, and nowhere else on the C side. The Rust mirror is
- * ebpf/src/abi.rs; its tests pin sizes and offsets to the _Static_asserts below,
- * so the two cannot drift silently. Structs have explicit padding: no hidden
+ * map name lives here, and nowhere else on the C side. The Rust side is the
+ * weir-abi crate (abi/); the tests in ebpf/src/abi.rs compare its sizes,
+ * offsets, constants, flag and counter names and map names with this header
+ * (through bpf/abi_layout.c), so the two cannot drift silently. Structs have explicit padding: no hidden
  * holes, so a zeroed Rust value is a valid map key.
  *
  * Addresses and ports are in network byte order. An IPv4 address occupies

@@ -1,304 +1,10 @@
-//! The Rust mirror of `bpf/weir_abi.h`: map names, key and value structs, flag
-//! bits and counter indices. Field meanings are documented in the header; the
-//! tests at the bottom compare every size, offset and constant with what the C
-//! compiler produced from that header (see `bpf/abi_layout.c`).
+//! The Rust side of `bpf/weir_abi.h`: the weir-abi crate (map names, key and
+//! value structs, flags, counters), with `aya::Pod` for the map structs. The
+//! tests below compare every size, offset, constant and map name of that crate
+//! with what the C compiler produced from the header (see `bpf/abi_layout.c`),
+//! so the two cannot drift.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-/// Map names, exactly as declared in `bpf/maps.h`.
-pub mod map {
-    pub const VIPS: &str = "weir_vips";
-    pub const REALS: &str = "weir_reals";
-    pub const CH_RINGS: &str = "weir_ch_rings";
-    pub const CONNS: &str = "weir_conns";
-    pub const CTL: &str = "weir_ctl";
-    pub const VIP_STATS: &str = "weir_vip_stats";
-    pub const REAL_STATS: &str = "weir_real_stats";
-    pub const STATS: &str = "weir_stats";
-    pub const DECAP_STATS: &str = "weir_decaps";
-    pub const VIP_FILTER: &str = "weir_vip_filter";
-
-    /// Every map of the balancer program.
-    pub const BALANCER: &[&str] = &[VIPS, VIP_FILTER, REALS, CH_RINGS, CONNS, CTL, VIP_STATS, REAL_STATS, STATS];
-}
-
-/// The layout of the pinned maps: their names, keys, values and what they
-/// mean. Bumped whenever one of them changes, so that an agent never runs its
-/// program against maps laid out for another one: a datapath pinned with
-/// another layout gets fresh maps (see the agent's `pin::SetAside`).
-/// 0: not recorded (every release before 2); 2: VIP keys carry their family,
-/// rings hold two slots an element, `bad_len` counter.
-pub const PIN_LAYOUT: u32 = 2;
-
-/// Load-time constants (`const volatile` globals in `balancer.bpf.c`).
-pub mod global {
-    /// Maglev ring slots per VIP.
-    pub const RING_SIZE: &str = "weir_ring_size";
-    /// L3 MTU of the egress link: larger packets, once encapsulated, are dropped.
-    pub const MTU: &str = "weir_mtu";
-}
-
-pub const VIP_F_NO_SPORT: u32 = 1 << 0;
-pub const VIP_F_NO_LRU: u32 = 1 << 1;
-pub const VIP_F_QUIC_VIP: u32 = 1 << 2;
-pub const VIP_F_DPORT_HASH: u32 = 1 << 3;
-pub const VIP_F_SRC_ROUTING: u32 = 1 << 4;
-pub const VIP_F_LOCAL_VIP: u32 = 1 << 5;
-pub const VIP_F_GLOBAL_LRU: u32 = 1 << 6;
-pub const VIP_F_HASH_SRC_DST_PORT: u32 = 1 << 7;
-pub const VIP_F_UDP_STABLE_ROUTING: u32 = 1 << 8;
-pub const VIP_F_UDP_FLOW_MIGRATION: u32 = 1 << 9;
-/// The VIP flags the datapath honours.
-pub const VIP_F_SUPPORTED: u32 =
-    VIP_F_NO_SPORT | VIP_F_NO_LRU | VIP_F_DPORT_HASH | VIP_F_LOCAL_VIP | VIP_F_HASH_SRC_DST_PORT;
-
-pub const REAL_F_IPV6: u8 = 1 << 0;
-pub const REAL_F_LOCAL_REAL: u8 = 1 << 1;
-
-/// [`VipKey::family`] of an IPv4 VIP.
-pub const FAMILY_V4: u8 = 0;
-/// [`VipKey::family`] of an IPv6 VIP.
-pub const FAMILY_V6: u8 = 1;
-
-pub const DEFAULT_RING_SIZE: u32 = 65537;
-pub const DEFAULT_MAX_VIPS: u32 = 512;
-pub const DEFAULT_MAX_REALS: u32 = 4096;
-pub const DEFAULT_CONNS: u32 = 8_000_000;
-pub const DEFAULT_MTU: u32 = 1500;
-pub const UDP_CONN_TIMEOUT_NS: u64 = 30_000_000_000;
-pub const MAX_CONN_RATE: u64 = 125_000;
-/// Real index 0 is never allocated: a ring slot holding it is empty.
-pub const REAL_NONE: u32 = 0;
-/// Ring slots per element of [`map::CH_RINGS`] (see [`RingSlots`]).
-pub const RING_SLOTS_PER_ELEM: u32 = 2;
-pub const VIP_FILTER_BITS: u32 = 12;
-pub const VIP_FILTER_SIZE: u32 = 1 << VIP_FILTER_BITS;
-pub const FILTER_MULT: u32 = 0x9E37_79B1;
-
-/// The [`map::VIP_FILTER`] bucket of an address: the Rust twin of
-/// `vip_filter_bucket` in weir_abi.h (XOR of the address's 32-bit words as
-/// stored, Fibonacci-hashed to [`VIP_FILTER_BITS`] bits).
-pub fn vip_filter_bucket(addr: IpAddr) -> u32 {
-    let bytes = addr_bytes(addr);
-    let word = bytes.chunks_exact(4).fold(0u32, |acc, w| acc ^ u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
-    word.wrapping_mul(FILTER_MULT) >> (32 - VIP_FILTER_BITS)
-}
-
-/// The counters of [`GlobalStats`] (the one entry of [`map::STATS`]).
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stat {
-    Lru = 0,
-    LruMiss,
-    LruFallback,
-    ChDrop,
-    EncapFail,
-    IcmpTooBig,
-    IcmpFwd,
-    NotBalanced,
-    NewConnRate,
-    XdpTotal,
-    XdpTx,
-    XdpDrop,
-    XdpPass,
-    /// v1: IPv4 VIP packets dropped because the frame is shorter than the
-    /// header's tot_len, or tot_len shorter than the header; v2: IPv6,
-    /// shorter than 40 + payload_len (`lengths_agree` in balancer.bpf.c).
-    BadLen,
-}
-
-impl Stat {
-    /// Number of counters in [`GlobalStats`].
-    pub const COUNT: u32 = 14;
-
-    /// Every counter, in index order.
-    pub const ALL: [Stat; Self::COUNT as usize] = [
-        Stat::Lru,
-        Stat::LruMiss,
-        Stat::LruFallback,
-        Stat::ChDrop,
-        Stat::EncapFail,
-        Stat::IcmpTooBig,
-        Stat::IcmpFwd,
-        Stat::NotBalanced,
-        Stat::NewConnRate,
-        Stat::XdpTotal,
-        Stat::XdpTx,
-        Stat::XdpDrop,
-        Stat::XdpPass,
-        Stat::BadLen,
-    ];
-}
-
-/// Indices of the per-CPU decap counter map [`map::DECAP_STATS`].
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecapStat {
-    V4 = 0,
-    V6,
-    Pass,
-}
-
-impl DecapStat {
-    /// Number of entries in [`map::DECAP_STATS`].
-    pub const COUNT: u32 = 3;
-}
-
-/// `struct vip_key`: a VIP is (family, address, port, protocol); port 0
-/// covers every port. The family keeps an IPv4 address apart from the IPv6
-/// address whose first four bytes are the same and the rest zero.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct VipKey {
-    pub addr: [u8; 16],
-    pub port: [u8; 2],
-    pub proto: u8,
-    /// [`FAMILY_V4`] or [`FAMILY_V6`].
-    pub family: u8,
-}
-
-/// `struct vip_meta`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct VipMeta {
-    pub flags: u32,
-    pub vip_num: u32,
-    /// Names the VIP in [`ConnKey`]s; never reused.
-    pub conn_tag: u32,
-}
-
-/// `struct real_def`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RealDef {
-    pub addr: [u8; 16],
-    pub flags: u8,
-    pub pad: [u8; 3],
-}
-
-/// `struct conn_key`: a flow of one VIP (named by its conn_tag), as the
-/// VIP's flags shaped it.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct ConnKey {
-    pub src: [u8; 16],
-    pub conn_tag: u32,
-    pub sport: [u8; 2],
-    pub dport: [u8; 2],
-}
-
-/// `struct conn_entry`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ConnEntry {
-    pub real_index: u32,
-    pub pad: u32,
-    pub atime_ns: u64,
-}
-
-/// `struct lb_ctl`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LbCtl {
-    pub default_mac: [u8; 6],
-    pub pad: [u8; 2],
-}
-
-/// `struct lb_counter`: two numbers whose meaning depends on the counter.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LbCounter {
-    pub v1: u64,
-    pub v2: u64,
-}
-
-/// `struct vip_filter`: VIPs (and port-less VIPs) whose address is in a bucket.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct VipFilter {
-    pub vips: u32,
-    pub portless: u32,
-}
-
-/// `struct ring_slots`: an element of [`map::CH_RINGS`], consecutive ring
-/// slots stored densely (the kernel would round a lone u32 up to 8 bytes).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RingSlots {
-    pub real: [u32; RING_SLOTS_PER_ELEM as usize],
-}
-
-impl RingSlots {
-    /// Elements of [`map::CH_RINGS`] that hold `slots` ring slots.
-    pub fn elements(slots: u32) -> u32 {
-        slots.div_ceil(RING_SLOTS_PER_ELEM)
-    }
-}
-
-/// `struct global_stats`: the one entry of [`map::STATS`], indexed by [`Stat`].
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GlobalStats {
-    pub stat: [LbCounter; Stat::COUNT as usize],
-}
-
-impl GlobalStats {
-    pub fn get(&self, stat: Stat) -> LbCounter {
-        self.stat[stat as usize]
-    }
-}
-
-// SAFETY: each type is #[repr(C)], made only of integers and byte arrays, with
-// explicit padding fields, so every bit pattern is valid and there are no holes.
-unsafe impl aya::Pod for VipKey {}
-unsafe impl aya::Pod for VipMeta {}
-unsafe impl aya::Pod for RealDef {}
-unsafe impl aya::Pod for ConnKey {}
-unsafe impl aya::Pod for ConnEntry {}
-unsafe impl aya::Pod for LbCtl {}
-unsafe impl aya::Pod for LbCounter {}
-unsafe impl aya::Pod for GlobalStats {}
-unsafe impl aya::Pod for VipFilter {}
-unsafe impl aya::Pod for RingSlots {}
-
-/// An address in the ABI's 16-byte form: IPv4 in the first 4 bytes, rest zero.
-pub fn addr_bytes(addr: IpAddr) -> [u8; 16] {
-    match addr {
-        IpAddr::V4(v4) => {
-            let mut out = [0; 16];
-            out[..4].copy_from_slice(&v4.octets());
-            out
-        }
-        IpAddr::V6(v6) => v6.octets(),
-    }
-}
-
-/// The inverse of [`addr_bytes`]; `v6` says which family the bytes hold.
-pub fn addr_from_bytes(bytes: [u8; 16], v6: bool) -> IpAddr {
-    if v6 {
-        IpAddr::V6(Ipv6Addr::from(bytes))
-    } else {
-        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
-    }
-}
-
-impl VipKey {
-    pub fn new(addr: IpAddr, port: u16, proto: u8) -> Self {
-        let family = if addr.is_ipv6() { FAMILY_V6 } else { FAMILY_V4 };
-        Self { addr: addr_bytes(addr), port: port.to_be_bytes(), proto, family }
-    }
-}
-
-impl RealDef {
-    pub fn new(addr: IpAddr, flags: u8) -> Self {
-        let family = if addr.is_ipv6() { REAL_F_IPV6 } else { 0 };
-        Self { addr: addr_bytes(addr), flags: (flags & !REAL_F_IPV6) | family, pad: [0; 3] }
-    }
-
-    pub fn ip(&self) -> IpAddr {
-        addr_from_bytes(self.addr, self.flags & REAL_F_IPV6 != 0)
-    }
-}
+pub use weir_abi::*;
 
 #[cfg(test)]
 mod tests {
@@ -406,6 +112,8 @@ mod tests {
             ("WEIR_DECAP_STAT_V6", DecapStat::V6 as u64),
             ("WEIR_DECAP_STAT_PASS", DecapStat::Pass as u64),
             ("WEIR_DECAP_STAT_MAX", DecapStat::COUNT.into()),
+            ("IPPROTO_TCP", Protocol::Tcp.number().into()),
+            ("IPPROTO_UDP", Protocol::Udp.number().into()),
         ];
         for (name, value) in rust {
             assert_eq!(*value, c_const(name), "{name}: Rust and C disagree");
@@ -417,6 +125,52 @@ mod tests {
     fn stat_all_lists_every_index_once() {
         for (index, stat) in Stat::ALL.iter().enumerate() {
             assert_eq!(*stat as usize, index, "{stat:?}");
+        }
+    }
+
+    /// The flag tables' names are the C names without their prefix.
+    #[test]
+    fn flag_tables_match_c() {
+        for (name, flag) in VipFlags::all().iter_names() {
+            assert_eq!(u64::from(flag.bits()), c_const(&format!("VIP_F_{name}")), "{name}");
+        }
+        for (name, flag) in RealFlags::all().iter_names() {
+            assert_eq!(u64::from(flag.bits()), c_const(&format!("REAL_F_{name}")), "{name}");
+        }
+        assert_eq!(u64::from(VipFlags::SUPPORTED.bits()), c_const("VIP_F_SUPPORTED"));
+    }
+
+    /// The counters' Katran names are the C enum's names without their prefix.
+    #[test]
+    fn counter_names_match_c() {
+        for stat in Stat::ALL {
+            let name = format!("WEIR_STAT_{}", stat.info().name.to_uppercase());
+            assert_eq!(stat as u64, c_const(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn map_names_match_c() {
+        let rust: &[(&str, &str)] = &[
+            ("WEIR_MAP_VIPS", map::VIPS),
+            ("WEIR_MAP_REALS", map::REALS),
+            ("WEIR_MAP_CH_RINGS", map::CH_RINGS),
+            ("WEIR_MAP_CONNS", map::CONNS),
+            ("WEIR_MAP_CTL", map::CTL),
+            ("WEIR_MAP_VIP_STATS", map::VIP_STATS),
+            ("WEIR_MAP_REAL_STATS", map::REAL_STATS),
+            ("WEIR_MAP_STATS", map::STATS),
+            ("WEIR_MAP_VIP_FILTER", map::VIP_FILTER),
+            ("WEIR_MAP_DECAP_STATS", map::DECAP_STATS),
+        ];
+        for (macro_name, name) in rust {
+            let c = C_MAP_NAMES.iter().find(|(m, _)| m == macro_name).unwrap_or_else(|| panic!("{macro_name} missing"));
+            assert_eq!(*name, c.1, "{macro_name}: Rust and C disagree");
+            assert!(name.len() <= 15, "{name}: kernel object names hold at most 15 characters");
+        }
+        assert_eq!(rust.len(), C_MAP_NAMES.len(), "a C map name has no Rust check");
+        for name in map::BALANCER {
+            assert!(rust.iter().any(|(_, n)| n == name), "{name}");
         }
     }
 
@@ -438,26 +192,5 @@ mod tests {
         for object in [crate::BALANCER, crate::DECAP] {
             assert_eq!(&object[..4], b"\x7fELF");
         }
-    }
-
-    #[test]
-    fn vip_keys_of_the_two_families_never_collide() {
-        // 32.1.13.184 is the first word of 2001:db8:: (0x20010db8).
-        let v4 = VipKey::new("32.1.13.184".parse().unwrap(), 80, 6);
-        let v6 = VipKey::new("2001:db8::".parse().unwrap(), 80, 6);
-        assert_eq!(v4.addr, v6.addr, "the same 16 bytes");
-        assert_eq!((v4.family, v6.family), (FAMILY_V4, FAMILY_V6));
-        assert_ne!(v4, v6);
-    }
-
-    #[test]
-    fn real_def_takes_its_family_from_the_address() {
-        let v6 = RealDef::new("2001:db8::1".parse().unwrap(), REAL_F_LOCAL_REAL);
-        assert_eq!(v6.flags, REAL_F_IPV6 | REAL_F_LOCAL_REAL);
-        assert_eq!(v6.ip(), "2001:db8::1".parse::<IpAddr>().unwrap());
-        // A caller cannot claim IPv6 for an IPv4 address.
-        let v4 = RealDef::new("10.0.0.1".parse().unwrap(), REAL_F_IPV6);
-        assert_eq!(v4.flags, 0);
-        assert_eq!(v4.ip(), "10.0.0.1".parse::<IpAddr>().unwrap());
     }
 }

@@ -5,8 +5,9 @@
 //! - [`BALANCER`]: the XDP load balancer (`balancer.bpf.c`), Katran's semantics;
 //! - [`DECAP`]: the real-side XDP decapsulation program (`decap.bpf.c`).
 //!
-//! [`abi`] mirrors `bpf/weir_abi.h` in Rust, with tests that compare it against
-//! the C compiler's own layout.
+//! [`abi`] is the Rust side of `bpf/weir_abi.h`: the weir-abi crate (with its
+//! `aya` feature), re-exported, and the tests that compare it against the C
+//! compiler's own layout, constants and map names.
 
 pub mod abi;
 

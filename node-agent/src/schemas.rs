@@ -5,6 +5,7 @@
 
 use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::{RefOr, Schema};
+use weir_abi::{Protocol, RealFlags, VipFlags};
 
 fn build(b: ObjectBuilder) -> RefOr<Schema> {
     RefOr::T(Schema::Object(b.build()))
@@ -46,24 +47,35 @@ pub(crate) fn port() -> RefOr<Schema> {
     build(integer("A TCP or UDP port; 0 is every port of a VIP.", 0, 65535).examples([80]))
 }
 
+/// The VIP protocols of weir-abi's table: "6 TCP, 17 UDP".
 pub(crate) fn proto() -> RefOr<Schema> {
-    one_of("6 TCP, 17 UDP", [6, 17])
+    let numbers = Protocol::ALL.map(|p| u32::from(p.number()));
+    let names: Vec<String> = Protocol::ALL.iter().map(|p| format!("{} {}", p.number(), p.name())).collect();
+    one_of(&names.join(", "), numbers)
 }
 
-/// Bits 0..=9 are Katran's VIP flags; bits above are 400, known flags the
-/// datapath lacks 501 (VIP_F_KNOWN, VIP_F_SUPPORTED).
+/// `NO_SPORT 1, NO_LRU 2`: the names and bits of `flags`, from weir-abi's table.
+fn flag_list(flags: VipFlags) -> String {
+    flags.iter_names().map(|(name, flag)| format!("{name} {}", flag.bits())).collect::<Vec<_>>().join(", ")
+}
+
+/// Katran's VIP flags (weir-abi's table); bits no flag uses are 400, flags
+/// the datapath does not honour (outside `VipFlags::SUPPORTED`) 501.
 pub(crate) fn vip_flags() -> RefOr<Schema> {
-    build(integer(
-        "Katran VIP flag bits: NO_SPORT 1, NO_LRU 2, DPORT_HASH 8, LOCAL_VIP 32, HASH_SRC_DST_PORT 128; \
-         QUIC_VIP 4, SRC_ROUTING 16, GLOBAL_LRU 64, UDP_STABLE_ROUTING 256, UDP_FLOW_MIGRATION 512 answer 501. \
-         Default 0.",
-        0,
-        1023,
-    ))
+    let description = format!(
+        "Katran VIP flag bits: {}; {} answer 501. Default 0.",
+        flag_list(VipFlags::SUPPORTED),
+        flag_list(VipFlags::all().difference(VipFlags::SUPPORTED))
+    );
+    build(integer(&description, 0, VipFlags::all().bits()))
 }
 
 pub(crate) fn real_flags() -> RefOr<Schema> {
-    build(integer("Real flag bits: LOCAL_REAL 2; IPV6 1 follows the address (400 on an IPv4 real). Default 0.", 0, 3))
+    build(integer(
+        "Real flag bits: LOCAL_REAL 2; IPV6 1 follows the address (400 on an IPv4 real). Default 0.",
+        0,
+        RealFlags::all().bits().into(),
+    ))
 }
 
 /// The Katran features `/features/*` know (`features::FEATURES`).

@@ -1,8 +1,9 @@
 //! `lb.weir.dev/v1alpha1`: one kind per file, plus the small value types they share
-//! (protocol, hash function, the flag names and their Katran bit values).
+//! (protocol and hash function, re-exported from weir-abi, and the flag names).
 //!
-//! The flag enums are the only place that maps a flag *name* (what users write) to the
-//! Katran *bit* (what the datapath stores), so that operator and agents cannot disagree.
+//! The flag enums list the flags a user may write (the schema's enum); each maps to its
+//! weir-abi flag, whose table holds the Katran bit and name, so operator, agents and the
+//! datapath cannot disagree (the tests check the serde names against that table).
 
 // Each `printcolumn(...)` repeats `type_ = "string"`; clippy reads that as a duplicated
 // attribute, but they are separate columns of kube's derive, not duplicates.
@@ -10,6 +11,7 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use weir_abi::{RealFlags, VipFlags};
 
 mod balancer_node;
 mod real_server;
@@ -38,44 +40,8 @@ pub mod condition {
     pub const READY: &str = "Ready";
 }
 
-/// Transport protocol of a VIP.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Protocol {
-    #[default]
-    Tcp,
-    Udp,
-}
-
-impl Protocol {
-    /// IANA protocol number, as the datapath keys VIPs.
-    pub fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-        }
-    }
-}
-
-/// Consistent-hashing algorithm of a VIP's ring.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum HashFunction {
-    /// Katran's original Maglev (`hash_func` 0).
-    #[default]
-    Maglev,
-    /// Maglev V2 (`hash_func` 1): slots proportional to weight.
-    MaglevV2,
-}
-
-impl HashFunction {
-    /// katran-server's numeric `hash_func`.
-    pub fn katran_id(self) -> u32 {
-        match self {
-            HashFunction::Maglev => 0,
-            HashFunction::MaglevV2 => 1,
-        }
-    }
-}
+/// The VIP's protocol and hash function are weir-abi's (their numbers, names and schemas).
+pub use weir_abi::{HashFunction, Protocol};
 
 /// The VIP flags this datapath implements (README "VIPs"). Katran's other flags
 /// (`QUIC_VIP`, `SRC_ROUTING`, …) are deliberately absent: the schema enum refuses them at
@@ -96,20 +62,34 @@ pub enum VipFlag {
 }
 
 impl VipFlag {
+    /// Every flag, in Katran's bit order.
+    pub const ALL: [VipFlag; 5] =
+        [VipFlag::NoSport, VipFlag::NoLru, VipFlag::DportHash, VipFlag::LocalVip, VipFlag::HashSrcDstPort];
+
+    /// The weir-abi flag this name stands for.
+    pub fn flag(self) -> VipFlags {
+        match self {
+            VipFlag::NoSport => VipFlags::NO_SPORT,
+            VipFlag::NoLru => VipFlags::NO_LRU,
+            VipFlag::DportHash => VipFlags::DPORT_HASH,
+            VipFlag::LocalVip => VipFlags::LOCAL_VIP,
+            VipFlag::HashSrcDstPort => VipFlags::HASH_SRC_DST_PORT,
+        }
+    }
+
     /// Katran's bit value (`F_*` in `balancer_consts.h`).
     pub fn bit(self) -> u32 {
-        match self {
-            VipFlag::NoSport => 1,
-            VipFlag::NoLru => 2,
-            VipFlag::DportHash => 8,
-            VipFlag::LocalVip => 32,
-            VipFlag::HashSrcDstPort => 128,
-        }
+        self.flag().bits()
+    }
+
+    /// The union of `flags` (duplicates are harmless).
+    pub fn flags(flags: &[VipFlag]) -> VipFlags {
+        flags.iter().fold(VipFlags::empty(), |acc, f| acc | f.flag())
     }
 
     /// The OR of `flags`' bits (duplicates are harmless).
     pub fn bits(flags: &[VipFlag]) -> u32 {
-        flags.iter().fold(0, |acc, f| acc | f.bit())
+        Self::flags(flags).bits()
     }
 }
 
@@ -122,16 +102,21 @@ pub enum RealFlag {
 }
 
 impl RealFlag {
+    /// The weir-abi flag this name stands for.
+    pub fn flag(self) -> RealFlags {
+        match self {
+            RealFlag::LocalReal => RealFlags::LOCAL_REAL,
+        }
+    }
+
     /// Katran's bit value (`REAL_F_LOCAL_REAL`).
     pub fn bit(self) -> u8 {
-        match self {
-            RealFlag::LocalReal => 2,
-        }
+        self.flag().bits()
     }
 
     /// The OR of `flags`' bits.
     pub fn bits(flags: &[RealFlag]) -> u8 {
-        flags.iter().fold(0, |acc, f| acc | f.bit())
+        flags.iter().fold(RealFlags::empty(), |acc, f| acc | f.flag()).bits()
     }
 }
 
@@ -139,13 +124,13 @@ impl RealFlag {
 mod tests {
     use super::*;
 
+    fn serde_name<T: Serialize>(value: T) -> String {
+        serde_json::to_value(value).unwrap().as_str().unwrap().to_owned()
+    }
+
     #[test]
     fn flag_names_and_bits_match_katran() {
-        let names: Vec<String> =
-            [VipFlag::NoSport, VipFlag::NoLru, VipFlag::DportHash, VipFlag::LocalVip, VipFlag::HashSrcDstPort]
-                .iter()
-                .map(|f| serde_json::to_value(f).unwrap().as_str().unwrap().to_owned())
-                .collect();
+        let names: Vec<String> = VipFlag::ALL.iter().map(serde_name).collect();
         assert_eq!(names, ["NO_SPORT", "NO_LRU", "DPORT_HASH", "LOCAL_VIP", "HASH_SRC_DST_PORT"]);
         assert_eq!(VipFlag::bits(&[VipFlag::NoSport, VipFlag::LocalVip, VipFlag::HashSrcDstPort]), 1 | 32 | 128);
         assert_eq!(VipFlag::bits(&[VipFlag::NoLru, VipFlag::DportHash]), 2 | 8);
@@ -154,5 +139,16 @@ mod tests {
         assert_eq!(serde_json::to_value(Protocol::Udp).unwrap(), "UDP");
         assert_eq!(Protocol::Udp.number(), 17);
         assert_eq!(HashFunction::MaglevV2.katran_id(), 1);
+    }
+
+    /// What users write is the weir-abi table's name of the flag they get.
+    #[test]
+    fn flag_names_are_the_abi_tables() {
+        for flag in VipFlag::ALL {
+            assert_eq!(serde_name(flag), flag.flag().to_string());
+            assert!(VipFlags::SUPPORTED.contains(flag.flag()), "{flag:?}");
+        }
+        assert_eq!(VipFlag::flags(&VipFlag::ALL), VipFlags::SUPPORTED, "every supported flag has a name");
+        assert_eq!(serde_name(RealFlag::LocalReal), RealFlag::LocalReal.flag().to_string());
     }
 }

@@ -13,7 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::api::ObjectMeta;
 
 use super::{selector_matches, validate_real_server, validate_virtual_service, FieldError, ObjectKey};
-use crate::v1alpha1::{Protocol, RealFlag, RealServer, VipFlag, VirtualService};
+use crate::v1alpha1::{HashFunction, Protocol, RealFlag, RealServer, VipFlag, VirtualService};
+use weir_abi::VipFlags;
 
 /// Why an object is (not) accepted; `as_str` is the condition's `reason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -88,12 +89,9 @@ pub struct VipPlan {
     pub generation: i64,
     pub address: IpAddr,
     pub port: u16,
-    /// IANA protocol number (6, 17).
-    pub protocol: u8,
-    /// Katran VIP flag bits.
-    pub flags: u32,
-    /// katran-server `hash_func` (0 Maglev, 1 MaglevV2).
-    pub hash_function: u32,
+    pub protocol: Protocol,
+    pub flags: VipFlags,
+    pub hash_function: HashFunction,
     /// Accepted reals, in rule order; weight 0 included (draining).
     pub reals: Vec<RealPlan>,
 }
@@ -104,7 +102,8 @@ pub struct RealPlan {
     pub owner: ObjectKey,
     pub address: IpAddr,
     pub weight: u32,
-    /// Katran real flag bits.
+    /// Katran real flag bits. A number, not `RealFlags`: it is hashed into the reals
+    /// digest as a number, and a real's flags are the Balancer API's numbers too.
     pub flags: u8,
 }
 
@@ -165,13 +164,6 @@ fn key(meta: &ObjectMeta) -> ObjectKey {
     ObjectKey::new(meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
 }
 
-fn protocol_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "TCP",
-        Protocol::Udp => "UDP",
-    }
-}
-
 /// Decides which VirtualServices and RealServers are accepted, independent of any node.
 pub fn arbitrate<'a>(
     virtual_services: impl IntoIterator<Item = &'a VirtualService>,
@@ -199,7 +191,7 @@ pub fn arbitrate<'a>(
             let msg = format!(
                 "{address} port {} {} is already served by VirtualService {winner}, which is older",
                 vs.spec.port,
-                protocol_name(vs.spec.protocol)
+                vs.spec.protocol.name()
             );
             out.virtual_services.insert(k, Verdict::new(Reason::AddressConflict, msg));
             continue;
@@ -212,9 +204,9 @@ pub fn arbitrate<'a>(
             generation: vs.metadata.generation.unwrap_or_default(),
             address,
             port: vs.spec.port,
-            protocol: vs.spec.protocol.number(),
-            flags: VipFlag::bits(&vs.spec.flags),
-            hash_function: vs.spec.hash_function.katran_id(),
+            protocol: vs.spec.protocol,
+            flags: VipFlag::flags(&vs.spec.flags),
+            hash_function: vs.spec.hash_function,
             reals: Vec::new(),
         };
         out.accepted.push((plan, vs.spec.node_selector.clone()));

@@ -89,7 +89,10 @@ fn per_object_errors_name_field_and_value() {
 fn vip_plan_carries_katran_values() {
     let r = resolve(&[vs("a", "v", 0, "10.0.0.1", 80)], &[rs("a", "r", 1, "v", "10.1.0.1", 0)], &node(8, 8, &[]));
     let vip = &r.plan.vips[0];
-    assert_eq!((vip.protocol, vip.flags, vip.hash_function, vip.generation), (6, 1 | 128, 1, 1));
+    assert_eq!(
+        (vip.protocol.number(), vip.flags.bits(), vip.hash_function.katran_id(), vip.generation),
+        (6, 1 | 128, 1, 1)
+    );
     assert_eq!(vip.reals[0].weight, 0, "weight 0 is kept: the real drains");
     assert_eq!(vip.reals[0].address, "10.1.0.1".parse::<std::net::IpAddr>().unwrap());
 }

@@ -21,6 +21,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use weir_abi::Protocol;
 
 use super::create::create;
 use super::error::ApiError;
@@ -182,22 +183,6 @@ async fn config_export_json(State(state): State<ApiState>) -> Result<Data<Config
     Ok(Data(state.blocking(|state| state.blocking_read(|lb| Ok(export(state, lb)))).await?))
 }
 
-fn hash_name(hash: HashFunction) -> &'static str {
-    match hash {
-        HashFunction::Maglev => "maglev",
-        HashFunction::MaglevV2 => "maglev_v2",
-    }
-}
-
-fn proto_name(proto: u8) -> String {
-    match proto {
-        6 => "tcp".to_owned(),
-        17 => "udp".to_owned(),
-        // The Balancer has no other VIP protocols; a number, as the reference prints.
-        other => other.to_string(),
-    }
-}
-
 /// The document of `lb`'s live state.
 fn export(state: &ApiState, lb: &Balancer) -> ConfigDocument {
     let c = lb.config();
@@ -241,7 +226,7 @@ fn export(state: &ApiState, lb: &Balancer) -> ConfigDocument {
             cleanup_on_shutdown: c.cleanup_on_shutdown,
             testing: c.testing,
         },
-        hash_function: hash_name(c.hash_function).to_owned(),
+        hash_function: c.hash_function.name().to_owned(),
         mtu: Some(c.mtu),
     };
 
@@ -258,10 +243,11 @@ fn export(state: &ApiState, lb: &Balancer) -> ConfigDocument {
         vips.push(VipEntry {
             address: vip.id.addr.to_string(),
             port: vip.id.port,
-            proto: proto_name(vip.id.proto),
+            // The Balancer has no other VIP protocols; a number, as the reference prints.
+            proto: Protocol::label_or_number(vip.id.proto),
             target_group: format!("group-{group}"),
             flags: vip.flags,
-            hash_function: Some(hash_name(vip.hash_function).to_owned()),
+            hash_function: Some(vip.hash_function.name().to_owned()),
         });
     }
     ConfigDocument {
@@ -291,12 +277,14 @@ pub fn import_document(state: &ApiState, bytes: &[u8]) -> Result<(), ApiError> {
     let mut plan = Vec::with_capacity(doc.vips.len());
     for (i, vip) in doc.vips.iter().enumerate() {
         let field = |name: &str| format!("vips[{i}].{name}");
-        let proto = match vip.proto.to_ascii_lowercase().as_str() {
-            "tcp" => 6,
-            "udp" => 17,
-            other => other
-                .parse()
-                .map_err(|_| ApiError::invalid(format!("{}: {other:?} is not tcp or udp", field("proto"))))?,
+        let proto = match Protocol::from_name(&vip.proto) {
+            Some(proto) => proto.number(),
+            None => {
+                let other = vip.proto.to_ascii_lowercase();
+                other
+                    .parse()
+                    .map_err(|_| ApiError::invalid(format!("{}: {other:?} is not tcp or udp", field("proto"))))?
+            }
         };
         let id = state.vip_of(&format!("vips[{i}]."), &vip.address, vip.port, proto)?;
         let hash = match vip.hash_function.as_deref() {

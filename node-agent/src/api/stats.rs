@@ -1,16 +1,8 @@
 //! Counters (`/api/v1/stats/...`), summed over CPUs. What each `{v1, v2}`
-//! counts is Katran's meaning, documented per counter in
-//! `ebpf/bpf/weir_abi.h` (`enum weir_stat`):
-//!
-//! | endpoint | counter | v1 | v2 |
-//! |---|---|---|---|
-//! | `vip`, `real` | per VIP / real | packets | L3 bytes |
-//! | `lru` | LRU | packets to VIPs | connection-table misses |
-//! | `lru/miss` | LRU_MISS | TCP SYN misses | TCP non-SYN misses |
-//! | `lru/fallback` | LRU_FALLBACK | 0 (weir's table is never missing) | 0 |
-//! | `icmp-too-big` | ICMP_TOOBIG | IPv4 too big once encapsulated | IPv6 |
-//! | `ch-drop` | CH_DROP | ring slot empty | slot's real missing |
-//! | `xdp/total`, `tx`, `drop`, `pass` | XDP_* | packets | bytes |
+//! counts is Katran's meaning; weir-abi's `Stat::info` is the table (each
+//! global counter's Katran name, its endpoint here, and what v1 and v2
+//! count). `vip` and `real` are the per-VIP / per-real counters: packets
+//! (v1) and L3 bytes (v2).
 //!
 //! `bpf-map` takes weir's map names (`weir_vips`, ...) or Katran's, mapped to
 //! the weir map with the same role ([`weir_map`]); the layouts are weir's.
@@ -230,4 +222,21 @@ async fn per_core_packets(State(state): State<ApiState>) -> Result<Data<PerCoreP
 async fn flood_status(State(state): State<ApiState>) -> Result<Data<FloodStatus>, ApiError> {
     let under_flood = state.read(|lb| lb.under_flood()).await?;
     Ok(Data(FloodStatus { under_flood }))
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_ebpf::abi::Stat;
+
+    /// Every counter that weir-abi's table gives an endpoint is served there.
+    #[test]
+    fn counter_endpoints_are_served() {
+        let api = crate::api::openapi();
+        for stat in Stat::ALL {
+            if let Some(endpoint) = stat.info().endpoint {
+                let path = format!("/api/v1/stats/{endpoint}");
+                assert!(api.paths.paths.contains_key(&path), "{stat:?}: no {path}");
+            }
+        }
+    }
 }

@@ -25,8 +25,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use weir_abi::VipFlags;
 use weir_crds::v1alpha1::ProgrammedVirtualService;
-use weir_crds::validation::{NodePlan, ObjectKey};
+use weir_crds::validation::{NodePlan, ObjectKey, VipPlan};
 
 use crate::dataplane::{Balancer, HashFunction, RealAction, RealSpec, VipId, VipSpec};
 
@@ -80,7 +81,7 @@ impl Op {
 /// A VIP as the Balancer holds it (what [`diff`] compares against).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedVip {
-    pub flags: u32,
+    pub flags: VipFlags,
     pub hash: HashFunction,
     pub reals: BTreeMap<IpAddr, RealSpec>,
 }
@@ -97,9 +98,6 @@ pub struct Conflict {
 pub struct Diff {
     pub ops: Vec<Op>,
     pub conflicts: Vec<Conflict>,
-    /// Planned VIPs that cannot be programmed as planned (unknown hash function);
-    /// left as they are.
-    pub invalid: Vec<(ObjectKey, String)>,
     /// The VIPs cluster mode owns once `ops` succeed, with their VirtualService.
     pub desired_owners: BTreeMap<VipId, ObjectKey>,
 }
@@ -118,9 +116,15 @@ pub fn observe(balancer: &Balancer) -> BTreeMap<VipId, ObservedVip> {
         .into_iter()
         .map(|info| {
             let reals = balancer.reals(&info.id).unwrap_or_default().into_iter().map(|r| (r.addr, r)).collect();
-            (info.id, ObservedVip { flags: info.flags, hash: info.hash_function, reals })
+            let flags = VipFlags::from_bits_retain(info.flags);
+            (info.id, ObservedVip { flags, hash: info.hash_function, reals })
         })
         .collect()
+}
+
+/// The Balancer's id of a planned VIP.
+pub fn planned_id(vip: &VipPlan) -> VipId {
+    VipId { addr: vip.address, port: vip.port, proto: vip.protocol.number() }
 }
 
 /// The ops that bring the owned part of `current` to `plan`. Pure.
@@ -132,27 +136,23 @@ pub fn diff(plan: &NodePlan, current: &BTreeMap<VipId, ObservedVip>, owned: &BTr
         real_flags.entry(real.address).or_insert(real.flags);
     }
     // VipId -> (flags, hash, reals); BTreeMap gives the phase order.
-    let mut desired: BTreeMap<VipId, (u32, HashFunction, BTreeMap<IpAddr, RealSpec>)> = BTreeMap::new();
+    let mut desired: BTreeMap<VipId, (VipFlags, HashFunction, BTreeMap<IpAddr, RealSpec>)> = BTreeMap::new();
     // Planned VIPs never deleted by this diff, even when not programmable.
     let mut keep: BTreeSet<VipId> = BTreeSet::new();
     for vip in &plan.vips {
-        let id = VipId { addr: vip.address, port: vip.port, proto: vip.protocol };
+        let id = planned_id(vip);
         keep.insert(id);
         if current.contains_key(&id) && !owned.contains(&id) {
             out.conflicts.push(Conflict { vip: id, owner: vip.owner.clone() });
             continue;
         }
-        let Some(hash) = HashFunction::from_katran(vip.hash_function) else {
-            out.invalid.push((vip.owner.clone(), format!("unknown hash function {}", vip.hash_function)));
-            continue;
-        };
         let mut reals = BTreeMap::new();
         for r in &vip.reals {
             let spec = RealSpec { addr: r.address, weight: r.weight, flags: real_flags[&r.address] };
             reals.entry(r.address).or_insert(spec);
         }
         out.desired_owners.insert(id, vip.owner.clone());
-        desired.insert(id, (vip.flags, hash, reals));
+        desired.insert(id, (vip.flags, vip.hash_function, reals));
     }
 
     for id in owned.iter().filter(|id| !keep.contains(id) && current.contains_key(id)) {
@@ -168,13 +168,14 @@ pub fn diff(plan: &NodePlan, current: &BTreeMap<VipId, ObservedVip>, owned: &BTr
     }
     for (id, (flags, hash, _)) in &desired {
         if !current.contains_key(id) {
-            out.ops.push(Op::AddVip { vip: *id, flags: *flags, hash: *hash });
+            out.ops.push(Op::AddVip { vip: *id, flags: flags.bits(), hash: *hash });
         }
     }
     for (id, (flags, hash, _)) in &desired {
         let Some(have) = current.get(id) else { continue };
         if have.flags != *flags {
-            out.ops.push(Op::SetFlags { vip: *id, clear: have.flags & !flags, set: flags & !have.flags });
+            let (clear, set) = (have.flags.difference(*flags), flags.difference(have.flags));
+            out.ops.push(Op::SetFlags { vip: *id, clear: clear.bits(), set: set.bits() });
         }
         if have.hash != *hash {
             out.ops.push(Op::SetHash { vip: *id, hash: *hash });
@@ -237,7 +238,6 @@ pub struct Report {
     pub ops: Vec<Op>,
     pub errors: Vec<OpError>,
     pub conflicts: Vec<Conflict>,
-    pub invalid: Vec<(ObjectKey, String)>,
 }
 
 /// Diffs and applies plans, remembering which VIPs cluster mode owns.
@@ -326,11 +326,7 @@ impl Reconciler {
                 Some(vip) => {
                     vip.address.parse().ok().map(|addr| VipId { addr, port: vip.port, proto: vip.protocol.number() })
                 }
-                None => plan.vips.iter().find(|v| v.owner == owner).map(|v| VipId {
-                    addr: v.address,
-                    port: v.port,
-                    proto: v.protocol,
-                }),
+                None => plan.vips.iter().find(|v| v.owner == owner).map(planned_id),
             };
             if let Some(id) = id.filter(|id| balancer.vip_info(id).is_ok()) {
                 self.owned.entry(id).or_insert(owner);
@@ -379,12 +375,12 @@ impl Reconciler {
         self.claimed_reals = plan
             .vips
             .iter()
-            .filter(|v| d.desired_owners.contains_key(&VipId { addr: v.address, port: v.port, proto: v.protocol }))
+            .filter(|v| d.desired_owners.contains_key(&planned_id(v)))
             .flat_map(|v| v.reals.iter().map(move |r| (r.address, v.owner.clone())))
             .rev() // the first VIP in plan order wins: insert it last
             .collect();
         self.claimed_vips = d.desired_owners;
-        Report { ops: d.ops, errors, conflicts: d.conflicts, invalid: d.invalid }
+        Report { ops: d.ops, errors, conflicts: d.conflicts }
     }
 }
 

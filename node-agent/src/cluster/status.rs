@@ -26,6 +26,7 @@ use weir_crds::v1alpha1::{
 };
 use weir_crds::validation::{NodePlan, ObjectKey};
 
+use super::reconcile::planned_id;
 use super::{Reconciler, Report};
 use crate::dataplane::{self, Balancer, VipId};
 
@@ -49,7 +50,7 @@ pub fn node_status(
             .vips
             .iter()
             .filter(|v| {
-                let id = VipId { addr: v.address, port: v.port, proto: v.protocol };
+                let id = planned_id(v);
                 reconciler.owned().get(&id) == Some(&v.owner) && !failed.contains(&id)
             })
             .cloned()
@@ -120,9 +121,6 @@ fn ready_condition(plan: &NodePlan, report: &Report, programmed: usize, now: Tim
     } else if !report.errors.is_empty() {
         let list: Vec<String> = report.errors.iter().map(|e| format!("{}: {}", e.op.vip(), e.error)).collect();
         (false, "ProgrammingFailed", list.join("; "))
-    } else if !report.invalid.is_empty() {
-        let list: Vec<String> = report.invalid.iter().map(|(k, why)| format!("{k}: {why}")).collect();
-        (false, "Unprogrammable", list.join("; "))
     } else if !excluded.is_empty() {
         (false, "CapacityExceeded", excluded.join("; "))
     } else {

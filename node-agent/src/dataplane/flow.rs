@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use etherparse::PacketBuilder;
+use weir_abi::{Protocol, VipFlags};
 use weir_ebpf::abi::{self, ConnKey};
 
 use super::state::Vip;
@@ -115,18 +116,18 @@ pub fn flow_frame(flow: &Flow) -> Result<Vec<u8>> {
         _ => return Err(Error::bad_address("src", format!("{} and {} are of different families", flow.src, flow.dst))),
     };
     let mut frame = Vec::new();
-    let written = match flow.proto {
-        6 => {
+    let written = match Protocol::from_number(flow.proto) {
+        Some(Protocol::Tcp) => {
             let builder = ip.tcp(flow.src_port, flow.dst_port, 1, 64_000).syn();
             frame.reserve(builder.size(0));
             builder.write(&mut frame, &[])
         }
-        17 => {
+        Some(Protocol::Udp) => {
             let builder = ip.udp(flow.src_port, flow.dst_port);
             frame.reserve(builder.size(0));
             builder.write(&mut frame, &[])
         }
-        other => return Err(Error::invalid("proto", format!("{other} is not TCP (6) or UDP (17)"))),
+        None => return Err(Error::invalid("proto", format!("{} is not {}", flow.proto, Protocol::choices()))),
     };
     written.map_err(|e| Error::invalid("flow", e.to_string()))?;
     Ok(frame)
@@ -159,7 +160,8 @@ pub fn outer_destination(frame: &[u8]) -> Option<IpAddr> {
 /// balancer.bpf.c shape it: a port-less VIP keys its flows by port 0 unless
 /// DPORT_HASH or HASH_SRC_DST_PORT keeps the destination port.
 pub(crate) fn conn_key(vip: &Vip, src: IpAddr, src_port: u16, dst_port: u16) -> ConnKey {
-    let keeps_dport = vip.flags & (abi::VIP_F_DPORT_HASH | abi::VIP_F_HASH_SRC_DST_PORT) != 0;
+    let flags = VipFlags::from_bits_retain(vip.flags);
+    let keeps_dport = flags.intersects(VipFlags::PORT_HASH);
     let dport = if vip.id.port == 0 && !keeps_dport { 0 } else { dst_port };
     let mut key = ConnKey {
         src: abi::addr_bytes(src),
@@ -167,11 +169,11 @@ pub(crate) fn conn_key(vip: &Vip, src: IpAddr, src_port: u16, dst_port: u16) -> 
         sport: src_port.to_be_bytes(),
         dport: dport.to_be_bytes(),
     };
-    if vip.flags & abi::VIP_F_DPORT_HASH != 0 {
+    if flags.contains(VipFlags::DPORT_HASH) {
         key.sport = key.dport;
         key.src = [0; 16];
     }
-    if vip.flags & abi::VIP_F_NO_SPORT != 0 {
+    if flags.contains(VipFlags::NO_SPORT) {
         key.sport = [0; 2];
     }
     key

@@ -52,30 +52,7 @@ use std::collections::binary_heap::{BinaryHeap, PeekMut};
 use std::net::IpAddr;
 
 /// Katran's hash functions: 0 = Maglev, 1 = MaglevV2 (slots proportional to weight).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub enum HashFunction {
-    #[default]
-    Maglev,
-    MaglevV2,
-}
-
-impl HashFunction {
-    /// From katran-server's numeric `hash_func` / hash-function field; None for unknown values.
-    pub fn from_katran(id: u32) -> Option<Self> {
-        match id {
-            0 => Some(Self::Maglev),
-            1 => Some(Self::MaglevV2),
-            _ => None,
-        }
-    }
-
-    pub fn katran_id(self) -> u32 {
-        match self {
-            Self::Maglev => 0,
-            Self::MaglevV2 => 1,
-        }
-    }
-}
+pub use weir_abi::HashFunction;
 
 /// One real as Maglev sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,7 +24,7 @@ pub mod pin;
 mod state;
 mod stats;
 
-pub use balancer::{vip_flag_names, Balancer, ConnPurge, RealAction, RealSpec, VipInfo, VipSpec};
+pub use balancer::{Balancer, ConnPurge, RealAction, RealSpec, VipInfo, VipSpec};
 pub use config::{AttachMode, BalancerConfig, KatranSettings, Pins};
 pub use flow::{flow_frame, outer_destination, Flow, Simulated, Verdict};
 pub use katran::{KatranConfig, KatranError, BALANCER_PROGRAM};
@@ -34,13 +34,11 @@ pub use stats::Counter;
 
 use std::net::IpAddr;
 
+use weir_abi::Protocol;
+
 /// `10.0.0.1:80/tcp`, `[2001:db8::1]:80/udp`, for messages and logs.
 pub fn fmt_vip(addr: IpAddr, port: u16, proto: u8) -> String {
-    let proto = match proto {
-        6 => "tcp".to_owned(),
-        17 => "udp".to_owned(),
-        other => format!("proto{other}"),
-    };
+    let proto = Protocol::from_number(proto).map_or_else(|| format!("proto{proto}"), |p| p.label().to_owned());
     match addr {
         IpAddr::V4(a) => format!("{a}:{port}/{proto}"),
         IpAddr::V6(a) => format!("[{a}]:{port}/{proto}"),

@@ -16,6 +16,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
+use weir_abi::Protocol;
 use weir_ebpf::abi::{self, Stat};
 
 use super::globals::{Half, GLOBALS, VERDICTS};
@@ -132,7 +133,11 @@ impl Snapshot {
             return Ok(());
         }
         let vip_labels = |id: &VipId| {
-            [("address", id.addr.to_string()), ("port", id.port.to_string()), ("proto", proto_name(id.proto))]
+            [
+                ("address", id.addr.to_string()),
+                ("port", id.port.to_string()),
+                ("proto", Protocol::label_or_number(id.proto)),
+            ]
         };
         counter(
             &mut enc,
@@ -168,7 +173,7 @@ impl Snapshot {
                     Half::V1 => c.v1,
                     Half::V2 => c.v2,
                 };
-                scalar_counter(&mut enc, g.name, g.help, value)?;
+                scalar_counter(&mut enc, g.name, &g.help(), value)?;
             }
         }
         let verdicts: Vec<_> =
@@ -224,15 +229,6 @@ impl Snapshot {
              agent's resident memory",
             self.map_memory.iter().map(|&(map, bytes)| ([("map", map)], i64::try_from(bytes).unwrap_or(i64::MAX))),
         )
-    }
-}
-
-/// `tcp`, `udp`, or the protocol number.
-fn proto_name(proto: u8) -> String {
-    match proto {
-        6 => "tcp".to_owned(),
-        17 => "udp".to_owned(),
-        other => other.to_string(),
     }
 }
 

@@ -3,10 +3,10 @@
 
 use std::net::IpAddr;
 
+use weir_abi::{Protocol, VipFlags};
 use weir_ebpf::abi::{self, ConnKey};
 
 use super::lifecycle::{program, program_named};
-use super::validation::{vip_flag_names, UDP};
 use super::{monotonic_coarse_ns, Balancer};
 use crate::dataplane::flow::{self, Flow, Simulated};
 use crate::dataplane::maps::ConnTable;
@@ -37,7 +37,8 @@ impl Balancer {
         if src.is_ipv6() != id.addr.is_ipv6() {
             return Err(Error::bad_address("src_ip", format!("{src} is not of the VIP's address family")));
         }
-        if id.port == 0 && vip.flags & (abi::VIP_F_DPORT_HASH | abi::VIP_F_HASH_SRC_DST_PORT) != 0 {
+        let port_hash = VipFlags::from_bits_retain(vip.flags) & VipFlags::PORT_HASH;
+        if id.port == 0 && !port_hash.is_empty() {
             // Such entries are keyed by the packet's destination port, which
             // (VIP, source address, source port) does not name.
             return Err(Error::invalid(
@@ -45,7 +46,7 @@ impl Balancer {
                 format!(
                     "VIP {id} is port-less with {}: its flows are keyed by destination port, which this request \
                      does not name; purge the VIP's entries instead",
-                    vip_flag_names(vip.flags & (abi::VIP_F_DPORT_HASH | abi::VIP_F_HASH_SRC_DST_PORT))
+                    port_hash
                 ),
             ));
         }
@@ -136,7 +137,9 @@ impl Balancer {
             return Ok(None);
         };
         // conn_fresh: the program ignores a UDP entry older than the timeout.
-        if flow.proto == UDP && monotonic_coarse_ns().saturating_sub(entry.atime_ns) > abi::UDP_CONN_TIMEOUT_NS {
+        if flow.proto == Protocol::Udp.number()
+            && monotonic_coarse_ns().saturating_sub(entry.atime_ns) > abi::UDP_CONN_TIMEOUT_NS
+        {
             return Ok(None);
         }
         let real = self.maps.real(entry.real_index)?;

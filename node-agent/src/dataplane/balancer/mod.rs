@@ -32,7 +32,6 @@ use aya::Ebpf;
 use weir_ebpf::abi::{LbCtl, VipKey};
 
 pub use self::conns::ConnPurge;
-pub use self::validation::vip_flag_names;
 use super::config::BalancerConfig;
 use super::maglev::HashFunction;
 use super::maps::Maps;

@@ -3,20 +3,13 @@
 
 use std::net::IpAddr;
 
+use weir_abi::{Protocol, RealFlags, VipFlags};
 use weir_ebpf::abi;
 
 use super::{RealSpec, VipId};
 use crate::dataplane::config::{self, BalancerConfig};
 use crate::dataplane::pin;
 use crate::{Error, Result};
-
-/// Protocols a VIP can carry.
-pub(super) const TCP: u8 = 6;
-pub(super) const UDP: u8 = 17;
-
-/// Every VIP flag bit Katran defines; bits outside are invalid, bits inside
-/// but not in [`abi::VIP_F_SUPPORTED`] are a feature this datapath lacks.
-const VIP_F_KNOWN: u32 = (1 << 10) - 1;
 
 /// The connection table's size in the kernel for `lru_size` entries: a hash
 /// with per-CPU LRU lists holds a multiple of the possible CPUs (the kernel
@@ -81,8 +74,8 @@ pub(super) fn validate_config(c: &BalancerConfig) -> Result<()> {
 }
 
 pub(super) fn validate_vip_id(id: &VipId) -> Result<()> {
-    if id.proto != TCP && id.proto != UDP {
-        return Err(Error::invalid("proto", format!("{} is not TCP (6) or UDP (17)", id.proto)));
+    if Protocol::from_number(id.proto).is_none() {
+        return Err(Error::invalid("proto", format!("{} is not {}", id.proto, Protocol::choices())));
     }
     validate_unicast("address", id.addr)
 }
@@ -92,37 +85,18 @@ fn validate_unicast(field: &'static str, addr: IpAddr) -> Result<()> {
     weir_crds::address::check_unicast(addr).map_err(|e| Error::bad_address(field, format!("{addr} {e}")))
 }
 
+/// Bits no Katran VIP flag uses are invalid; flags Katran defines but this
+/// datapath does not honour (outside [`VipFlags::SUPPORTED`]) are a feature it lacks.
 pub(super) fn validate_vip_flags(flags: u32) -> Result<()> {
-    if flags & !VIP_F_KNOWN != 0 {
-        return Err(Error::invalid(
-            "flags",
-            format!("{flags:#x} has bits no VIP flag uses ({:#x})", flags & !VIP_F_KNOWN),
-        ));
+    let unknown = flags & !VipFlags::all().bits();
+    if unknown != 0 {
+        return Err(Error::invalid("flags", format!("{flags:#x} has bits no VIP flag uses ({unknown:#x})")));
     }
-    let unsupported = flags & !abi::VIP_F_SUPPORTED;
-    if unsupported != 0 {
-        return Err(Error::FeatureDisabled {
-            feature: format!("VIP flag {} ({unsupported:#x})", vip_flag_names(unsupported)),
-        });
+    let unsupported = VipFlags::from_bits_retain(flags).difference(VipFlags::SUPPORTED);
+    if !unsupported.is_empty() {
+        return Err(Error::FeatureDisabled { feature: format!("VIP flag {unsupported} ({:#x})", unsupported.bits()) });
     }
     Ok(())
-}
-
-/// Katran's names of VIP flag bits, joined with `|`.
-pub fn vip_flag_names(flags: u32) -> String {
-    const NAMES: [&str; 10] = [
-        "NO_SPORT",
-        "NO_LRU",
-        "QUIC_VIP",
-        "DPORT_HASH",
-        "SRC_ROUTING",
-        "LOCAL_VIP",
-        "GLOBAL_LRU",
-        "HASH_SRC_DST_PORT",
-        "UDP_STABLE_ROUTING",
-        "UDP_FLOW_MIGRATION",
-    ];
-    NAMES.iter().enumerate().filter(|(bit, _)| flags & (1 << bit) != 0).map(|(_, n)| *n).collect::<Vec<_>>().join("|")
 }
 
 pub(super) fn validate_real(vip: &VipId, real: &RealSpec) -> Result<()> {
@@ -138,8 +112,7 @@ pub(super) fn validate_real(vip: &VipId, real: &RealSpec) -> Result<()> {
 }
 
 pub(super) fn validate_real_flags(addr: IpAddr, flags: u8) -> Result<()> {
-    let known = abi::REAL_F_IPV6 | abi::REAL_F_LOCAL_REAL;
-    if flags & !known != 0 {
+    if flags & !RealFlags::all().bits() != 0 {
         return Err(Error::invalid("real flags", format!("{flags:#x} has bits no real flag uses")));
     }
     if flags & abi::REAL_F_IPV6 != 0 && addr.is_ipv4() {
