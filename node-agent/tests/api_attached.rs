@@ -6,8 +6,8 @@
 //! the datapath forwarding for the next `/lb/create` to adopt). Needs root:
 //! without it, prints `SKIPPED (needs root)`.
 
-mod api_support;
-mod common {
+mod support {
+    pub mod api;
     pub mod packets;
 }
 
@@ -21,8 +21,8 @@ use base64::Engine;
 use nix::sched::CloneFlags;
 use serde_json::{json, Value};
 
-use api_support::*;
-use common::packets::{sock, syn};
+use support::api::*;
+use support::packets::{sock, syn};
 use weir_agent::dataplane::pin;
 
 /// Runs `f` on a thread of its own in a new, empty network namespace (it is

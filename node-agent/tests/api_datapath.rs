@@ -6,8 +6,8 @@
 //! delete and purge, the MAC, and the program's and maps' fds. Needs root:
 //! without it, prints `SKIPPED (needs root)`.
 
-mod api_support;
-mod common {
+mod support {
+    pub mod api;
     pub mod packets;
 }
 
@@ -18,8 +18,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use api_support::*;
-use common::packets::*;
+use support::api::*;
+use support::packets::*;
 
 const VIP: &str = "10.0.0.1";
 const CLIENT: &str = "198.51.100.7";

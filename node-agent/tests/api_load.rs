@@ -5,8 +5,8 @@
 //! counts exactly. Every request is spawned as its own task, as the server
 //! runs each connection. Needs root (BPF): without it, prints `SKIPPED`.
 
-mod api_support;
-mod common {
+mod support {
+    pub mod api;
     pub mod packets;
 }
 
@@ -21,8 +21,8 @@ use base64::Engine;
 use serde_json::{json, Value};
 use weir_ebpf::abi;
 
-use api_support::*;
-use common::packets::syn;
+use support::api::*;
+use support::packets::syn;
 
 const VIP: &str = "10.0.0.1";
 /// Entries the test puts in the connection table.

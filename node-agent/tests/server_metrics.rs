@@ -5,18 +5,18 @@
 //! the routes used. Creating a balancer needs root: without it the test prints
 //! `SKIPPED (needs root): <test>` and returns.
 
-mod common {
+mod support {
     pub mod packets;
+    pub mod server;
 }
-mod server_support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use base64::Engine;
-use common::packets::{l3_len, sock, syn, v4};
 use serde_json::json;
-use server_support::*;
+use support::packets::{l3_len, sock, syn, v4};
+use support::server::*;
 use tokio::net::TcpListener;
 use weir_agent::api::ApiState;
 use weir_agent::metrics::{datapath, Metrics};
