@@ -8,7 +8,6 @@
 
 mod support {
     pub mod api;
-    pub mod packets;
 }
 
 use std::net::IpAddr;
@@ -22,8 +21,8 @@ use nix::sched::CloneFlags;
 use serde_json::{json, Value};
 
 use support::api::*;
-use support::packets::{sock, syn};
 use weir_agent::dataplane::pin;
+use weir_test_support::packet::{sock, syn};
 
 /// Runs `f` on a thread of its own in a new, empty network namespace (it is
 /// gone, with its interfaces, when the thread ends), on a tokio runtime

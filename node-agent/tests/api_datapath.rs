@@ -8,7 +8,6 @@
 
 mod support {
     pub mod api;
-    pub mod packets;
 }
 
 use std::net::IpAddr;
@@ -19,7 +18,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use support::api::*;
-use support::packets::*;
+use weir_test_support::packet::*;
 
 const VIP: &str = "10.0.0.1";
 const CLIENT: &str = "198.51.100.7";

@@ -7,7 +7,6 @@
 
 mod support {
     pub mod api;
-    pub mod packets;
 }
 
 use std::net::IpAddr;
@@ -18,7 +17,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use support::api::*;
-use support::packets::*;
+use weir_test_support::packet::*;
 
 const VIP4: &str = "32.1.13.184";
 const VIP6: &str = "2001:db8::";

@@ -7,7 +7,6 @@
 
 mod support {
     pub mod api;
-    pub mod packets;
 }
 
 use std::os::fd::BorrowedFd;
@@ -22,7 +21,7 @@ use serde_json::{json, Value};
 use weir_ebpf::abi;
 
 use support::api::*;
-use support::packets::syn;
+use weir_test_support::packet::syn;
 
 const VIP: &str = "10.0.0.1";
 /// Entries the test puts in the connection table.

@@ -6,7 +6,6 @@
 //! `SKIPPED (needs root): <test>` and returns.
 
 mod support {
-    pub mod packets;
     pub mod server;
 }
 
@@ -15,12 +14,12 @@ use std::sync::Arc;
 
 use base64::Engine;
 use serde_json::json;
-use support::packets::{l3_len, sock, syn, v4};
 use support::server::*;
 use tokio::net::TcpListener;
 use weir_agent::api::ApiState;
 use weir_agent::metrics::{datapath, Metrics};
 use weir_agent::server::{exposition, AppOptions, Timeouts};
+use weir_test_support::packet::{l3_len, sock, syn, v4};
 
 /// The value of the sample `series` (name and labels, exactly) in `text`.
 fn sample(text: &str, series: &str) -> Option<u64> {
