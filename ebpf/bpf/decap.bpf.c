@@ -26,17 +26,9 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "ip.h"
+#include "l2.h"
 #include "weir_abi.h"
-
-/* Fragment bits of iphdr.frag_off, host order (kernel-internal, not in uapi). */
-#define IP_MF 0x2000
-#define IP_OFFSET 0x1fff
-
-/* An 802.1Q/802.1ad tag after the MAC addresses; uapi has no struct for it. */
-struct vlan_hdr {
-  __be16 tci;
-  __be16 encap_proto; /* ethertype of what follows the tag */
-};
 
 /* What parsing learnt about a packet this program decapsulates. */
 struct decap_pkt {
@@ -77,33 +69,6 @@ static __always_inline void decap_count(__u32 stat, __u64 bytes)
     return;
   counter->v1 += 1;
   counter->v2 += bytes;
-}
-
-/**
- * parse_l2() - find the L3 header behind Ethernet and at most one VLAN tag
- * @data: start of the frame
- * @data_end: end of the frame
- * @pkt: receives l2_len
- *
- * Returns: the ethertype of the L3 header (network order), or 0 when the frame
- * is too short for its L2 header.
- */
-static __always_inline __be16 parse_l2(void *data, void *data_end, struct decap_pkt *pkt)
-{
-  struct ethhdr *eth = data;
-  struct vlan_hdr *vlan;
-
-  if ((void *)(eth + 1) > data_end)
-    return 0;
-  if (eth->h_proto != bpf_htons(ETH_P_8021Q) && eth->h_proto != bpf_htons(ETH_P_8021AD)) {
-    pkt->l2_len = sizeof(*eth);
-    return eth->h_proto;
-  }
-  vlan = (void *)(eth + 1);
-  if ((void *)(vlan + 1) > data_end)
-    return 0;
-  pkt->l2_len = sizeof(*eth) + sizeof(*vlan);
-  return vlan->encap_proto;
 }
 
 /**
@@ -215,7 +180,7 @@ static __always_inline int parse_inner(void *inner, void *data_end, struct decap
  */
 static __always_inline int parse_packet(void *data, void *data_end, struct decap_pkt *pkt)
 {
-  __be16 proto = parse_l2(data, data_end, pkt);
+  __be16 proto = parse_l2(data, data_end, &pkt->l2_len);
   void *l3 = data + pkt->l2_len;
   int err;
 

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /*
- * parse.h — packet parsing: Ethernet (one 802.1Q/802.1ad tag), IPv4, IPv6,
- * TCP, UDP, and the ICMP errors whose embedded header names a VIP flow.
+ * parse.h — the balancer's packet parsing: Ethernet (one 802.1Q/802.1ad tag,
+ * through l2.h), IPv4, IPv6, TCP, UDP, and the ICMP errors whose embedded
+ * header names a VIP flow.
  * Each parse_* helper begins with its bounds check and fills struct packet.
  */
 #ifndef WEIR_PARSE_H
@@ -19,14 +20,13 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "ip.h"
+#include "l2.h"
 #include "weir_abi.h"
 
 #define PKT_F_SYN (1U << 0)  /* TCP SYN: always takes the consistent-hash path */
 #define PKT_F_ICMP (1U << 1) /* an ICMP error about a flow; flow holds its swapped tuple */
 #define PKT_F_VLAN (1U << 2) /* one VLAN tag sits between Ethernet and IP */
-
-#define IP_MF 0x2000     /* "more fragments" */
-#define IP_OFFSET 0x1FFF /* fragment offset */
 
 /* Outcome of parsing, when it is not "go on balancing". */
 enum parse_result {
@@ -47,11 +47,6 @@ struct icmp_hdr {
 #define ICMP_DEST_UNREACH 3
 #define ICMPV6_DEST_UNREACH 1
 #define ICMPV6_PKT_TOOBIG 2
-
-struct vlan_hdr {
-  __be16 tci;
-  __be16 encap_proto;
-};
 
 /* A flow's 5-tuple, as parsed (network byte order). */
 struct flow {
@@ -78,23 +73,18 @@ struct packet {
 };
 
 /**
- * parse_eth - find the network protocol, skipping one VLAN tag.
+ * parse_eth - find the network protocol, skipping one VLAN tag (parse_l2).
  * @pkt: receives l2_len and PKT_F_VLAN
  * Returns: the ethertype (network order), or 0 when the frame is too short.
  */
 static __always_inline __be16 parse_eth(void *data, void *data_end, struct packet *pkt) {
-  struct ethhdr *eth = data;
-  if ((void *)(eth + 1) > data_end)
-    return 0;
-  pkt->l2_len = sizeof(*eth);
-  if (eth->h_proto != bpf_htons(ETH_P_8021Q) && eth->h_proto != bpf_htons(ETH_P_8021AD))
-    return eth->h_proto;
-  struct vlan_hdr *vlan = (void *)(eth + 1);
-  if ((void *)(vlan + 1) > data_end)
-    return 0;
-  pkt->l2_len += sizeof(*vlan);
-  pkt->flags |= PKT_F_VLAN;
-  return vlan->encap_proto;
+  __u32 l2_len = 0;
+  __be16 proto = parse_l2(data, data_end, &l2_len);
+
+  pkt->l2_len = l2_len;
+  if (l2_len > sizeof(struct ethhdr))
+    pkt->flags |= PKT_F_VLAN;
+  return proto;
 }
 
 /**
