@@ -14,6 +14,8 @@
 #define CONST(c) printf("    (\"%s\", %llu),\n", #c, (unsigned long long)(c))
 
 int main(void) {
+  /* One struct (or a few constants) a line: read as tables. */
+  /* clang-format off */
   printf("/// (name, size or offset) of every ABI struct and field, as C lays them out.\n");
   printf("pub const C_LAYOUT: &[(&str, usize)] = &[\n");
   SIZE(vip_key); FIELD(vip_key, addr); FIELD(vip_key, port); FIELD(vip_key, proto);
@@ -49,14 +51,15 @@ int main(void) {
   CONST(WEIR_DECAP_STAT_V4); CONST(WEIR_DECAP_STAT_V6); CONST(WEIR_DECAP_STAT_PASS);
   CONST(WEIR_DECAP_STAT_MAX);
   printf("];\n\n");
+  /* clang-format on */
   /* Buckets of a few addresses, so the Rust twin of vip_filter_bucket is checked. */
   printf("/// (address words as loaded, bucket) from C's vip_filter_bucket.\n");
   printf("pub const C_FILTER_BUCKETS: &[([u32; 4], u32)] = &[\n");
-  const __u32 samples[][4] = {{0x0100000a, 0, 0, 0}, {0x01ffc80a, 0, 0, 0},
-                              {0xb80d0120, 0, 0, 0x01000000}, {0xffffffff, 1, 2, 3}};
+  const __u32 samples[][4] = {
+      {0x0100000a, 0, 0, 0}, {0x01ffc80a, 0, 0, 0}, {0xb80d0120, 0, 0, 0x01000000}, {0xffffffff, 1, 2, 3}};
   for (unsigned i = 0; i < sizeof(samples) / sizeof(samples[0]); i++)
-    printf("    ([%u, %u, %u, %u], %u),\n", samples[i][0], samples[i][1], samples[i][2],
-           samples[i][3], vip_filter_bucket(samples[i]));
+    printf("    ([%u, %u, %u, %u], %u),\n", samples[i][0], samples[i][1], samples[i][2], samples[i][3],
+           vip_filter_bucket(samples[i]));
   printf("];\n");
   return 0;
 }

@@ -31,9 +31,9 @@
 /* Outcome of parsing, when it is not "go on balancing". */
 enum parse_result {
   PARSE_OK = 0,
-  PARSE_PASS,          /* not for the balancer: hand to the kernel untouched */
-  PARSE_V4_OPTIONS,    /* IPv4 with options: not balanced, counted, passed */
-  PARSE_FRAGMENT,      /* a fragment: not balanced, counted, passed */
+  PARSE_PASS,       /* not for the balancer: hand to the kernel untouched */
+  PARSE_V4_OPTIONS, /* IPv4 with options: not balanced, counted, passed */
+  PARSE_FRAGMENT,   /* a fragment: not balanced, counted, passed */
 };
 
 /* ICMP and ICMPv6 share this header layout (linux/icmp.h drags in libc headers). */
@@ -59,16 +59,16 @@ struct flow {
 
 /* What the balancer knows about a packet once parsed. */
 struct packet {
-  struct flow flow;     /* as received; the VIP's flags reshape it before hashing */
-  __be32 client_tail;   /* last 4 bytes of the client address (outer source seed) */
-  __be16 client_port;   /* the client's port (outer source seed) */
+  struct flow flow;   /* as received; the VIP's flags reshape it before hashing */
+  __be32 client_tail; /* last 4 bytes of the client address (outer source seed) */
+  __be16 client_port; /* the client's port (outer source seed) */
   /* The IP packet's length as its header states it, header included. 32
    * bits: an IPv6 payload_len of 65535 plus the 40-byte header overflows 16. */
   __u32 l3_len;
-  __u32 frame_l3_len;   /* bytes the frame holds from the IP header on */
-  __u16 l2_len;         /* Ethernet header plus VLAN tag: 14 or 18 */
-  __u8 tos;             /* copied to the outer header */
-  __u8 flags;           /* PKT_F_* */
+  __u32 frame_l3_len; /* bytes the frame holds from the IP header on */
+  __u16 l2_len;       /* Ethernet header plus VLAN tag: 14 or 18 */
+  __u8 tos;           /* copied to the outer header */
+  __u8 flags;         /* PKT_F_* */
   __u8 is_v6;
 };
 
@@ -120,8 +120,7 @@ static __always_inline bool parse_ports(void *l4, void *data_end, struct packet 
  * The embedded header is the real's reply (VIP -> client). Swapping it gives
  * the client's flow (client -> VIP), which hashes to the same real as the flow.
  */
-static __always_inline enum parse_result parse_icmp_v4(void *icmp, void *data_end,
-                                                       struct packet *pkt) {
+static __always_inline enum parse_result parse_icmp_v4(void *icmp, void *data_end, struct packet *pkt) {
   struct icmp_hdr *hdr = icmp;
   if ((void *)(hdr + 1) > data_end)
     return PARSE_PASS;
@@ -148,8 +147,7 @@ static __always_inline enum parse_result parse_icmp_v4(void *icmp, void *data_en
  * parse_icmp_v6 - an ICMPv6 destination-unreachable or packet-too-big about a
  * flow from a VIP; see parse_icmp_v4.
  */
-static __always_inline enum parse_result parse_icmp_v6(void *icmp, void *data_end,
-                                                       struct packet *pkt) {
+static __always_inline enum parse_result parse_icmp_v6(void *icmp, void *data_end, struct packet *pkt) {
   struct icmp_hdr *hdr = icmp;
   if ((void *)(hdr + 1) > data_end)
     return PARSE_PASS;
