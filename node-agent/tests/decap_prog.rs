@@ -59,7 +59,7 @@ fn eth(ether_type: u16) -> Vec<u8> {
 
 /// Ethernet with one tag (`tpid` 802.1Q or 802.1ad; PCP 5, VLAN 42) in front of `ether_type`.
 fn eth_tagged(tpid: u16, ether_type: u16) -> Vec<u8> {
-    tagged(&eth(ether_type), tpid, 5 << 13 | 42)
+    tagged(&eth(ether_type), tpid, (5 << 13) | 42)
 }
 
 fn cat(parts: &[&[u8]]) -> Vec<u8> {
