@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian bookworm machine lacks to build and run weir's
 # datapath (clang-19 for the BPF programs, libbpf headers, bpftool, iproute2,
-# ethtool) plus any packages named as arguments, and mounts bpffs.
+# ethtool), clang-format-19 (the C style CI checks), plus any packages named as
+# arguments, and mounts bpffs.
 # Idempotent; needs root. Usage: scripts/setup.sh [EXTRA_PACKAGE...]
 set -euo pipefail
 
@@ -10,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-packages=(clang-19 libbpf-dev bpftool iproute2 ethtool gcc libc6-dev "$@")
+packages=(clang-19 clang-format-19 libbpf-dev bpftool iproute2 ethtool gcc libc6-dev "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

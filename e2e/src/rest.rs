@@ -1,11 +1,10 @@
-//! weir-agent's HTTP API running in a topology's lb namespace, and a plain
-//! HTTP/1.1 client for it: the datapath driven the way katran-server users
+//! weir-agent's HTTP API running in a topology's lb namespace, and reqwest's
+//! blocking client for it: the datapath driven the way katran-server users
 //! drive it. The server is the agent's own stack (the API router inside the
 //! server's layers, on its listener), on a runtime whose threads live in the
 //! lb namespace, so `/lb/create` attaches XDP to the lb host's interface.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -63,25 +62,39 @@ impl<'t> RestAgent<'t> {
         Ok(Self { topo, addr, stop: Some(stop_tx), thread: Some(thread) })
     }
 
-    /// One request from inside the lb namespace; the status and the JSON body.
+    /// One request from inside the lb namespace; the status and the JSON body
+    /// (null when empty). Every request says `Content-Type: application/json`,
+    /// with a body or without, as katran-server clients do.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
+        let verb = reqwest::Method::from_bytes(method.as_bytes()).with_context(|| format!("method {method:?}"))?;
+        let url = format!("http://{}{path}", self.addr);
         let body = body.map(Value::to_string).unwrap_or_default();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        );
-        let addr = self.addr;
-        let raw = self.topo.lb.ns.run(move || -> Result<Vec<u8>> {
-            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-            stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-            stream.write_all(request.as_bytes())?;
-            let mut raw = Vec::new();
-            stream.read_to_end(&mut raw)?;
-            Ok(raw)
-        })?;
-        parse_response(&raw).with_context(|| format!("{method} {path}"))
+        let (status, text) = self
+            .topo
+            .lb
+            .ns
+            .run(move || -> reqwest::Result<(u16, String)> {
+                // Built on this thread, inside the namespace: the thread the
+                // blocking client runs its connections on inherits it.
+                let client = reqwest::blocking::Client::builder()
+                    .no_proxy()
+                    .connect_timeout(Duration::from_secs(5))
+                    .timeout(Duration::from_secs(30))
+                    .build()?;
+                let response = client
+                    .request(verb, url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .send()?;
+                Ok((response.status().as_u16(), response.text()?))
+            })
+            .with_context(|| format!("{method} {path}"))?;
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).with_context(|| format!("{method} {path}: the body is not JSON: {text:?}"))?
+        };
+        Ok((status, json))
     }
 
     /// A request that must succeed with `status`; its `data` (or null).
@@ -103,17 +116,4 @@ impl Drop for RestAgent<'_> {
             let _ = thread.join();
         }
     }
-}
-
-/// Status code and JSON body of an HTTP/1.1 response with a Content-Length.
-fn parse_response(raw: &[u8]) -> Result<(u16, Value)> {
-    let text = std::str::from_utf8(raw).context("response is not UTF-8")?;
-    let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .with_context(|| format!("bad status line: {head:?}"))?;
-    let json = if body.is_empty() { Value::Null } else { serde_json::from_str(body).context("body is not JSON")? };
-    Ok((status, json))
 }

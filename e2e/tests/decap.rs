@@ -18,6 +18,7 @@ use weir_agent::dataplane::{decap, pin};
 use weir_e2e::netns::Netns;
 use weir_e2e::{connect_once, serve, skip_unless_root, Topology, TopologyConfig, DEFAULT_TIMEOUT, VIP_V4, VIP_V6};
 use weir_ebpf::abi::DecapStat;
+use weir_test_support::packet::ip_echo;
 
 /// The encapsulations weir's balancer produces.
 #[derive(Debug, Clone, Copy)]
@@ -48,8 +49,8 @@ fn tunnelled_ping(ns: &Netns, encap: Encap, from: IpAddr, real: IpAddr, seq: u16
             raw_socket(libc::AF_INET, libc::IPPROTO_ICMP)?
         };
         let inner = match (from, inner_v6) {
-            (IpAddr::V4(src), false) => echo_v4(src, VIP_V4, id, seq),
-            (IpAddr::V6(src), true) => echo_v6(src, VIP_V6, id, seq),
+            (IpAddr::V4(_), false) => ip_echo(from, VIP_V4.into(), id, seq, PAYLOAD),
+            (IpAddr::V6(_), true) => ip_echo(from, VIP_V6.into(), id, seq, PAYLOAD),
             _ => panic!("{encap:?} needs an inner source of the other family, not {from}"),
         };
         let tx = raw_socket(outer_family, outer_proto)?;
@@ -183,63 +184,7 @@ fn set_rcvtimeo(fd: &OwnedFd, timeout: Duration) -> io::Result<()> {
     Ok(())
 }
 
-/// The Internet checksum (RFC 1071) of `chunks` laid end to end (even lengths).
-fn checksum(chunks: &[&[u8]]) -> u16 {
-    let mut sum: u32 = 0;
-    for chunk in chunks {
-        for pair in chunk.chunks(2) {
-            sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
-        }
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 const PAYLOAD: &[u8] = b"weir-e2e decap probe....";
-
-fn icmp_echo(kind: u8, id: u16, seq: u16) -> Vec<u8> {
-    let mut icmp = vec![kind, 0, 0, 0];
-    icmp.extend(id.to_be_bytes());
-    icmp.extend(seq.to_be_bytes());
-    icmp.extend(PAYLOAD);
-    icmp
-}
-
-/// An IPv4 packet: ICMP echo request `src` -> `dst`.
-fn echo_v4(src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16) -> Vec<u8> {
-    let mut icmp = icmp_echo(8, id, seq);
-    let sum = checksum(&[&icmp]);
-    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-    let total = (20 + icmp.len()) as u16;
-    let mut ip = vec![0x45, 0];
-    ip.extend(total.to_be_bytes());
-    ip.extend(seq.to_be_bytes()); // identification
-    ip.extend([0x40, 0, 64, libc::IPPROTO_ICMP as u8, 0, 0]); // DF, TTL, protocol, checksum
-    ip.extend(src.octets());
-    ip.extend(dst.octets());
-    let sum = checksum(&[&ip]);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    ip.extend(icmp);
-    ip
-}
-
-/// An IPv6 packet: ICMPv6 echo request `src` -> `dst`.
-fn echo_v6(src: Ipv6Addr, dst: Ipv6Addr, id: u16, seq: u16) -> Vec<u8> {
-    let mut icmp = icmp_echo(128, id, seq);
-    let len = icmp.len() as u32;
-    let next = [0, 0, 0, libc::IPPROTO_ICMPV6 as u8];
-    let sum = checksum(&[&src.octets(), &dst.octets(), &len.to_be_bytes(), &next, &icmp]);
-    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-    let mut ip = vec![0x60, 0, 0, 0];
-    ip.extend((icmp.len() as u16).to_be_bytes());
-    ip.extend([libc::IPPROTO_ICMPV6 as u8, 64]);
-    ip.extend(src.octets());
-    ip.extend(dst.octets());
-    ip.extend(icmp);
-    ip
-}
 
 fn xdp_attached(ns: &Netns, iface: &str) -> bool {
     ns.ip(["link", "show", "dev", iface]).expect("ip link show").contains(" prog/xdp ")

@@ -21,6 +21,8 @@
 #define MAP(m) printf("    (\"%s\", \"%s\"),\n", #m, STRINGIFY(m))
 
 int main(void) {
+  /* One struct (or a few constants) a line: read as tables. */
+  /* clang-format off */
   printf("/// (name, size or offset) of every ABI struct and field, as C lays them out.\n");
   printf("pub const C_LAYOUT: &[(&str, usize)] = &[\n");
   SIZE(vip_key); FIELD(vip_key, addr); FIELD(vip_key, port); FIELD(vip_key, proto);
@@ -64,14 +66,15 @@ int main(void) {
   MAP(WEIR_MAP_CTL); MAP(WEIR_MAP_VIP_STATS); MAP(WEIR_MAP_REAL_STATS); MAP(WEIR_MAP_STATS);
   MAP(WEIR_MAP_VIP_FILTER); MAP(WEIR_MAP_DECAP_STATS);
   printf("];\n\n");
+  /* clang-format on */
   /* Buckets of a few addresses, so the Rust twin of vip_filter_bucket is checked. */
   printf("/// (address words as loaded, bucket) from C's vip_filter_bucket.\n");
   printf("pub const C_FILTER_BUCKETS: &[([u32; 4], u32)] = &[\n");
-  const __u32 samples[][4] = {{0x0100000a, 0, 0, 0}, {0x01ffc80a, 0, 0, 0},
-                              {0xb80d0120, 0, 0, 0x01000000}, {0xffffffff, 1, 2, 3}};
+  const __u32 samples[][4] = {
+      {0x0100000a, 0, 0, 0}, {0x01ffc80a, 0, 0, 0}, {0xb80d0120, 0, 0, 0x01000000}, {0xffffffff, 1, 2, 3}};
   for (unsigned i = 0; i < sizeof(samples) / sizeof(samples[0]); i++)
-    printf("    ([%u, %u, %u, %u], %u),\n", samples[i][0], samples[i][1], samples[i][2],
-           samples[i][3], vip_filter_bucket(samples[i]));
+    printf("    ([%u, %u, %u, %u], %u),\n", samples[i][0], samples[i][1], samples[i][2], samples[i][3],
+           vip_filter_bucket(samples[i]));
   printf("];\n");
   return 0;
 }

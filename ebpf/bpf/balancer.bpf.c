@@ -248,8 +248,8 @@ static __always_inline bool lengths_agree(const struct packet *pkt) {
  * Returns: XDP_TX once encapsulated toward a real, XDP_PASS for a local real,
  * XDP_DROP when no real can take it (each drop is counted, unless @dry).
  */
-static __always_inline int balance(bool dry, struct xdp_md *ctx, struct global_stats *st,
-                                   struct packet *pkt, const struct vip_meta *vip) {
+static __always_inline int balance(bool dry, struct xdp_md *ctx, struct global_stats *st, struct packet *pkt,
+                                   const struct vip_meta *vip) {
   /* Before anything else: a malformed packet leaves no connection entry. */
   if (!lengths_agree(pkt)) {
     count(dry, st, WEIR_STAT_BAD_LEN, !pkt->is_v6, pkt->is_v6);

@@ -26,17 +26,9 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "ip.h"
+#include "l2.h"
 #include "weir_abi.h"
-
-/* Fragment bits of iphdr.frag_off, host order (kernel-internal, not in uapi). */
-#define IP_MF 0x2000
-#define IP_OFFSET 0x1fff
-
-/* An 802.1Q/802.1ad tag after the MAC addresses; uapi has no struct for it. */
-struct vlan_hdr {
-  __be16 tci;
-  __be16 encap_proto; /* ethertype of what follows the tag */
-};
 
 /* What parsing learnt about a packet this program decapsulates. */
 struct decap_pkt {
@@ -68,8 +60,7 @@ struct {
  * @stat: index in weir_decaps (enum weir_decap_stat)
  * @bytes: added to v2
  */
-static __always_inline void decap_count(__u32 stat, __u64 bytes)
-{
+static __always_inline void decap_count(__u32 stat, __u64 bytes) {
   struct lb_counter *counter = bpf_map_lookup_elem(&WEIR_MAP_DECAP_STATS, &stat);
 
   /* Never NULL for stat < WEIR_DECAP_STAT_MAX; the check is for the verifier. */
@@ -80,41 +71,13 @@ static __always_inline void decap_count(__u32 stat, __u64 bytes)
 }
 
 /**
- * parse_l2() - find the L3 header behind Ethernet and at most one VLAN tag
- * @data: start of the frame
- * @data_end: end of the frame
- * @pkt: receives l2_len
- *
- * Returns: the ethertype of the L3 header (network order), or 0 when the frame
- * is too short for its L2 header.
- */
-static __always_inline __be16 parse_l2(void *data, void *data_end, struct decap_pkt *pkt)
-{
-  struct ethhdr *eth = data;
-  struct vlan_hdr *vlan;
-
-  if ((void *)(eth + 1) > data_end)
-    return 0;
-  if (eth->h_proto != bpf_htons(ETH_P_8021Q) && eth->h_proto != bpf_htons(ETH_P_8021AD)) {
-    pkt->l2_len = sizeof(*eth);
-    return eth->h_proto;
-  }
-  vlan = (void *)(eth + 1);
-  if ((void *)(vlan + 1) > data_end)
-    return 0;
-  pkt->l2_len = sizeof(*eth) + sizeof(*vlan);
-  return vlan->encap_proto;
-}
-
-/**
  * set_inner_proto() - record the inner family an outer header announces
  * @proto: the outer header's protocol / next header
  * @pkt: receives inner_proto
  *
  * Returns: 0 for IPv4 (4) and IPv6 (41), -1 for anything else.
  */
-static __always_inline int set_inner_proto(__u8 proto, struct decap_pkt *pkt)
-{
+static __always_inline int set_inner_proto(__u8 proto, struct decap_pkt *pkt) {
   if (proto == IPPROTO_IPIP) {
     pkt->inner_proto = bpf_htons(ETH_P_IP);
     return 0;
@@ -138,8 +101,7 @@ static __always_inline int set_inner_proto(__u8 proto, struct decap_pkt *pkt)
  * Returns: 0 when @iph is an option-less, unfragmented IPv4 header carrying
  * IPv4 or IPv6; -1 otherwise.
  */
-static __always_inline int parse_outer_v4(struct iphdr *iph, void *data_end, struct decap_pkt *pkt)
-{
+static __always_inline int parse_outer_v4(struct iphdr *iph, void *data_end, struct decap_pkt *pkt) {
   if ((void *)(iph + 1) > data_end)
     return -1;
   if (iph->version != 4 || iph->ihl != 5)
@@ -163,8 +125,7 @@ static __always_inline int parse_outer_v4(struct iphdr *iph, void *data_end, str
  * Returns: 0 when @ip6h is an IPv6 header directly followed by IPv4 or IPv6;
  * -1 otherwise.
  */
-static __always_inline int parse_outer_v6(struct ipv6hdr *ip6h, void *data_end, struct decap_pkt *pkt)
-{
+static __always_inline int parse_outer_v6(struct ipv6hdr *ip6h, void *data_end, struct decap_pkt *pkt) {
   if ((void *)(ip6h + 1) > data_end)
     return -1;
   if (ip6h->version != 6)
@@ -183,8 +144,7 @@ static __always_inline int parse_outer_v6(struct ipv6hdr *ip6h, void *data_end, 
  * Returns: 0 when a whole header of the announced family is there and its
  * version nibble agrees; -1 otherwise.
  */
-static __always_inline int parse_inner(void *inner, void *data_end, struct decap_pkt *pkt)
-{
+static __always_inline int parse_inner(void *inner, void *data_end, struct decap_pkt *pkt) {
   struct iphdr *iph = inner;
   struct ipv6hdr *ip6h = inner;
 
@@ -213,9 +173,8 @@ static __always_inline int parse_inner(void *inner, void *data_end, struct decap
  * Returns: 0 when the frame is L2, an outer IP header of weir's and a whole
  * inner header of the family the outer one announces; -1 otherwise.
  */
-static __always_inline int parse_packet(void *data, void *data_end, struct decap_pkt *pkt)
-{
-  __be16 proto = parse_l2(data, data_end, pkt);
+static __always_inline int parse_packet(void *data, void *data_end, struct decap_pkt *pkt) {
+  __be16 proto = parse_l2(data, data_end, &pkt->l2_len);
   void *l3 = data + pkt->l2_len;
   int err;
 
@@ -243,8 +202,7 @@ static __always_inline int parse_packet(void *data, void *data_end, struct decap
  * DECAP_BROKEN only on a bounds failure after the move, which parse_packet()
  * rules out.
  */
-static __always_inline enum decap_result decap_strip(struct xdp_md *ctx, const struct decap_pkt *pkt)
-{
+static __always_inline enum decap_result decap_strip(struct xdp_md *ctx, const struct decap_pkt *pkt) {
   void *data = (void *)(long)ctx->data;
   void *data_end = (void *)(long)ctx->data_end;
   bool tagged = pkt->l2_len > sizeof(struct ethhdr);
@@ -288,8 +246,7 @@ static __always_inline enum decap_result decap_strip(struct xdp_md *ctx, const s
  * only for a packet decap_strip() left broken (which cannot happen).
  */
 SEC("xdp")
-int weir_decap(struct xdp_md *ctx)
-{
+int weir_decap(struct xdp_md *ctx) {
   void *data = (void *)(long)ctx->data;
   void *data_end = (void *)(long)ctx->data_end;
   __u64 frame_len = data_end - data;

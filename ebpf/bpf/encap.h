@@ -28,9 +28,8 @@
  * @ethertype: protocol of that outer header (network order)
  * Returns: the start of the room for the outer header, or NULL on failure.
  */
-static __always_inline void *encap_push_l2(struct xdp_md *ctx, struct packet *pkt,
-                                           const struct lb_ctl *ctl, int outer_len,
-                                           __be16 ethertype) {
+static __always_inline void *encap_push_l2(struct xdp_md *ctx, struct packet *pkt, const struct lb_ctl *ctl,
+                                           int outer_len, __be16 ethertype) {
   if (bpf_xdp_adjust_head(ctx, -outer_len))
     return NULL;
   void *data = (void *)(long)ctx->data;
@@ -59,8 +58,8 @@ static __always_inline void *encap_push_l2(struct xdp_md *ctx, struct packet *pk
  * encap_v4 - wrap the packet in an IPv4 header addressed to @real (IPv4-in-IPv4).
  * Returns: false when the frame cannot grow (the caller drops and counts).
  */
-static __always_inline bool encap_v4(struct xdp_md *ctx, struct packet *pkt,
-                                     const struct real_def *real, const struct lb_ctl *ctl) {
+static __always_inline bool encap_v4(struct xdp_md *ctx, struct packet *pkt, const struct real_def *real,
+                                     const struct lb_ctl *ctl) {
   struct iphdr *iph = encap_push_l2(ctx, pkt, ctl, sizeof(*iph), bpf_htons(ETH_P_IP));
   if (!iph)
     return false;
@@ -95,8 +94,8 @@ static __always_inline bool encap_v4(struct xdp_md *ctx, struct packet *pkt,
  * (IPv6-in-IPv6, or IPv4-in-IPv6 for an IPv4 VIP with an IPv6 real).
  * Returns: false when the frame cannot grow (the caller drops and counts).
  */
-static __always_inline bool encap_v6(struct xdp_md *ctx, struct packet *pkt,
-                                     const struct real_def *real, const struct lb_ctl *ctl) {
+static __always_inline bool encap_v6(struct xdp_md *ctx, struct packet *pkt, const struct real_def *real,
+                                     const struct lb_ctl *ctl) {
   struct ipv6hdr *ip6h = encap_push_l2(ctx, pkt, ctl, sizeof(*ip6h), bpf_htons(ETH_P_IPV6));
   if (!ip6h)
     return false;

@@ -16,6 +16,8 @@ static __always_inline __u32 rol32(__u32 word, unsigned int shift) {
   return (word << shift) | (word >> ((-shift) & 31));
 }
 
+/* The kernel's jhash.h layout: three statements a line. */
+/* clang-format off */
 #define __jhash_mix(a, b, c)                                                   \
   {                                                                            \
     a -= c; a ^= rol32(c, 4); c += b;                                          \
@@ -36,6 +38,7 @@ static __always_inline __u32 rol32(__u32 word, unsigned int shift) {
     b ^= a; b -= rol32(a, 14);                                                 \
     c ^= b; c -= rol32(b, 24);                                                 \
   }
+/* clang-format on */
 
 /* jhash_3words - hash three 32-bit words (the kernel's jhash_3words). */
 static __always_inline __u32 jhash_3words(__u32 a, __u32 b, __u32 c, __u32 initval) {

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /*
- * parse.h — packet parsing: Ethernet (one 802.1Q/802.1ad tag), IPv4, IPv6,
- * TCP, UDP, and the ICMP errors whose embedded header names a VIP flow.
+ * parse.h — the balancer's packet parsing: Ethernet (one 802.1Q/802.1ad tag,
+ * through l2.h), IPv4, IPv6, TCP, UDP, and the ICMP errors whose embedded
+ * header names a VIP flow.
  * Each parse_* helper begins with its bounds check and fills struct packet.
  */
 #ifndef WEIR_PARSE_H
@@ -19,21 +20,20 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "ip.h"
+#include "l2.h"
 #include "weir_abi.h"
 
 #define PKT_F_SYN (1U << 0)  /* TCP SYN: always takes the consistent-hash path */
 #define PKT_F_ICMP (1U << 1) /* an ICMP error about a flow; flow holds its swapped tuple */
 #define PKT_F_VLAN (1U << 2) /* one VLAN tag sits between Ethernet and IP */
 
-#define IP_MF 0x2000     /* "more fragments" */
-#define IP_OFFSET 0x1FFF /* fragment offset */
-
 /* Outcome of parsing, when it is not "go on balancing". */
 enum parse_result {
   PARSE_OK = 0,
-  PARSE_PASS,          /* not for the balancer: hand to the kernel untouched */
-  PARSE_V4_OPTIONS,    /* IPv4 with options: not balanced, counted, passed */
-  PARSE_FRAGMENT,      /* a fragment: not balanced, counted, passed */
+  PARSE_PASS,       /* not for the balancer: hand to the kernel untouched */
+  PARSE_V4_OPTIONS, /* IPv4 with options: not balanced, counted, passed */
+  PARSE_FRAGMENT,   /* a fragment: not balanced, counted, passed */
 };
 
 /* ICMP and ICMPv6 share this header layout (linux/icmp.h drags in libc headers). */
@@ -48,11 +48,6 @@ struct icmp_hdr {
 #define ICMPV6_DEST_UNREACH 1
 #define ICMPV6_PKT_TOOBIG 2
 
-struct vlan_hdr {
-  __be16 tci;
-  __be16 encap_proto;
-};
-
 /* A flow's 5-tuple, as parsed (network byte order). */
 struct flow {
   __be32 src[4];
@@ -64,37 +59,32 @@ struct flow {
 
 /* What the balancer knows about a packet once parsed. */
 struct packet {
-  struct flow flow;     /* as received; the VIP's flags reshape it before hashing */
-  __be32 client_tail;   /* last 4 bytes of the client address (outer source seed) */
-  __be16 client_port;   /* the client's port (outer source seed) */
+  struct flow flow;   /* as received; the VIP's flags reshape it before hashing */
+  __be32 client_tail; /* last 4 bytes of the client address (outer source seed) */
+  __be16 client_port; /* the client's port (outer source seed) */
   /* The IP packet's length as its header states it, header included. 32
    * bits: an IPv6 payload_len of 65535 plus the 40-byte header overflows 16. */
   __u32 l3_len;
-  __u32 frame_l3_len;   /* bytes the frame holds from the IP header on */
-  __u16 l2_len;         /* Ethernet header plus VLAN tag: 14 or 18 */
-  __u8 tos;             /* copied to the outer header */
-  __u8 flags;           /* PKT_F_* */
+  __u32 frame_l3_len; /* bytes the frame holds from the IP header on */
+  __u16 l2_len;       /* Ethernet header plus VLAN tag: 14 or 18 */
+  __u8 tos;           /* copied to the outer header */
+  __u8 flags;         /* PKT_F_* */
   __u8 is_v6;
 };
 
 /**
- * parse_eth - find the network protocol, skipping one VLAN tag.
+ * parse_eth - find the network protocol, skipping one VLAN tag (parse_l2).
  * @pkt: receives l2_len and PKT_F_VLAN
  * Returns: the ethertype (network order), or 0 when the frame is too short.
  */
 static __always_inline __be16 parse_eth(void *data, void *data_end, struct packet *pkt) {
-  struct ethhdr *eth = data;
-  if ((void *)(eth + 1) > data_end)
-    return 0;
-  pkt->l2_len = sizeof(*eth);
-  if (eth->h_proto != bpf_htons(ETH_P_8021Q) && eth->h_proto != bpf_htons(ETH_P_8021AD))
-    return eth->h_proto;
-  struct vlan_hdr *vlan = (void *)(eth + 1);
-  if ((void *)(vlan + 1) > data_end)
-    return 0;
-  pkt->l2_len += sizeof(*vlan);
-  pkt->flags |= PKT_F_VLAN;
-  return vlan->encap_proto;
+  __u32 l2_len = 0;
+  __be16 proto = parse_l2(data, data_end, &l2_len);
+
+  pkt->l2_len = l2_len;
+  if (l2_len > sizeof(struct ethhdr))
+    pkt->flags |= PKT_F_VLAN;
+  return proto;
 }
 
 /**
@@ -130,8 +120,7 @@ static __always_inline bool parse_ports(void *l4, void *data_end, struct packet 
  * The embedded header is the real's reply (VIP -> client). Swapping it gives
  * the client's flow (client -> VIP), which hashes to the same real as the flow.
  */
-static __always_inline enum parse_result parse_icmp_v4(void *icmp, void *data_end,
-                                                       struct packet *pkt) {
+static __always_inline enum parse_result parse_icmp_v4(void *icmp, void *data_end, struct packet *pkt) {
   struct icmp_hdr *hdr = icmp;
   if ((void *)(hdr + 1) > data_end)
     return PARSE_PASS;
@@ -158,8 +147,7 @@ static __always_inline enum parse_result parse_icmp_v4(void *icmp, void *data_en
  * parse_icmp_v6 - an ICMPv6 destination-unreachable or packet-too-big about a
  * flow from a VIP; see parse_icmp_v4.
  */
-static __always_inline enum parse_result parse_icmp_v6(void *icmp, void *data_end,
-                                                       struct packet *pkt) {
+static __always_inline enum parse_result parse_icmp_v6(void *icmp, void *data_end, struct packet *pkt) {
   struct icmp_hdr *hdr = icmp;
   if ((void *)(hdr + 1) > data_end)
     return PARSE_PASS;

@@ -33,9 +33,8 @@
 #define VIP_F_UDP_FLOW_MIGRATION (1U << 9) /* reserved: refused by the control plane */
 
 /* The flags the datapath honours; every other bit is refused before it reaches a map. */
-#define VIP_F_SUPPORTED                                                        \
-  (VIP_F_NO_SPORT | VIP_F_NO_LRU | VIP_F_DPORT_HASH | VIP_F_LOCAL_VIP |        \
-   VIP_F_HASH_SRC_DST_PORT)
+#define VIP_F_SUPPORTED \
+  (VIP_F_NO_SPORT | VIP_F_NO_LRU | VIP_F_DPORT_HASH | VIP_F_LOCAL_VIP | VIP_F_HASH_SRC_DST_PORT)
 
 /* ---- Real flags (carried in real_def.flags) ---- */
 #define REAL_F_IPV6 (1U << 0)       /* the real's address is IPv6; set from the address */
@@ -55,19 +54,19 @@
 #define WEIR_MAP_DECAP_STATS weir_decaps
 
 /* ---- Defaults and limits ---- */
-#define WEIR_DEFAULT_RING_SIZE 65537U  /* Maglev ring slots per VIP (a prime) */
+#define WEIR_DEFAULT_RING_SIZE 65537U /* Maglev ring slots per VIP (a prime) */
 #define WEIR_DEFAULT_MAX_VIPS 512U
 #define WEIR_DEFAULT_MAX_REALS 4096U
-#define WEIR_DEFAULT_CONNS 8000000U    /* connection-table entries */
-#define WEIR_DEFAULT_MTU 1500U         /* L3 MTU of the egress link */
+#define WEIR_DEFAULT_CONNS 8000000U                           /* connection-table entries */
+#define WEIR_DEFAULT_MTU 1500U                                /* L3 MTU of the egress link */
 #define WEIR_UDP_CONN_TIMEOUT_NS (30ULL * 1000 * 1000 * 1000) /* Katran's LRU_UDP_TIMEOUT */
-#define WEIR_MAX_CONN_RATE 125000ULL   /* new connections per second per CPU before "flood" */
+#define WEIR_MAX_CONN_RATE 125000ULL /* new connections per second per CPU before "flood" */
 #define WEIR_ONE_SEC_NS (1000ULL * 1000 * 1000)
-#define WEIR_ENCAP_TTL 64              /* TTL / hop limit of the outer header */
-#define WEIR_REAL_NONE 0U              /* real index 0 is never allocated: an empty ring slot */
-#define WEIR_VIP_FILTER_BITS 12        /* the VIP address filter has 2^12 buckets */
+#define WEIR_ENCAP_TTL 64       /* TTL / hop limit of the outer header */
+#define WEIR_REAL_NONE 0U       /* real index 0 is never allocated: an empty ring slot */
+#define WEIR_VIP_FILTER_BITS 12 /* the VIP address filter has 2^12 buckets */
 #define WEIR_VIP_FILTER_SIZE (1U << WEIR_VIP_FILTER_BITS)
-#define WEIR_FILTER_MULT 0x9E3779B1U   /* Fibonacci hashing: golden ratio * 2^32 */
+#define WEIR_FILTER_MULT 0x9E3779B1U /* Fibonacci hashing: golden ratio * 2^32 */
 
 /* ---- Map keys and values ---- */
 

@@ -13,8 +13,7 @@
 #include <bpf/bpf_helpers.h>
 
 SEC("xdp")
-int weir_pass(struct xdp_md *ctx)
-{
+int weir_pass(struct xdp_md *ctx) {
   return XDP_PASS;
 }
 

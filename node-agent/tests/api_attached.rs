@@ -6,9 +6,8 @@
 //! the datapath forwarding for the next `/lb/create` to adopt). Needs root:
 //! without it, prints `SKIPPED (needs root)`.
 
-mod api_support;
-mod common {
-    pub mod packets;
+mod support {
+    pub mod api;
 }
 
 use std::net::IpAddr;
@@ -21,9 +20,9 @@ use base64::Engine;
 use nix::sched::CloneFlags;
 use serde_json::{json, Value};
 
-use api_support::*;
-use common::packets::{sock, syn};
+use support::api::*;
 use weir_agent::dataplane::pin;
+use weir_test_support::packet::{sock, syn};
 
 /// Runs `f` on a thread of its own in a new, empty network namespace (it is
 /// gone, with its interfaces, when the thread ends), on a tokio runtime

@@ -5,7 +5,9 @@
 //! original API's edge cases weir used to answer differently (DELETE /vips
 //! by query string, deleting a real the VIP lacks).
 
-mod api_support;
+mod support {
+    pub mod api;
+}
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -13,7 +15,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 use weir_agent::api::ApiState;
 
-use api_support::*;
+use support::api::*;
 
 /// A testing balancer as a katran-server deployment creates it: program
 /// paths, the healthcheck program's settings, and the current API's hash

@@ -6,9 +6,8 @@
 //! delete and purge, the MAC, and the program's and maps' fds. Needs root:
 //! without it, prints `SKIPPED (needs root)`.
 
-mod api_support;
-mod common {
-    pub mod packets;
+mod support {
+    pub mod api;
 }
 
 use std::net::IpAddr;
@@ -18,8 +17,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use api_support::*;
-use common::packets::*;
+use support::api::*;
+use weir_test_support::packet::*;
 
 const VIP: &str = "10.0.0.1";
 const CLIENT: &str = "198.51.100.7";

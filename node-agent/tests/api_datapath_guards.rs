@@ -5,9 +5,8 @@
 //! deletable (no 500, no real left behind). Needs root (it loads the BPF
 //! program): without it, prints `SKIPPED (needs root)`.
 
-mod api_support;
-mod common {
-    pub mod packets;
+mod support {
+    pub mod api;
 }
 
 use std::net::IpAddr;
@@ -17,8 +16,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use api_support::*;
-use common::packets::*;
+use support::api::*;
+use weir_test_support::packet::*;
 
 const VIP4: &str = "32.1.13.184";
 const VIP6: &str = "2001:db8::";

@@ -16,7 +16,9 @@
 //! custom format `ip`): the `jsonschema` crate is not in the offline
 //! registry. Needs root (a testing-mode balancer loads the program).
 
-mod api_support;
+mod support {
+    pub mod api;
+}
 
 use std::net::IpAddr;
 
@@ -25,7 +27,7 @@ use axum::http::Request;
 use serde_json::{json, Map, Value};
 use tower::ServiceExt;
 
-use api_support::*;
+use support::api::*;
 
 /// Requests per operation: valid ones, then mutations of them.
 const VALID: usize = 40;

@@ -4,12 +4,14 @@
 //! Everything but the 503 table loads the BPF program: without root those
 //! parts print `SKIPPED (needs root)`.
 
-mod api_support;
+mod support {
+    pub mod api;
+}
 
 use axum::http::StatusCode;
 use serde_json::json;
 
-use api_support::*;
+use support::api::*;
 
 /// VIP, real, stats, LRU and utils endpoints with a valid request: each
 /// answers 503 before `/lb/create`.

@@ -5,9 +5,8 @@
 //! counts exactly. Every request is spawned as its own task, as the server
 //! runs each connection. Needs root (BPF): without it, prints `SKIPPED`.
 
-mod api_support;
-mod common {
-    pub mod packets;
+mod support {
+    pub mod api;
 }
 
 use std::os::fd::BorrowedFd;
@@ -21,8 +20,8 @@ use base64::Engine;
 use serde_json::{json, Value};
 use weir_ebpf::abi;
 
-use api_support::*;
-use common::packets::syn;
+use support::api::*;
+use weir_test_support::packet::syn;
 
 const VIP: &str = "10.0.0.1";
 /// Entries the test puts in the connection table.

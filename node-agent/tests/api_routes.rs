@@ -5,12 +5,14 @@
 //! endpoint. The checks that need no balancer run without root; the rest
 //! print `SKIPPED (needs root)` without it.
 
-mod api_support;
+mod support {
+    pub mod api;
+}
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 
-use api_support::*;
+use support::api::*;
 
 /// Every endpoint of katran-rest-api.md, in the document's order.
 const ENDPOINTS: &[(&str, &str)] = &[

@@ -6,12 +6,14 @@
 //! each message names. Needs root (it loads the BPF program): without it,
 //! prints `SKIPPED (needs root)`.
 
-mod api_support;
+mod support {
+    pub mod api;
+}
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 
-use api_support::*;
+use support::api::*;
 
 /// GETs `path` with `params` as a JSON body and as a query string; asserts
 /// both answers are equal and returns it.

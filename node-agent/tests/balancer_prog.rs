@@ -3,8 +3,8 @@
 //!
 //! Each case is a row {description, input frame, expected verdict, expected
 //! output frame}: the output must equal, byte for byte, a frame the test builds
-//! itself from the datapath's rules (`common::packets::encapsulated`), or the
-//! input unchanged for XDP_PASS and XDP_DROP. After every packet the harness
+//! itself from the datapath's rules (`weir_test_support::packet::encapsulated`),
+//! or the input unchanged for XDP_PASS and XDP_DROP. After every packet the harness
 //! ([`Lb`]) compares every global counter (but NewConnRate, whose v2 is a
 //! timestamp), every VIP's and every real's counters with the values the rows
 //! predict, so counters are exact throughout.
@@ -20,17 +20,13 @@
 //! Every test loads the program (BPF_PROG_TEST_RUN needs root): without root
 //! it prints `SKIPPED (needs root): <test>` and returns.
 
-mod common {
-    pub mod packets;
-}
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use common::packets::*;
 use weir_agent::dataplane::{Balancer, BalancerConfig, Counter, Flow, RealAction, RealSpec, Verdict, VipId, VipSpec};
 use weir_agent::Error;
 use weir_ebpf::abi::{self, Stat};
+use weir_test_support::packet::*;
 use weir_test_support::skip_unless_root;
 
 const TCP: u8 = 6;

@@ -6,7 +6,7 @@
 //! Every test loads the program (BPF_PROG_TEST_RUN needs root): without root
 //! it prints `SKIPPED (needs root): <test>` and returns.
 
-mod common {
+mod support {
     pub mod cluster;
 }
 
@@ -18,7 +18,7 @@ use weir_agent::dataplane::{Balancer, BalancerConfig, HashFunction, RealSpec, Vi
 use weir_crds::v1alpha1::{HashFunction as CrdHash, RealServer, VipFlag, VirtualService};
 use weir_crds::validation::{resolve, Capacity, NodeInfo, NodePlan};
 
-use common::cluster::*;
+use support::cluster::*;
 
 fn vs(name: &str, address: Ipv4Addr) -> VirtualService {
     virtual_service(name, address, None)

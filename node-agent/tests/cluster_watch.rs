@@ -6,7 +6,7 @@
 //! The Balancer needs root: without it each test prints
 //! `SKIPPED (needs root): <test>` and returns.
 
-mod common {
+mod support {
     pub mod cluster;
 }
 
@@ -25,7 +25,7 @@ use weir_agent::cluster::{watch, Reconciler};
 use weir_agent::dataplane::{Balancer, BalancerConfig, RealSpec, VipId, VipSpec};
 use weir_apiserver_double::ApiServer;
 
-use common::cluster::*;
+use support::cluster::*;
 use weir_crds::status::reals_digest;
 use weir_crds::v1alpha1::{BalancerNode, RealServer, VirtualService};
 

@@ -20,28 +20,18 @@ use std::time::{Duration, Instant};
 use aya::maps::PerCpuArray;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::Ebpf;
-use etherparse::{
-    EtherType, Ethernet2Header, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder, SingleVlanHeader,
-    VlanId, VlanPcp,
-};
+use etherparse::PacketBuilder;
 use weir_agent::dataplane::{decap, pin, AttachMode};
 use weir_agent::Error;
 use weir_ebpf::abi::{self, DecapStat, LbCounter};
+use weir_test_support::packet::{
+    self, hex, tagged, with_ipv4_frag, with_ipv4_options, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6,
+    IPPROTO_GRE, IPPROTO_HOPOPTS, IPPROTO_IPIP, IPPROTO_IPV6,
+};
 use weir_test_support::skip_unless_root;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
-
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_IPIP: u8 = 4;
-const IPPROTO_IPV6: u8 = 41;
-const IPPROTO_GRE: u8 = 47;
 
 /// The real's MAC (veth `wd0` in the namespace test) and the router's (`wd1`).
 const MAC_REAL: [u8; 6] = [0x02, 0x77, 0x65, 0x69, 0x72, 0x01];
@@ -62,19 +52,14 @@ static LOAD_LOCK: Mutex<()> = Mutex::new(());
 
 // ---- Frames ----
 
+/// Ethernet from the router to the real.
 fn eth(ether_type: u16) -> Vec<u8> {
-    Ethernet2Header { source: MAC_ROUTER, destination: MAC_REAL, ether_type: EtherType(ether_type) }.to_bytes().to_vec()
+    packet::eth(MAC_REAL, MAC_ROUTER, ether_type)
 }
 
-/// Ethernet with one tag (`tpid` 802.1Q or 802.1ad) in front of `ether_type`.
+/// Ethernet with one tag (`tpid` 802.1Q or 802.1ad; PCP 5, VLAN 42) in front of `ether_type`.
 fn eth_tagged(tpid: u16, ether_type: u16) -> Vec<u8> {
-    let tag = SingleVlanHeader {
-        pcp: VlanPcp::try_new(5).unwrap(),
-        drop_eligible_indicator: false,
-        vlan_id: VlanId::try_new(42).unwrap(),
-        ether_type: EtherType(ether_type),
-    };
-    [eth(tpid), tag.to_bytes().to_vec()].concat()
+    tagged(&eth(ether_type), tpid, (5 << 13) | 42)
 }
 
 fn cat(parts: &[&[u8]]) -> Vec<u8> {
@@ -105,46 +90,19 @@ fn udp_v4() -> Vec<u8> {
     packet
 }
 
-fn outer_v4_header(protocol: u8, payload_len: usize) -> Ipv4Header {
-    Ipv4Header::new(payload_len as u16, 64, IpNumber(protocol), LB4.octets(), REAL4.octets()).unwrap()
-}
-
-fn v4_bytes(mut header: Ipv4Header, payload: &[u8]) -> Vec<u8> {
-    header.set_payload_len(payload.len()).unwrap();
-    header.header_checksum = header.calc_header_checksum();
-    let mut out = Vec::new();
-    header.write(&mut out).unwrap();
-    out.extend_from_slice(payload);
-    out
-}
-
 /// `payload` behind the balancer's outer IPv4 header.
 fn outer_v4(protocol: u8, payload: &[u8]) -> Vec<u8> {
-    v4_bytes(outer_v4_header(protocol, payload.len()), payload)
+    packet::outer_v4(LB4, REAL4, protocol, payload)
 }
 
 /// `payload` behind the balancer's outer IPv6 header.
 fn outer_v6(next_header: u8, payload: &[u8]) -> Vec<u8> {
-    let header = Ipv6Header {
-        traffic_class: 0,
-        flow_label: Ipv6FlowLabel::try_new(0x12345).unwrap(),
-        payload_length: payload.len() as u16,
-        next_header: IpNumber(next_header),
-        hop_limit: 64,
-        source: LB6.octets(),
-        destination: REAL6.octets(),
-    };
-    [header.to_bytes().to_vec(), payload.to_vec()].concat()
+    packet::outer_v6(LB6, REAL6, next_header, 0x12345, payload)
 }
 
 /// An ARP request for the real's address.
 fn arp_request() -> Vec<u8> {
-    let mut arp = vec![0, 1, 0x08, 0x00, 6, 4, 0, 1];
-    arp.extend_from_slice(&MAC_ROUTER);
-    arp.extend_from_slice(&LB4.octets());
-    arp.extend_from_slice(&[0; 6]);
-    arp.extend_from_slice(&REAL4.octets());
-    cat(&[&eth(ETH_P_ARP), &arp])
+    cat(&[&eth(ETH_P_ARP), &packet::arp_request(MAC_ROUTER, LB4, REAL4)])
 }
 
 // ---- The packet table ----
@@ -192,11 +150,7 @@ fn cases() -> Vec<Case> {
     let tcp6 = tcp_v6();
     let udp4 = udp_v4();
 
-    let mut with_options = outer_v4_header(IPPROTO_IPIP, syn4.len());
-    with_options.options = [1u8, 1, 1, 0][..].try_into().unwrap();
-    let mut fragment = outer_v4_header(IPPROTO_IPIP, syn4.len());
-    fragment.dont_fragment = false;
-    fragment.more_fragments = true;
+    let encapsulated4 = cat(&[&eth(ETH_P_IP), &outer_v4(IPPROTO_IPIP, &syn4)]);
     let mut hop_by_hop = vec![IPPROTO_IPIP, 0, 1, 4, 0, 0, 0, 0];
     hop_by_hop.extend_from_slice(&syn4);
 
@@ -261,8 +215,8 @@ fn cases() -> Vec<Case> {
         ),
         untouched("GRE in IPv4", cat(&[&eth(ETH_P_IP), &outer_v4(IPPROTO_GRE, &syn4)])),
         // Not weir's encapsulation, or not consistent: passed untouched.
-        untouched("outer IPv4 with options", cat(&[&eth(ETH_P_IP), &v4_bytes(with_options, &syn4)])),
-        untouched("outer IPv4 fragment", cat(&[&eth(ETH_P_IP), &v4_bytes(fragment, &syn4)])),
+        untouched("outer IPv4 with options", with_ipv4_options(&encapsulated4, &[1, 1, 1, 0])),
+        untouched("outer IPv4 fragment", with_ipv4_frag(&encapsulated4, 0, 0x2000)), // MF, no DF
         untouched(
             "outer IPv6 with a hop-by-hop header",
             cat(&[&eth(ETH_P_IPV6), &outer_v6(IPPROTO_HOPOPTS, &hop_by_hop)]),
@@ -495,10 +449,6 @@ fn cmd(program: &str, args: &[&str]) -> Result<String, String> {
 
 fn mac(bytes: [u8; 6]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `wd0` (the real's side, MAC_REAL) and `wd1` (MAC_ROUTER), both up, inside `ns`.

@@ -3,12 +3,14 @@
 //! buffered), connections beyond `--max-connections` are refused, and a
 //! request head over 32 KiB or 100 headers is refused by hyper (431).
 
-mod server_support;
+mod support {
+    pub mod server;
+}
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use server_support::*;
+use support::server::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use weir_agent::api::ApiState;

@@ -3,13 +3,15 @@
 //! `/api/v1/limits/effective`. No balancer is needed (nor root) except where
 //! said.
 
-mod server_support;
+mod support {
+    pub mod server;
+}
 
 use std::time::Duration;
 
 use reqwest::header::AUTHORIZATION;
 use serde_json::json;
-use server_support::*;
+use support::server::*;
 use weir_agent::server::{AppOptions, Timeouts, Token};
 
 fn options() -> AppOptions {

@@ -5,13 +5,15 @@
 //! through the `weir-agent` binary itself: help, exit status on bad flags,
 //! and a real start (port 0), requests, and a graceful stop on SIGTERM.
 
-mod server_support;
+mod support {
+    pub mod server;
+}
 
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use server_support::*;
+use support::server::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use weir_agent::server::flags::{self, ServeFlags};

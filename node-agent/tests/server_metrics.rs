@@ -5,22 +5,21 @@
 //! the routes used. Creating a balancer needs root: without it the test prints
 //! `SKIPPED (needs root): <test>` and returns.
 
-mod common {
-    pub mod packets;
+mod support {
+    pub mod server;
 }
-mod server_support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use base64::Engine;
-use common::packets::{l3_len, sock, syn, v4};
 use serde_json::json;
-use server_support::*;
+use support::server::*;
 use tokio::net::TcpListener;
 use weir_agent::api::ApiState;
 use weir_agent::metrics::{datapath, Metrics};
 use weir_agent::server::{exposition, AppOptions, Timeouts};
+use weir_test_support::packet::{l3_len, sock, syn, v4};
 
 /// The value of the sample `series` (name and labels, exactly) in `text`.
 fn sample(text: &str, series: &str) -> Option<u64> {

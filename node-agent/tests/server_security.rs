@@ -4,7 +4,9 @@
 //! 127.0.0.1:0 in a task and is shut down at the end of each test; no balancer
 //! is needed (nor root): the layers answer before any handler touches one.
 
-mod server_support;
+mod support {
+    pub mod server;
+}
 
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use reqwest::header::{
     ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD,
     AUTHORIZATION, ORIGIN, WWW_AUTHENTICATE,
 };
-use server_support::*;
+use support::server::*;
 use weir_agent::server::{AppOptions, CorsOrigins, Token};
 
 fn options() -> AppOptions {

@@ -4,7 +4,9 @@
 //! keep-alive connection lasts the idle timeout (not the read timeout), and the
 //! write timeout bounds writing a response, never the handler that makes it.
 
-mod server_support;
+mod support {
+    pub mod server;
+}
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::routing::post;
 use axum::Router;
-use server_support::*;
+use support::server::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use weir_agent::server::{AppOptions, Timeouts};

@@ -4,10 +4,12 @@
 //! certificate from the configured CA is served. Bad files fail at start-up
 //! with a message naming the file.
 
-mod server_support;
+mod support {
+    pub mod server;
+}
 
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use server_support::*;
+use support::server::*;
 use weir_agent::server::tls::{acceptor, TlsFiles};
 use weir_agent::server::AppOptions;
 

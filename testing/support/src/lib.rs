@@ -3,12 +3,15 @@
 //! - the root check ([`is_root`], [`skip_unless_root`]): tests that load BPF
 //!   programs or create network namespaces skip loudly when not root;
 //! - [`bench`]: nearest-rank quantiles, medians and the number formats of the
-//!   benchmarks' human lines and JSON reports.
+//!   benchmarks' human lines and JSON reports;
+//! - [`packet`]: the frames of the datapath's packet tables, benchmarks and
+//!   e2e probes, and the readers their assertions need.
 //!
 //! A dev-dependency (the e2e crate, itself a test crate, depends on it
 //! normally); weir's shipped binaries never depend on it.
 
 pub mod bench;
+pub mod packet;
 
 /// True when the process runs with effective user id 0.
 pub fn is_root() -> bool {

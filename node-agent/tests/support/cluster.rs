@@ -4,8 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use weir_agent::dataplane::{flow_frame, outer_destination, Balancer, Flow, Verdict, VipId};
+use weir_agent::dataplane::{outer_destination, Balancer, Verdict, VipId};
 use weir_crds::v1alpha1::{HashFunction, Protocol, RealServer, RealServerSpec, VirtualService, VirtualServiceSpec};
+use weir_test_support::packet;
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
@@ -50,9 +51,6 @@ pub fn real_server(name: &str, vs: &str, addr: IpAddr, weight: u32) -> RealServe
 
 /// Where a SYN from CLIENT:src_port to VIP:80 is sent, if it is transmitted.
 pub fn syn_lands_on(lb: &Balancer, src_port: u16) -> Option<IpAddr> {
-    let flow = Flow { src: CLIENT.into(), dst: VIP.into(), src_port, dst_port: 80, proto: 6 };
-    let mut frame = flow_frame(&flow).unwrap();
-    frame[14 + 20 + 13] = 0x02; // TCP flags: SYN only (the datapath does not check checksums)
-    let run = lb.simulate(&frame).unwrap();
+    let run = lb.simulate(&packet::syn(packet::sock(CLIENT, src_port), packet::sock(VIP, 80))).unwrap();
     (run.verdict == Verdict::Tx).then(|| outer_destination(&run.packet)).flatten()
 }
