@@ -28,6 +28,10 @@ int main(void) {
   SIZE(global_stats); FIELD(global_stats, stat);
   SIZE(vip_filter); FIELD(vip_filter, vips); FIELD(vip_filter, portless);
   SIZE(ring_slots); FIELD(ring_slots, real);
+  SIZE(hc_ctl); FIELD(hc_ctl, ifindex); FIELD(hc_ctl, mtu); FIELD(hc_ctl, src_mac);
+  FIELD(hc_ctl, dst_mac); FIELD(hc_ctl, src_v4); FIELD(hc_ctl, src_v6);
+  SIZE(hc_stats); FIELD(hc_stats, processed); FIELD(hc_stats, dropped); FIELD(hc_stats, skipped);
+  FIELD(hc_stats, too_big);
   printf("];\n\n");
   printf("/// (name, value) of every ABI constant, as C defines them.\n");
   printf("pub const C_CONSTANTS: &[(&str, u64)] = &[\n");

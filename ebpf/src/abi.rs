@@ -17,6 +17,13 @@ pub mod map {
     pub const STATS: &str = "weir_stats";
     pub const DECAP_STATS: &str = "weir_decaps";
     pub const VIP_FILTER: &str = "weir_vip_filter";
+    pub const HC_REALS: &str = "weir_hc_reals";
+    pub const HC_CTL: &str = "weir_hc_ctl";
+    pub const HC_KEYS: &str = "weir_hc_keys";
+    pub const HC_KEY_PKTS: &str = "weir_hc_key_pkt";
+    pub const HC_STATS: &str = "weir_hc_stats";
+    /// Every map of the healthcheck program.
+    pub const HEALTHCHECK: &[&str] = &[HC_REALS, HC_CTL, HC_KEYS, HC_KEY_PKTS, HC_STATS];
 
     /// Every map of the balancer program.
     pub const BALANCER: &[&str] = &[VIPS, VIP_FILTER, REALS, CH_RINGS, CONNS, CTL, VIP_STATS, REAL_STATS, STATS];
@@ -235,6 +242,32 @@ impl RingSlots {
     }
 }
 
+/// `struct hc_ctl`: the one entry of [`map::HC_CTL`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HcCtl {
+    /// The main interface's index; 0 drops every probe.
+    pub ifindex: u32,
+    /// Its L3 MTU.
+    pub mtu: u32,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    /// Outer source toward IPv4 reals; 0 derives it as the balancer does.
+    pub src_v4: [u8; 4],
+    /// Outer source toward IPv6 reals; all zero derives it.
+    pub src_v6: [u8; 16],
+}
+
+/// `struct hc_stats`: the one (per-CPU) entry of [`map::HC_STATS`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HcStats {
+    pub processed: u64,
+    pub dropped: u64,
+    pub skipped: u64,
+    pub too_big: u64,
+}
+
 /// `struct global_stats`: the one entry of [`map::STATS`], indexed by [`Stat`].
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -260,6 +293,8 @@ unsafe impl aya::Pod for LbCounter {}
 unsafe impl aya::Pod for GlobalStats {}
 unsafe impl aya::Pod for VipFilter {}
 unsafe impl aya::Pod for RingSlots {}
+unsafe impl aya::Pod for HcCtl {}
+unsafe impl aya::Pod for HcStats {}
 
 /// An address in the ABI's 16-byte form: IPv4 in the first 4 bytes, rest zero.
 pub fn addr_bytes(addr: IpAddr) -> [u8; 16] {
@@ -350,6 +385,18 @@ mod tests {
             ("vip_filter.portless", offset_of!(VipFilter, portless)),
             ("ring_slots", size_of::<RingSlots>()),
             ("ring_slots.real", offset_of!(RingSlots, real)),
+            ("hc_ctl", size_of::<HcCtl>()),
+            ("hc_ctl.ifindex", offset_of!(HcCtl, ifindex)),
+            ("hc_ctl.mtu", offset_of!(HcCtl, mtu)),
+            ("hc_ctl.src_mac", offset_of!(HcCtl, src_mac)),
+            ("hc_ctl.dst_mac", offset_of!(HcCtl, dst_mac)),
+            ("hc_ctl.src_v4", offset_of!(HcCtl, src_v4)),
+            ("hc_ctl.src_v6", offset_of!(HcCtl, src_v6)),
+            ("hc_stats", size_of::<HcStats>()),
+            ("hc_stats.processed", offset_of!(HcStats, processed)),
+            ("hc_stats.dropped", offset_of!(HcStats, dropped)),
+            ("hc_stats.skipped", offset_of!(HcStats, skipped)),
+            ("hc_stats.too_big", offset_of!(HcStats, too_big)),
         ];
         for (name, value) in rust {
             assert_eq!(*value, c_layout(name), "{name}: Rust and C disagree");
@@ -435,7 +482,7 @@ mod tests {
 
     #[test]
     fn programs_are_embedded_elf_objects() {
-        for object in [crate::BALANCER, crate::DECAP] {
+        for object in [crate::BALANCER, crate::DECAP, crate::HEALTHCHECK] {
             assert_eq!(&object[..4], b"\x7fELF");
         }
     }
