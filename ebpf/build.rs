@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Programs to build: `bpf/<name>.bpf.c` becomes `$OUT_DIR/<name>.bpf.o`.
-const PROGRAMS: &[&str] = &["balancer", "decap", "xdp_pass"];
+const PROGRAMS: &[&str] = &["balancer", "decap", "healthcheck", "xdp_pass"];
 
 fn main() {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

@@ -155,6 +155,32 @@ pub struct RingSlots {
     pub real: [u32; RING_SLOTS_PER_ELEM as usize],
 }
 
+/// `struct hc_ctl`: the one entry of [`map::HC_CTL`](crate::map::HC_CTL).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HcCtl {
+    /// The main interface's index; 0 drops every probe.
+    pub ifindex: u32,
+    /// Its L3 MTU.
+    pub mtu: u32,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    /// Outer source toward IPv4 reals; 0 derives it as the balancer does.
+    pub src_v4: [u8; 4],
+    /// Outer source toward IPv6 reals; all zero derives it.
+    pub src_v6: [u8; 16],
+}
+
+/// `struct hc_stats`: the one (per-CPU) entry of [`map::HC_STATS`](crate::map::HC_STATS).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HcStats {
+    pub processed: u64,
+    pub dropped: u64,
+    pub skipped: u64,
+    pub too_big: u64,
+}
+
 impl RingSlots {
     /// Elements of [`crate::map::CH_RINGS`] that hold `slots` ring slots.
     pub fn elements(slots: u32) -> u32 {

@@ -2,7 +2,7 @@
 //! take them as keys and values.
 
 use crate::layout::{
-    ConnEntry, ConnKey, GlobalStats, LbCounter, LbCtl, RealDef, RingSlots, VipFilter, VipKey, VipMeta,
+    ConnEntry, ConnKey, GlobalStats, HcCtl, HcStats, LbCounter, LbCtl, RealDef, RingSlots, VipFilter, VipKey, VipMeta,
 };
 
 // SAFETY: each type is #[repr(C)], made only of integers and byte arrays, with
@@ -17,3 +17,5 @@ unsafe impl aya::Pod for LbCounter {}
 unsafe impl aya::Pod for GlobalStats {}
 unsafe impl aya::Pod for VipFilter {}
 unsafe impl aya::Pod for RingSlots {}
+unsafe impl aya::Pod for HcCtl {}
+unsafe impl aya::Pod for HcStats {}

@@ -37,6 +37,10 @@ int main(void) {
   SIZE(global_stats); FIELD(global_stats, stat);
   SIZE(vip_filter); FIELD(vip_filter, vips); FIELD(vip_filter, portless);
   SIZE(ring_slots); FIELD(ring_slots, real);
+  SIZE(hc_ctl); FIELD(hc_ctl, ifindex); FIELD(hc_ctl, mtu); FIELD(hc_ctl, src_mac);
+  FIELD(hc_ctl, dst_mac); FIELD(hc_ctl, src_v4); FIELD(hc_ctl, src_v6);
+  SIZE(hc_stats); FIELD(hc_stats, processed); FIELD(hc_stats, dropped); FIELD(hc_stats, skipped);
+  FIELD(hc_stats, too_big);
   printf("];\n\n");
   printf("/// (name, value) of every ABI constant, as C defines them.\n");
   printf("pub const C_CONSTANTS: &[(&str, u64)] = &[\n");
@@ -65,6 +69,8 @@ int main(void) {
   MAP(WEIR_MAP_VIPS); MAP(WEIR_MAP_REALS); MAP(WEIR_MAP_CH_RINGS); MAP(WEIR_MAP_CONNS);
   MAP(WEIR_MAP_CTL); MAP(WEIR_MAP_VIP_STATS); MAP(WEIR_MAP_REAL_STATS); MAP(WEIR_MAP_STATS);
   MAP(WEIR_MAP_VIP_FILTER); MAP(WEIR_MAP_DECAP_STATS);
+  MAP(WEIR_MAP_HC_REALS); MAP(WEIR_MAP_HC_CTL); MAP(WEIR_MAP_HC_KEYS); MAP(WEIR_MAP_HC_KEY_PKTS);
+  MAP(WEIR_MAP_HC_STATS);
   printf("];\n\n");
   /* clang-format on */
   /* Buckets of a few addresses, so the Rust twin of vip_filter_bucket is checked. */

@@ -52,6 +52,12 @@
 #define WEIR_MAP_STATS weir_stats
 #define WEIR_MAP_VIP_FILTER weir_vip_filter
 #define WEIR_MAP_DECAP_STATS weir_decaps
+/* The healthcheck program's maps (healthcheck.bpf.c). */
+#define WEIR_MAP_HC_REALS weir_hc_reals
+#define WEIR_MAP_HC_CTL weir_hc_ctl
+#define WEIR_MAP_HC_KEYS weir_hc_keys
+#define WEIR_MAP_HC_KEY_PKTS weir_hc_key_pkt
+#define WEIR_MAP_HC_STATS weir_hc_stats
 
 /* ---- Defaults and limits ---- */
 #define WEIR_DEFAULT_RING_SIZE 65537U /* Maglev ring slots per VIP (a prime) */
@@ -225,5 +231,27 @@ enum weir_decap_stat {
   WEIR_DECAP_STAT_PASS,   /* v1: packets passed untouched (not encapsulated); v2: bytes */
   WEIR_DECAP_STAT_MAX,
 };
+
+/* ---- The healthcheck program (healthcheck.bpf.c) ---- */
+
+/* weir_hc_ctl value (one entry): where encapsulated probes leave, and how they are addressed. */
+struct hc_ctl {
+  __u32 ifindex;    /* the main interface: probes leave there (0: not set, probes are dropped) */
+  __u32 mtu;        /* its L3 MTU: larger probes once encapsulated are dropped as too big */
+  __u8 src_mac[6];  /* Ethernet source of probes: the main interface's MAC */
+  __u8 dst_mac[6];  /* Ethernet destination: the balancer's default MAC (the router) */
+  __be32 src_v4;    /* outer source toward IPv4 reals (katran_src_v4); 0: derived as the balancer does */
+  __be32 src_v6[4]; /* outer source toward IPv6 reals (katran_src_v6); all 0: derived */
+};
+_Static_assert(sizeof(struct hc_ctl) == 40, "hc_ctl layout");
+
+/* weir_hc_stats value (per CPU, one entry): Katran's hc_stats. */
+struct hc_stats {
+  __u64 processed; /* probes encapsulated and sent */
+  __u64 dropped;   /* probes dropped (too big, no control entry, not encapsulable) */
+  __u64 skipped;   /* packets that were not probes (no mark, or a mark no real has) */
+  __u64 too_big;   /* probes dropped as too big once encapsulated (also in dropped) */
+};
+_Static_assert(sizeof(struct hc_stats) == 32, "hc_stats layout");
 
 #endif /* WEIR_ABI_H */

@@ -56,6 +56,18 @@ mod tests {
             ("vip_filter.portless", offset_of!(VipFilter, portless)),
             ("ring_slots", size_of::<RingSlots>()),
             ("ring_slots.real", offset_of!(RingSlots, real)),
+            ("hc_ctl", size_of::<HcCtl>()),
+            ("hc_ctl.ifindex", offset_of!(HcCtl, ifindex)),
+            ("hc_ctl.mtu", offset_of!(HcCtl, mtu)),
+            ("hc_ctl.src_mac", offset_of!(HcCtl, src_mac)),
+            ("hc_ctl.dst_mac", offset_of!(HcCtl, dst_mac)),
+            ("hc_ctl.src_v4", offset_of!(HcCtl, src_v4)),
+            ("hc_ctl.src_v6", offset_of!(HcCtl, src_v6)),
+            ("hc_stats", size_of::<HcStats>()),
+            ("hc_stats.processed", offset_of!(HcStats, processed)),
+            ("hc_stats.dropped", offset_of!(HcStats, dropped)),
+            ("hc_stats.skipped", offset_of!(HcStats, skipped)),
+            ("hc_stats.too_big", offset_of!(HcStats, too_big)),
         ];
         for (name, value) in rust {
             assert_eq!(*value, c_layout(name), "{name}: Rust and C disagree");
@@ -162,6 +174,11 @@ mod tests {
             ("WEIR_MAP_STATS", map::STATS),
             ("WEIR_MAP_VIP_FILTER", map::VIP_FILTER),
             ("WEIR_MAP_DECAP_STATS", map::DECAP_STATS),
+            ("WEIR_MAP_HC_REALS", map::HC_REALS),
+            ("WEIR_MAP_HC_CTL", map::HC_CTL),
+            ("WEIR_MAP_HC_KEYS", map::HC_KEYS),
+            ("WEIR_MAP_HC_KEY_PKTS", map::HC_KEY_PKTS),
+            ("WEIR_MAP_HC_STATS", map::HC_STATS),
         ];
         for (macro_name, name) in rust {
             let c = C_MAP_NAMES.iter().find(|(m, _)| m == macro_name).unwrap_or_else(|| panic!("{macro_name} missing"));
@@ -169,7 +186,7 @@ mod tests {
             assert!(name.len() <= 15, "{name}: kernel object names hold at most 15 characters");
         }
         assert_eq!(rust.len(), C_MAP_NAMES.len(), "a C map name has no Rust check");
-        for name in map::BALANCER {
+        for name in map::BALANCER.iter().chain(map::HEALTHCHECK) {
             assert!(rust.iter().any(|(_, n)| n == name), "{name}");
         }
     }
@@ -189,7 +206,7 @@ mod tests {
 
     #[test]
     fn programs_are_embedded_elf_objects() {
-        for object in [crate::BALANCER, crate::DECAP] {
+        for object in [crate::BALANCER, crate::DECAP, crate::HEALTHCHECK] {
             assert_eq!(&object[..4], b"\x7fELF");
         }
     }

@@ -3,7 +3,9 @@
 //! The programs are C (`bpf/`), compiled by clang-19 in `build.rs` and embedded
 //! here as bytes, so the agent binary carries its datapath with it:
 //! - [`BALANCER`]: the XDP load balancer (`balancer.bpf.c`), Katran's semantics;
-//! - [`DECAP`]: the real-side XDP decapsulation program (`decap.bpf.c`).
+//! - [`DECAP`]: the real-side XDP decapsulation program (`decap.bpf.c`);
+//! - [`HEALTHCHECK`]: the TC egress program that tunnels health probes to
+//!   reals as the balancer tunnels VIP traffic (`healthcheck.bpf.c`).
 //!
 //! [`abi`] is the Rust side of `bpf/weir_abi.h`: the weir-abi crate (with its
 //! `aya` feature), re-exported, and the tests that compare it against the C
@@ -29,6 +31,12 @@ pub const BALANCER_DRY_PROGRAM: &str = "weir_balancer_dry";
 
 /// Name of the XDP program in [`DECAP`].
 pub const DECAP_PROGRAM: &str = "weir_decap";
+
+/// The healthcheck program's TC object file. Its program is [`HEALTHCHECK_PROGRAM`].
+pub static HEALTHCHECK: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/healthcheck.bpf.o"));
+
+/// Name of the TC classifier in [`HEALTHCHECK`].
+pub const HEALTHCHECK_PROGRAM: &str = "weir_healthcheck";
 
 /// A program that passes every packet: attached to a veth peer so that XDP_TX
 /// frames on the other end are delivered (veth needs XDP on the receiving side).

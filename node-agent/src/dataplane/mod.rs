@@ -10,13 +10,15 @@
 //! - `maglev`: Maglev ring computation, pure Rust;
 //! - `stats`: counter reads, summed over CPUs;
 //! - `pin`: bpffs mounting and the pinned-datapath layout;
-//! - `decap`: the real-side decapsulation program.
+//! - `decap`: the real-side decapsulation program;
+//! - `healthcheck`: the healthcheck program, which tunnels probes to reals.
 
 mod balancer;
 mod config;
 pub mod decap;
 mod flow;
 pub mod gateway;
+pub mod healthcheck;
 mod katran;
 pub mod maglev;
 mod maps;
