@@ -3,9 +3,8 @@
  * encap.h — IP-in-IP encapsulation toward a real: IPv4-in-IPv4, IPv6-in-IPv6
  * and IPv4-in-IPv6. The Ethernet header (and VLAN tag) moves to the new front
  * of the frame; its destination becomes the default router's MAC and its
- * source the MAC the packet was sent to (this host's). The outer source
- * address is derived from the client's address and port, as Katran does, so
- * that the real's NIC spreads flows over its receive queues.
+ * source the MAC the packet was sent to (this host's). The outer header
+ * itself is outer.h's.
  */
 #ifndef WEIR_ENCAP_H
 #define WEIR_ENCAP_H
@@ -18,7 +17,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
-#include "csum.h"
+#include "outer.h"
 #include "parse.h"
 #include "weir_abi.h"
 
@@ -66,26 +65,7 @@ static __always_inline bool encap_v4(struct xdp_md *ctx, struct packet *pkt, con
   void *data_end = (void *)(long)ctx->data_end;
   if ((void *)(iph + 1) > data_end)
     return false;
-  __u8 *port = (__u8 *)&pkt->client_port;
-  __u8 *tail = (__u8 *)&pkt->client_tail;
-  __u8 *saddr = (__u8 *)&iph->saddr;
-
-  iph->version = 4;
-  iph->ihl = sizeof(*iph) >> 2;
-  iph->tos = pkt->tos;
-  iph->tot_len = bpf_htons(pkt->l3_len + sizeof(*iph));
-  iph->id = 0;
-  iph->frag_off = 0;
-  iph->ttl = WEIR_ENCAP_TTL;
-  iph->protocol = IPPROTO_IPIP;
-  iph->check = 0;
-  /* 172.16.x.y: x.y are the client address's last two bytes XOR its port. */
-  saddr[0] = 172;
-  saddr[1] = 16;
-  saddr[2] = tail[2] ^ port[0];
-  saddr[3] = tail[3] ^ port[1];
-  iph->daddr = real->addr[0];
-  iph->check = csum_ipv4_header(iph);
+  outer_v4(iph, pkt->tos, pkt->l3_len, outer_src_v4(pkt->client_tail, pkt->client_port), real->addr[0]);
   return true;
 }
 
@@ -102,27 +82,8 @@ static __always_inline bool encap_v6(struct xdp_md *ctx, struct packet *pkt, con
   void *data_end = (void *)(long)ctx->data_end;
   if ((void *)(ip6h + 1) > data_end)
     return false;
-  __u8 *port = (__u8 *)&pkt->client_port;
-  __u8 *tail = (__u8 *)&pkt->client_tail;
-  __u8 *saddr = ip6h->saddr.in6_u.u6_addr8;
-
-  ip6h->version = 6;
-  ip6h->priority = pkt->tos >> 4;
-  ip6h->flow_lbl[0] = (pkt->tos & 0x0f) << 4;
-  ip6h->flow_lbl[1] = 0;
-  ip6h->flow_lbl[2] = 0;
-  ip6h->payload_len = bpf_htons(pkt->l3_len);
-  ip6h->nexthdr = pkt->is_v6 ? IPPROTO_IPV6 : IPPROTO_IPIP;
-  ip6h->hop_limit = WEIR_ENCAP_TTL;
-  /* 100::x:y (the discard prefix, 0100::/64): the client's last 4 bytes, the
-   * first two XOR its port. */
-  __builtin_memset(saddr, 0, 16);
-  saddr[0] = 0x01;
-  saddr[12] = tail[0] ^ port[0];
-  saddr[13] = tail[1] ^ port[1];
-  saddr[14] = tail[2];
-  saddr[15] = tail[3];
-  __builtin_memcpy(&ip6h->daddr, real->addr, 16);
+  outer_v6(ip6h, pkt->tos, pkt->l3_len, pkt->is_v6, real->addr);
+  outer_src_v6(&ip6h->saddr, pkt->client_tail, pkt->client_port);
   return true;
 }
 

@@ -25,7 +25,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
-#include "csum.h"
+#include "outer.h"
 #include "weir_abi.h"
 
 /* Probe marks -> the real each probes (address and REAL_F_IPV6, as weir_reals). */
@@ -122,60 +122,6 @@ static __always_inline bool parse_probe(struct __sk_buff *skb, struct probe *p) 
   return true;
 }
 
-/* write_outer_v4 - the outer IPv4 header, as encap.h's encap_v4 writes it. */
-static __always_inline void write_outer_v4(struct iphdr *iph, const struct probe *p, __u32 l3_len,
-                                           const struct real_def *real, const struct hc_ctl *ctl) {
-  __u8 *port = (__u8 *)&p->sport;
-  __u8 *tail = (__u8 *)&p->src_tail;
-  __u8 *saddr = (__u8 *)&iph->saddr;
-  iph->version = 4;
-  iph->ihl = sizeof(*iph) >> 2;
-  iph->tos = p->tos;
-  iph->tot_len = bpf_htons(l3_len + sizeof(*iph));
-  iph->id = 0;
-  iph->frag_off = 0;
-  iph->ttl = WEIR_ENCAP_TTL;
-  iph->protocol = p->is_v6 ? IPPROTO_IPV6 : IPPROTO_IPIP;
-  iph->check = 0;
-  if (ctl->src_v4) {
-    iph->saddr = ctl->src_v4;
-  } else {
-    saddr[0] = 172;
-    saddr[1] = 16;
-    saddr[2] = tail[2] ^ port[0];
-    saddr[3] = tail[3] ^ port[1];
-  }
-  iph->daddr = real->addr[0];
-  iph->check = csum_ipv4_header(iph);
-}
-
-/* write_outer_v6 - the outer IPv6 header, as encap.h's encap_v6 writes it. */
-static __always_inline void write_outer_v6(struct ipv6hdr *ip6h, const struct probe *p, __u32 l3_len,
-                                           const struct real_def *real, const struct hc_ctl *ctl) {
-  __u8 *port = (__u8 *)&p->sport;
-  __u8 *tail = (__u8 *)&p->src_tail;
-  __u8 *saddr = ip6h->saddr.in6_u.u6_addr8;
-  ip6h->version = 6;
-  ip6h->priority = p->tos >> 4;
-  ip6h->flow_lbl[0] = (p->tos & 0x0f) << 4;
-  ip6h->flow_lbl[1] = 0;
-  ip6h->flow_lbl[2] = 0;
-  ip6h->payload_len = bpf_htons(l3_len);
-  ip6h->nexthdr = p->is_v6 ? IPPROTO_IPV6 : IPPROTO_IPIP;
-  ip6h->hop_limit = WEIR_ENCAP_TTL;
-  if (ctl->src_v6[0] | ctl->src_v6[1] | ctl->src_v6[2] | ctl->src_v6[3]) {
-    __builtin_memcpy(saddr, ctl->src_v6, 16);
-  } else {
-    __builtin_memset(saddr, 0, 16);
-    saddr[0] = 0x01;
-    saddr[12] = tail[0] ^ port[0];
-    saddr[13] = tail[1] ^ port[1];
-    saddr[14] = tail[2];
-    saddr[15] = tail[3];
-  }
-  __builtin_memcpy(&ip6h->daddr, real->addr, 16);
-}
-
 static __always_inline int drop(struct hc_stats *stats) {
   stats->dropped += 1;
   return TC_ACT_SHOT;
@@ -199,11 +145,11 @@ int weir_healthcheck(struct __sk_buff *skb) {
   struct probe p = {};
   if (!parse_probe(skb, &p))
     return drop(stats);
-  bool outer_v6 = real->flags & REAL_F_IPV6;
+  bool to_v6 = real->flags & REAL_F_IPV6;
   /* The balancer never sends IPv6 to an IPv4 real: neither does a probe. */
-  if (p.is_v6 && !outer_v6)
+  if (p.is_v6 && !to_v6)
     return drop(stats);
-  __u32 outer_len = outer_v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+  __u32 outer_len = to_v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
   __u32 l3_len = skb->len - ETH_HLEN;
   if (l3_len + outer_len > ctl->mtu) {
     stats->too_big += 1;
@@ -213,7 +159,7 @@ int weir_healthcheck(struct __sk_buff *skb) {
   /* The encapsulated probe must not be taken for a probe again. */
   skb->mark = 0;
   __u64 flags =
-      BPF_F_ADJ_ROOM_FIXED_GSO | (outer_v6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4);
+      BPF_F_ADJ_ROOM_FIXED_GSO | (to_v6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4);
   if (bpf_skb_adjust_room(skb, outer_len, BPF_ADJ_ROOM_MAC, flags))
     return drop(stats);
   void *data = (void *)(long)skb->data;
@@ -223,12 +169,19 @@ int weir_healthcheck(struct __sk_buff *skb) {
     return drop(stats);
   __builtin_memcpy(eth->h_source, ctl->src_mac, ETH_ALEN);
   __builtin_memcpy(eth->h_dest, ctl->dst_mac, ETH_ALEN);
-  if (outer_v6) {
+  /* The balancer's outer header; the source is katran_src_v4/v6 when set. */
+  if (to_v6) {
+    struct ipv6hdr *ip6h = (void *)(eth + 1);
     eth->h_proto = bpf_htons(ETH_P_IPV6);
-    write_outer_v6((void *)(eth + 1), &p, l3_len, real, ctl);
+    outer_v6(ip6h, p.tos, l3_len, p.is_v6, real->addr);
+    if (ctl->src_v6[0] | ctl->src_v6[1] | ctl->src_v6[2] | ctl->src_v6[3])
+      __builtin_memcpy(&ip6h->saddr, ctl->src_v6, 16);
+    else
+      outer_src_v6(&ip6h->saddr, p.src_tail, p.sport);
   } else {
+    __be32 saddr = ctl->src_v4 ? ctl->src_v4 : outer_src_v4(p.src_tail, p.sport);
     eth->h_proto = bpf_htons(ETH_P_IP);
-    write_outer_v4((void *)(eth + 1), &p, l3_len, real, ctl);
+    outer_v4((void *)(eth + 1), p.tos, l3_len, saddr, real->addr[0]);
   }
 
   stats->processed += 1;
