@@ -13,6 +13,7 @@
 //!   layers, request logging) and the standalone program;
 //! - [`metrics`]: Prometheus metrics (API requests, the datapath's counters);
 //! - [`cluster`]: cluster mode, the datapath programmed from the CRDs;
+//! - [`prober`]: the built-in health checker (active probes of reals);
 //! - `schemas`: the OpenAPI schemas of wire fields whose rules no Rust type says.
 
 pub mod api;
@@ -21,6 +22,7 @@ pub mod dataplane;
 pub mod error;
 pub mod handles;
 pub mod metrics;
+pub mod prober;
 mod schemas;
 pub mod server;
 

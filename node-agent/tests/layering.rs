@@ -16,6 +16,7 @@ const RULES: &[(&str, &[&str])] = &[
     ("api", &["cluster", "metrics", "server"]),
     ("cluster", &["api", "metrics", "server"]),
     ("metrics", &["api", "cluster", "server"]),
+    ("prober", &["api", "cluster", "metrics", "server"]),
 ];
 
 fn sources(module: &str) -> Vec<PathBuf> {

@@ -1,0 +1,26 @@
+//! weir's built-in health checker: active probes of each real of a VIP, as
+//! katran-server's separate healthchecker service does, but in the agent.
+//!
+//! - `check`: one probe — TCP connect, HTTP(S) GET with an expected status,
+//!   UDP with an expected reply — from a socket carrying a mark (SO_MARK), so
+//!   that the healthcheck program tunnels it to the real as VIP traffic goes;
+//! - `tracker`: consecutive results against the thresholds: when a real turns
+//!   healthy or unhealthy;
+//! - `schedule`: when each target is probed — every interval, each at its own
+//!   phase so that thousands of targets never probe in lockstep;
+//! - `runner`: the task that probes every target on schedule with bounded
+//!   concurrency, off the request path, and reports transitions.
+//!
+//! New reals start unhealthy and turn healthy after `healthy_threshold`
+//! successive successful probes; a healthy real turns unhealthy after
+//! `unhealthy_threshold` successive failures. A transition is reported the
+//! moment its threshold is met.
+
+pub mod check;
+pub mod runner;
+pub mod schedule;
+pub mod tracker;
+
+pub use check::{Check, HttpCheck, ProbeError, Target, UdpCheck};
+pub use runner::{Prober, RealStatus, Transition, VipCheck};
+pub use tracker::{RealHealth, Thresholds};

@@ -1,0 +1,258 @@
+//! The prober task: every target on its schedule, with bounded concurrency,
+//! off the request path; transitions reported on a channel as they happen.
+//!
+//! One task keeps the schedule, a queue of (due instant, target): it sleeps
+//! until the earliest is due (or the queue gains an earlier one), then starts
+//! the due probes, each a task of its own that waits for one of
+//! `max_in_flight` permits. A target is in the queue only while no probe of
+//! it runs, so it is never probed twice at once; its probe puts it back, due
+//! at its next instant. Each wake costs O(log n) per due target, whatever the
+//! number of targets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::time::Instant;
+
+use super::check::{self, Check, Target};
+use super::schedule;
+use super::tracker::{RealHealth, Thresholds};
+use crate::dataplane::VipId;
+
+/// How one VIP's reals are probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipCheck {
+    pub check: Check,
+    pub interval: Duration,
+    /// Less than `interval`.
+    pub timeout: Duration,
+    pub thresholds: Thresholds,
+}
+
+/// A real turned healthy or unhealthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub vip: VipId,
+    pub real: IpAddr,
+    pub healthy: bool,
+}
+
+/// A real as the prober sees it (`/vips/healthcheck/status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealStatus {
+    pub real: IpAddr,
+    pub target: Target,
+    pub health: RealHealth,
+}
+
+/// The built-in health checker. Dropping it stops every probe.
+pub struct Prober {
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the scheduler after a configuration change.
+    changed: Notify,
+    permits: Arc<Semaphore>,
+    transitions: mpsc::UnboundedSender<Transition>,
+    /// The schedule's origin: every target's grid is measured from it.
+    origin: Instant,
+    /// Probes finished since the start.
+    probes: AtomicU64,
+}
+
+struct State {
+    vips: BTreeMap<VipId, Probed>,
+    /// Targets waiting for their next probe, by due instant.
+    queue: BTreeSet<(Instant, VipId, IpAddr)>,
+    /// When the scheduler wakes next (it is woken earlier when the queue
+    /// gains an earlier entry).
+    wake_at: Instant,
+}
+
+struct Probed {
+    check: Arc<VipCheck>,
+    reals: BTreeMap<IpAddr, Real>,
+}
+
+struct Real {
+    target: Target,
+    health: RealHealth,
+    phase: Duration,
+    due: Instant,
+    in_flight: bool,
+}
+
+impl Prober {
+    /// Starts the prober (on the current tokio runtime) with at most
+    /// `max_in_flight` probes at once; transitions arrive on the receiver.
+    pub fn start(max_in_flight: usize) -> (Self, mpsc::UnboundedReceiver<Transition>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State { vips: BTreeMap::new(), queue: BTreeSet::new(), wake_at: Instant::now() }),
+            changed: Notify::new(),
+            permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            transitions: tx,
+            origin: Instant::now(),
+            probes: AtomicU64::new(0),
+        });
+        let task = tokio::spawn(schedule_loop(shared.clone()));
+        (Self { shared, task }, rx)
+    }
+
+    /// Probes `reals` (address → where its probes go) of `vip` with `check`.
+    /// Reals already probed with the same target keep their health and
+    /// schedule; new ones start unhealthy and are probed within an interval;
+    /// reals left out are no longer probed.
+    pub fn set_vip(&self, vip: VipId, check: VipCheck, reals_in: impl IntoIterator<Item = (IpAddr, Target)>) {
+        let now = Instant::now();
+        let interval = check.interval;
+        let check = Arc::new(check);
+        let mut state = self.shared.lock();
+        let old = state.vips.remove(&vip);
+        let same_check = old.as_ref().is_some_and(|o| *o.check == *check);
+        let mut old_reals = old.map(|o| o.reals).unwrap_or_default();
+        let mut reals = BTreeMap::new();
+        for (addr, target) in reals_in {
+            let kept = old_reals.remove(&addr).filter(|r| r.target == target && same_check);
+            let real = match kept {
+                Some(real) => real,
+                None => {
+                    if let Some(old) = old_reals.remove(&addr) {
+                        state.queue.remove(&(old.due, vip, addr));
+                    }
+                    let phase = schedule::phase(&(vip, addr), interval);
+                    let due = self.shared.at(schedule::next_after(self.shared.since(now), phase, interval));
+                    state.queue.insert((due, vip, addr));
+                    Real { target, health: RealHealth::new(), phase, due, in_flight: false }
+                }
+            };
+            reals.insert(addr, real);
+        }
+        for (addr, gone) in old_reals {
+            state.queue.remove(&(gone.due, vip, addr));
+        }
+        state.vips.insert(vip, Probed { check, reals });
+        let earlier = state.queue.first().is_some_and(|(due, ..)| *due < state.wake_at);
+        drop(state);
+        if earlier {
+            self.shared.changed.notify_one();
+        }
+    }
+
+    /// Stops probing `vip`'s reals; whether it was probed.
+    pub fn remove_vip(&self, vip: &VipId) -> bool {
+        let mut state = self.shared.lock();
+        let Some(probed) = state.vips.remove(vip) else { return false };
+        for (addr, real) in probed.reals {
+            state.queue.remove(&(real.due, *vip, addr));
+        }
+        true
+    }
+
+    /// What the prober knows of `vip`'s reals, by address; `None` when it
+    /// does not probe `vip`.
+    pub fn status(&self, vip: &VipId) -> Option<Vec<RealStatus>> {
+        let state = self.shared.lock();
+        let probed = state.vips.get(vip)?;
+        Some(
+            probed
+                .reals
+                .iter()
+                .map(|(addr, r)| RealStatus { real: *addr, target: r.target, health: r.health.clone() })
+                .collect(),
+        )
+    }
+
+    /// Probes finished since the prober started.
+    pub fn probes_done(&self) -> u64 {
+        self.shared.probes.load(Ordering::Relaxed)
+    }
+
+    /// Targets probed, over all VIPs.
+    pub fn targets(&self) -> usize {
+        self.shared.lock().vips.values().map(|p| p.reals.len()).sum()
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn since(&self, t: Instant) -> Duration {
+        t.saturating_duration_since(self.origin)
+    }
+
+    fn at(&self, offset: Duration) -> Instant {
+        self.origin + offset
+    }
+}
+
+/// Starts due probes, then sleeps until the next is due or the queue gains
+/// an earlier entry.
+async fn schedule_loop(shared: Arc<Shared>) {
+    loop {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        let sleep = {
+            let mut state = shared.lock();
+            while let Some(&(at, vip, addr)) = state.queue.first().filter(|(at, ..)| *at <= now) {
+                state.queue.pop_first();
+                let Some(probed) = state.vips.get_mut(&vip) else { continue };
+                let check = probed.check.clone();
+                if let Some(real) = probed.reals.get_mut(&addr).filter(|r| r.due == at && !r.in_flight) {
+                    real.in_flight = true;
+                    due.push((vip, addr, real.target, check));
+                }
+            }
+            let next = state.queue.first().map_or(now + Duration::from_secs(3600), |(at, ..)| *at);
+            state.wake_at = next;
+            next.saturating_duration_since(now)
+        };
+        for (vip, addr, target, check) in due {
+            tokio::spawn(probe_one(shared.clone(), vip, addr, target, check));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = shared.changed.notified() => {}
+        }
+    }
+}
+
+async fn probe_one(shared: Arc<Shared>, vip: VipId, addr: IpAddr, target: Target, check: Arc<VipCheck>) {
+    let Ok(_permit) = shared.permits.clone().acquire_owned().await else { return };
+    let result = check::probe(&check.check, target, check.timeout).await.map_err(|e| e.to_string());
+    let finished = Instant::now();
+    shared.probes.fetch_add(1, Ordering::Relaxed);
+    let mut state = shared.lock();
+    // The VIP may have been reconfigured or removed meanwhile: record only
+    // into the same real of the same check.
+    let Some(probed) = state.vips.get_mut(&vip).filter(|p| *p.check == *check) else { return };
+    let Some(real) = probed.reals.get_mut(&addr).filter(|r| r.target == target) else { return };
+    real.in_flight = false;
+    let turned = real.health.record(result, SystemTime::now(), check.thresholds);
+    let due = shared.at(schedule::next_after(shared.since(finished), real.phase, check.interval));
+    real.due = due;
+    state.queue.insert((due, vip, addr));
+    let earlier = due < state.wake_at;
+    drop(state);
+    if let Some(healthy) = turned {
+        let _ = shared.transitions.send(Transition { vip, real: addr, healthy });
+    }
+    if earlier {
+        shared.changed.notify_one();
+    }
+}
