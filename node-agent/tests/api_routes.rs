@@ -236,7 +236,7 @@ async fn features_check_tells_the_truth() {
         (2, false),  // InlineDecap
         (4, false),  // Introspection
         (8, false),  // GUEEncap
-        (16, false), // DirectHC
+        (16, false), // DirectHC: only with a balancer that runs its healthcheck program (api_healthcheck.rs)
         (32, true),  // LocalDeliveryOpt: LOCAL_VIP + LOCAL_REAL → XDP_PASS
         (64, false), // FlowDebug
     ];
@@ -257,6 +257,10 @@ async fn features_check_tells_the_truth() {
             // Built in: installing needs a balancer (then there is nothing to do); removing is refused.
             assert_error(&install, StatusCode::SERVICE_UNAVAILABLE, "LB_NOT_INITIALIZED", "lb/create");
             assert_error(&remove, StatusCode::BAD_REQUEST, "INVALID_REQUEST", "cannot be removed");
+        } else if feature == 16 {
+            // Built in, but no balancer runs the healthcheck program yet.
+            assert_error(&install, StatusCode::SERVICE_UNAVAILABLE, "LB_NOT_INITIALIZED", "lb/create");
+            assert_error(&remove, StatusCode::NOT_IMPLEMENTED, "FEATURE_DISABLED", "enable_hc: true");
         } else {
             let name = format!("({feature}): weir's datapath does not implement");
             assert_error(&install, StatusCode::NOT_IMPLEMENTED, "FEATURE_DISABLED", &name);

@@ -100,6 +100,9 @@ async fn check_feature(
     responses((status = 200, description = "The feature is available", body = Acknowledged)))]
 async fn install_feature(State(state): State<ApiState>, Body(req): Body<FeatureChange>) -> Result<Done, ApiError> {
     let f = feature(req.feature)?;
+    if f.available == Missing {
+        return Err(missing(f));
+    }
     state.read(|_| Ok(())).await?;
     if !available(&state, f).await? {
         return Err(missing(f));
