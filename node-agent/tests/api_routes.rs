@@ -123,7 +123,6 @@ const DISABLED: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/stats/quic-icmp", "QUIC"),
     ("GET", "/api/v1/stats/quic-packets", "QUIC"),
     ("GET", "/api/v1/stats/tcp-server-id-routing", "TCP server-id routing"),
-    ("GET", "/api/v1/stats/hc-prog", "healthcheck"),
     ("GET", "/api/v1/stats/monitor", "monitor"),
     ("GET", "/api/v1/quic/reals", "QUIC"),
     ("PUT", "/api/v1/quic/reals", "QUIC"),
@@ -135,14 +134,8 @@ const DISABLED: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/routing/decap/inline", "inline decapsulation"),
     ("POST", "/api/v1/routing/decap/inline", "inline decapsulation"),
     ("DELETE", "/api/v1/routing/decap/inline", "inline decapsulation"),
-    ("GET", "/api/v1/healthcheck/dsts", "healthcheck"),
-    ("POST", "/api/v1/healthcheck/dsts", "healthcheck"),
-    ("DELETE", "/api/v1/healthcheck/dsts", "healthcheck"),
-    ("POST", "/api/v1/healthcheck/keys", "healthcheck"),
-    ("DELETE", "/api/v1/healthcheck/keys", "healthcheck"),
     ("POST", "/api/v1/monitor/stop", "monitor"),
     ("POST", "/api/v1/monitor/restart", "monitor"),
-    ("GET", "/api/v1/utils/hc-prog-fd", "healthcheck"),
     ("GET", "/api/v1/utils/global-lru-map-fds", "global LRU"),
     ("POST", "/api/v1/utils/src-ip-encap", "source-IP encapsulation"),
     ("PUT", "/api/v1/vips/reals/health", "health checking of reals"),
@@ -243,7 +236,7 @@ async fn features_check_tells_the_truth() {
         (2, false),  // InlineDecap
         (4, false),  // Introspection
         (8, false),  // GUEEncap
-        (16, false), // DirectHC
+        (16, false), // DirectHC: only with a balancer that runs its healthcheck program (api_healthcheck.rs)
         (32, true),  // LocalDeliveryOpt: LOCAL_VIP + LOCAL_REAL → XDP_PASS
         (64, false), // FlowDebug
     ];
@@ -264,6 +257,10 @@ async fn features_check_tells_the_truth() {
             // Built in: installing needs a balancer (then there is nothing to do); removing is refused.
             assert_error(&install, StatusCode::SERVICE_UNAVAILABLE, "LB_NOT_INITIALIZED", "lb/create");
             assert_error(&remove, StatusCode::BAD_REQUEST, "INVALID_REQUEST", "cannot be removed");
+        } else if feature == 16 {
+            // Built in, but no balancer runs the healthcheck program yet.
+            assert_error(&install, StatusCode::SERVICE_UNAVAILABLE, "LB_NOT_INITIALIZED", "lb/create");
+            assert_error(&remove, StatusCode::NOT_IMPLEMENTED, "FEATURE_DISABLED", "enable_hc: true");
         } else {
             let name = format!("({feature}): weir's datapath does not implement");
             assert_error(&install, StatusCode::NOT_IMPLEMENTED, "FEATURE_DISABLED", &name);

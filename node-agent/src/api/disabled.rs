@@ -1,6 +1,5 @@
 //! Endpoints of features weir's datapath does not have yet: QUIC, source
-//! routing, inline decapsulation, the healthcheck program, the packet
-//! monitor, TCP server-id routing, source-IP (GUE) encapsulation, the
+//! routing, inline decapsulation, the packet monitor, TCP server-id routing, source-IP (GUE) encapsulation, the
 //! global LRU, and the current API's health checking of reals (`/vips/healthcheck*`,
 //! `/vips/reals/health*`). Each answers 501 FEATURE_DISABLED naming the feature, before
 //! and after `/lb/create`, whatever the request carries; `/features/check`
@@ -43,7 +42,6 @@ macro_rules! disabled {
 const QUIC: &str = "QUIC";
 const SRC_ROUTING: &str = "source routing";
 const INLINE_DECAP: &str = "inline decapsulation";
-const HEALTHCHECK: &str = "the healthcheck program";
 const REAL_HEALTH: &str = "health checking of reals (every real is healthy until it lands)";
 const MONITOR: &str = "the packet monitor (introspection)";
 const TPR: &str = "TCP server-id routing";
@@ -59,7 +57,6 @@ disabled! {
     stats_quic_icmp: get "/api/v1/stats/quic-icmp" => QUIC;
     stats_quic_packets: get "/api/v1/stats/quic-packets" => QUIC;
     stats_tcp_server_id_routing: get "/api/v1/stats/tcp-server-id-routing" => TPR;
-    stats_hc_prog: get "/api/v1/stats/hc-prog" => HEALTHCHECK;
     stats_monitor: get "/api/v1/stats/monitor" => MONITOR;
     get_quic_reals: get "/api/v1/quic/reals" => QUIC;
     modify_quic_reals: put "/api/v1/quic/reals" => QUIC;
@@ -71,20 +68,14 @@ disabled! {
     get_inline_decap_dsts: get "/api/v1/routing/decap/inline" => INLINE_DECAP;
     add_inline_decap_dst: post "/api/v1/routing/decap/inline" => INLINE_DECAP;
     del_inline_decap_dst: delete "/api/v1/routing/decap/inline" => INLINE_DECAP;
-    get_hc_dsts: get "/api/v1/healthcheck/dsts" => HEALTHCHECK;
-    add_hc_dst: post "/api/v1/healthcheck/dsts" => HEALTHCHECK;
-    del_hc_dst: delete "/api/v1/healthcheck/dsts" => HEALTHCHECK;
-    add_hc_key: post "/api/v1/healthcheck/keys" => HEALTHCHECK;
     put_vip_healthcheck: put "/api/v1/vips/healthcheck" => REAL_HEALTH;
     get_vip_healthcheck: get "/api/v1/vips/healthcheck" => REAL_HEALTH;
     del_vip_healthcheck: delete "/api/v1/vips/healthcheck" => REAL_HEALTH;
     vip_healthcheck_status: get "/api/v1/vips/healthcheck/status" => REAL_HEALTH;
     set_real_health: put "/api/v1/vips/reals/health" => REAL_HEALTH;
     set_reals_health: put "/api/v1/vips/reals/health/batch" => REAL_HEALTH;
-    del_hc_key: delete "/api/v1/healthcheck/keys" => HEALTHCHECK;
     monitor_stop: post "/api/v1/monitor/stop" => MONITOR;
     monitor_restart: post "/api/v1/monitor/restart" => MONITOR;
-    hc_prog_fd: get "/api/v1/utils/hc-prog-fd" => HEALTHCHECK;
     global_lru_map_fds: get "/api/v1/utils/global-lru-map-fds" => GLOBAL_LRU;
     src_ip_encap: post "/api/v1/utils/src-ip-encap" => SRC_IP_ENCAP;
 }

@@ -29,6 +29,7 @@ use super::health::is_ready;
 use super::reply::{Acknowledged, Data, Done, Success};
 use super::types::{LbPrograms, LbStatus, Reload};
 use super::ApiState;
+use crate::dataplane::healthcheck::HC_PROGRAM_NAME;
 use crate::dataplane::BALANCER_PROGRAM;
 
 /// This module's handlers, each served at the path and method its `#[utoipa::path]` names.
@@ -53,7 +54,10 @@ async fn lb_status(State(state): State<ApiState>) -> Result<Data<LbStatus>, ApiE
             Ok(LbStatus {
                 initialized: lb.is_some(),
                 ready: lb.is_some_and(is_ready),
-                programs: lb.map(|_| LbPrograms { balancer: BALANCER_PROGRAM.to_owned(), healthcheck: None }),
+                programs: lb.map(|lb| LbPrograms {
+                    balancer: BALANCER_PROGRAM.to_owned(),
+                    healthcheck: lb.healthchecker().is_ok().then(|| HC_PROGRAM_NAME.to_owned()),
+                }),
                 notices: lb.map(|lb| lb.config().katran.notices.clone()).unwrap_or_default(),
                 map_memory_bytes: lb
                     .and_then(|lb| lb.map_memory().ok())

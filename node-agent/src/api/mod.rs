@@ -10,10 +10,10 @@
 //! - `lb` (`/lb/*` lifecycle) and `create` (`/lb/create`: how Katran's
 //!   configuration maps onto [`BalancerConfig`](crate::dataplane::BalancerConfig),
 //!   field by field);
-//! - `vips`, `reals`, `stats`, `lru`, `utils`, `features`: the endpoints the
-//!   datapath serves;
+//! - `vips`, `reals`, `stats`, `lru`, `utils`, `features`, `healthcheck`:
+//!   the endpoints the datapath serves;
 //! - `disabled`: the endpoints of features the datapath does not have yet
-//!   (QUIC, source routing, inline decap, healthchecks, monitor, ...): 501;
+//!   (QUIC, source routing, inline decap, monitor, ...): 501;
 //! - `health`: `/health` (liveness), `/health/ready` (readiness);
 //! - `system`: `/system/info` and `/limits/effective` (what the agent is and enforces);
 //! - `docs`: `/api/v1/openapi.json`;
@@ -48,6 +48,7 @@ mod extract;
 mod fallback;
 mod features;
 mod health;
+mod healthcheck;
 mod lb;
 mod lru;
 mod query;
@@ -127,6 +128,7 @@ fn endpoints() -> OpenApiRouter<ApiState> {
         .merge(lru::router())
         .merge(utils::router())
         .merge(features::router())
+        .merge(healthcheck::router())
         .merge(system::router())
         .merge(disabled::router())
 }

@@ -40,6 +40,7 @@ pub(super) fn router() -> utoipa_axum::router::OpenApiRouter<ApiState> {
         .routes(routes!(userspace_stats))
         .routes(routes!(per_core_packets))
         .routes(routes!(flood_status))
+        .routes(routes!(hc_prog_stats))
 }
 
 /// Katran's map names and the weir map with the same role.
@@ -222,6 +223,16 @@ async fn per_core_packets(State(state): State<ApiState>) -> Result<Data<PerCoreP
 async fn flood_status(State(state): State<ApiState>) -> Result<Data<FloodStatus>, ApiError> {
     let under_flood = state.read(|lb| lb.under_flood()).await?;
     Ok(Data(FloodStatus { under_flood }))
+}
+
+/// The healthcheck program's counters, summed over CPUs; 501 without `enable_hc`.
+#[utoipa::path(get, path = "/api/v1/stats/hc-prog", tag = "stats",
+    responses((status = 200, description = "Probes processed, dropped, skipped (not probes) and too big",
+        body = Success<super::healthcheck::HcProgStats>),
+        (status = 501, description = "The balancer was created without enable_hc", body = super::reply::Failure)))]
+async fn hc_prog_stats(State(state): State<ApiState>) -> Result<Data<super::healthcheck::HcProgStats>, ApiError> {
+    let stats = state.read(|lb| lb.healthchecker()?.stats()).await?;
+    Ok(Data(super::healthcheck::prog_stats(stats)))
 }
 
 #[cfg(test)]

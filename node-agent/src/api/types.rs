@@ -334,7 +334,7 @@ pub struct LbStatus {
 pub struct LbPrograms {
     #[schema(example = "weir_balancer, built into weir-agent 0.1.0")]
     pub balancer: String,
-    /// None yet: weir has no healthcheck program.
+    /// The healthcheck program, when the balancer runs one (`enable_hc`).
     pub healthcheck: Option<String>,
 }
 

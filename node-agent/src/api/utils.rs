@@ -1,6 +1,7 @@
 //! Utilities: the default router's MAC, the real of a flow, packet
 //! simulation through the real program (BPF_PROG_TEST_RUN), and the file
-//! descriptors of the program and its maps in this process.
+//! descriptors of the programs (the balancer's, the healthcheck program's)
+//! and the balancer's maps in this process.
 //!
 //! `simulate-packet` takes and returns standard base64. Its data is
 //! `{"packet": <frame>, "verdict": "XDP_TX"}` when the program transmits the
@@ -36,6 +37,7 @@ pub(super) fn router() -> utoipa_axum::router::OpenApiRouter<ApiState> {
         .routes(routes!(real_for_flow))
         .routes(routes!(simulate_packet))
         .routes(routes!(prog_fd))
+        .routes(routes!(hc_prog_fd))
         .routes(routes!(map_fd))
 }
 
@@ -117,6 +119,14 @@ async fn simulate_packet(
     responses((status = 200, description = "The program's fd", body = Success<Fd>)))]
 async fn prog_fd(State(state): State<ApiState>) -> Result<Data<Fd>, ApiError> {
     state.read(|lb| lb.prog_fd()).await.map(|fd| Data(Fd { fd }))
+}
+
+/// The healthcheck program's file descriptor in this process; 501 without `enable_hc`.
+#[utoipa::path(get, path = "/api/v1/utils/hc-prog-fd", tag = "utils",
+    responses((status = 200, description = "The healthcheck program's fd", body = Success<Fd>),
+        (status = 501, description = "The balancer was created without enable_hc", body = super::reply::Failure)))]
+async fn hc_prog_fd(State(state): State<ApiState>) -> Result<Data<Fd>, ApiError> {
+    state.read(|lb| lb.healthchecker()?.prog_fd()).await.map(|fd| Data(Fd { fd }))
 }
 
 /// A map's file descriptor in this process, by weir's or Katran's name.

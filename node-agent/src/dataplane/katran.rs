@@ -18,6 +18,9 @@
 //! | `forwarding_cores` | the CPUs `/stats/per-core-packets` reports, in order |
 //! | `xdp_attach_flags` | 0: the kernel picks (driver when supported, else generic), as in Katran; `XDP_FLAGS_DRV_MODE` (4): driver mode; `XDP_FLAGS_SKB_MODE` (2): generic mode; `XDP_FLAGS_UPDATE_IF_NOEXIST` (1) accepted (weir's XDP link never replaces another program); `XDP_FLAGS_HW_MODE` (8): 501; other bits, or SKB and DRV together: 400 |
 //! | `mtu` (weir's) | the egress link's L3 MTU (default 1500) |
+//! | `enable_hc` | true: the Balancer runs weir's built-in healthcheck program (DirectHC) on the TC egress of `hc_interface`, and `/healthcheck/*`, `/stats/hc-prog`, `/utils/hc-prog-fd` serve it; false: they answer 501. Omitted: true when `healthchecking_prog_path` is set (as the current katran-server decides), else false |
+//! | `hc_interface`, `hc_interface_index` | where the healthcheck program is attached (TC egress): missing, the main interface. `hc_interface_index` 0/missing: found by name; otherwise it must be `hc_interface`'s index (400 if not) or names it. Encapsulated probes leave by the main interface either way |
+//! | `katran_src_v4`, `katran_src_v6` | checked (400 if not an address of the right family); the outer sources of health probes (the balancer derives its outer source from the client, as Katran's default IP-in-IP build) |
 //! | `flow_debug: true` | 501: no flow-debug maps (feature FlowDebug) |
 //! | `enable_cid_v3: true` | 501: no QUIC |
 //!
@@ -29,13 +32,14 @@
 //! | field | why weir does not act on it |
 //! |---|---|
 //! | `balancer_prog_path` | weir's balancer program is built into weir-agent (`/lb/status` names the one that runs) |
-//! | `healthchecking_prog_path`, `enable_hc`, `hc_interface`, `hc_interface_index`, `v4_tun_interface`, `v6_tun_interface`, `tunnel_based_hc_encap`, `priority` | weir has no healthcheck program yet (its endpoints answer 501) |
+//! | `healthchecking_prog_path` | weir's healthcheck program is built into weir-agent (`enable_hc` runs it) |
+//! | `v4_tun_interface`, `v6_tun_interface`, `tunnel_based_hc_encap` | weir's healthcheck program encapsulates probes itself, as the balancer does (DirectHC): it needs no tunnel interfaces |
+//! | `priority` | the healthcheck program is attached through a TCX link, which has no priority |
 //! | `use_root_map`, `root_map_path`, `root_map_pos` | weir attaches to the interface itself, not into a root array |
 //! | `numa_nodes` | the connection table is one map with per-CPU LRU lists, not one per NUMA node |
 //! | `forwarding_cores` naming CPUs the host lacks | used for `/stats/per-core-packets`, which reports 0 for them |
 //! | `max_lpm_src_size`, `max_decap_dst`, `global_lru_size` | sizes of tables of features weir lacks (source routing, inline decap, global LRU); using those features is refused where it is asked for |
 //! | `local_mac` | checked (400 if malformed): weir's sent frames take the received frame's destination MAC, the interface's own, as source |
-//! | `katran_src_v4`, `katran_src_v6` | checked (400 if not an address of the right family): Katran uses them only for GUE encapsulation; weir, like Katran's default IP-in-IP build, derives the outer source from the client |
 //! | `memlock_unlimited` | accepted: since Linux 5.11 BPF memory is charged to the cgroup, RLIMIT_MEMLOCK does not apply |
 //!
 //! Checks happen in that order, so the first offending field is named; then
@@ -274,7 +278,8 @@ fn katran_settings(r: &KatranConfig, c: &BalancerConfig) -> Result<KatranSetting
         max_lpm_src_size: r.max_lpm_src_size.unwrap_or(d.max_lpm_src_size),
         max_decap_dst: r.max_decap_dst.unwrap_or(d.max_decap_dst),
         global_lru_size: r.global_lru_size.unwrap_or(d.global_lru_size),
-        enable_hc: r.enable_hc.unwrap_or(false),
+        // The current katran-server's rule; weir's program stands in for the path.
+        enable_hc: r.enable_hc.unwrap_or(given(&r.healthchecking_prog_path).is_some()),
         tunnel_based_hc_encap: r.tunnel_based_hc_encap.unwrap_or(d.tunnel_based_hc_encap),
         memlock_unlimited: r.memlock_unlimited.unwrap_or(d.memlock_unlimited),
         priority: r.priority.unwrap_or(d.priority),
@@ -309,25 +314,27 @@ fn katran_settings(r: &KatranConfig, c: &BalancerConfig) -> Result<KatranSetting
             k.balancer_prog_path
         ));
     }
-    let no_hc = "weir has no healthcheck program yet: /api/v1/healthcheck/* answer 501";
     if !k.healthchecking_prog_path.is_empty() {
-        notices.push(format!("healthchecking_prog_path {}: not loaded; {no_hc}", k.healthchecking_prog_path));
+        notices.push(format!(
+            "healthchecking_prog_path {}: not loaded; {}",
+            k.healthchecking_prog_path,
+            if k.enable_hc {
+                "weir runs its built-in healthcheck program"
+            } else {
+                "enable_hc is false: no healthcheck program runs"
+            }
+        ));
     }
-    if k.enable_hc {
-        notices.push(format!("enable_hc: {no_hc}"));
+    k.hc_interface = hc_interface(r, c)?;
+    if !k.enable_hc && !k.hc_interface.is_empty() {
+        notices.push(format!("hc_interface {}: unused; enable_hc is false", k.hc_interface));
     }
-    for (field, value) in [
-        ("hc_interface", &k.hc_interface),
-        ("v4_tun_interface", &k.v4_tun_interface),
-        ("v6_tun_interface", &k.v6_tun_interface),
-    ] {
+    for (field, value) in [("v4_tun_interface", &k.v4_tun_interface), ("v6_tun_interface", &k.v6_tun_interface)] {
         if !value.is_empty() {
-            notices
-                .push(format!("{field} {value}: unused; it only configures the healthcheck program, which weir lacks"));
+            notices.push(format!(
+                "{field} {value}: unused; weir's healthcheck program encapsulates probes itself (DirectHC)"
+            ));
         }
-    }
-    if r.hc_interface_index.is_some_and(|i| i != 0) {
-        notices.push("hc_interface_index: unused; it only configures the healthcheck program, which weir lacks".into());
     }
     if k.use_root_map {
         notices.push(format!(
@@ -360,6 +367,22 @@ fn katran_settings(r: &KatranConfig, c: &BalancerConfig) -> Result<KatranSetting
     k.notices = notices;
     Ok(k)
 }
+/// The interface the healthcheck program is attached to, as named (empty:
+/// the main one): `hc_interface`, or the one `hc_interface_index` names,
+/// which must then be the same (as `main_interface_index`).
+fn hc_interface(r: &KatranConfig, c: &BalancerConfig) -> Result<String, KatranError> {
+    let named = r.hc_interface.clone().unwrap_or_default();
+    let Some(index) = r.hc_interface_index.filter(|&i| i != 0 && !c.testing) else {
+        return Ok(named);
+    };
+    let name = interface_name(index)
+        .ok_or_else(|| KatranError::invalid(format!("hc_interface_index: no interface has index {index}")))?;
+    if !named.is_empty() && named != name {
+        return Err(KatranError::invalid(format!("hc_interface_index: {index} is {name}, not hc_interface {named}")));
+    }
+    Ok(name)
+}
+
 /// Katran's raw `xdp_attach_flags` as a weir attach mode.
 fn attach_mode(flags: u32) -> Result<AttachMode, KatranError> {
     let known = XDP_FLAGS_UPDATE_IF_NOEXIST | XDP_FLAGS_SKB_MODE | XDP_FLAGS_DRV_MODE | XDP_FLAGS_HW_MODE;
@@ -521,8 +544,6 @@ mod tests {
         let mut want = vec![
             "balancer_prog_path",
             "healthchecking_prog_path",
-            "enable_hc",
-            "hc_interface",
             "v4_tun_interface",
             "v6_tun_interface",
             "use_root_map",
@@ -538,6 +559,47 @@ mod tests {
         );
         // A body asking for nothing weir lacks has no notices.
         assert!(config(r#"{"testing":true}"#).unwrap().katran.notices.is_empty());
+    }
+
+    #[test]
+    fn enable_hc_follows_the_program_path_when_omitted() {
+        let hc = |json: &str| {
+            let c = config(json).unwrap();
+            (c.katran.enable_hc, c.katran.hc_interface, c.katran.notices)
+        };
+        assert_eq!(hc(r#"{"testing":true}"#), (false, String::new(), vec![]));
+        assert_eq!(hc(r#"{"testing":true,"enable_hc":true}"#), (true, String::new(), vec![]));
+        assert_eq!(
+            hc(r#"{"testing":true,"healthchecking_prog_path":"/hc.o"}"#),
+            (
+                true,
+                String::new(),
+                vec![
+                    "healthchecking_prog_path /hc.o: not loaded; weir runs its built-in healthcheck program".to_owned()
+                ]
+            )
+        );
+        assert_eq!(
+            hc(r#"{"testing":true,"healthchecking_prog_path":"/hc.o","enable_hc":false,"hc_interface":"hc0"}"#),
+            (
+                false,
+                "hc0".to_owned(),
+                vec![
+                    "healthchecking_prog_path /hc.o: not loaded; enable_hc is false: no healthcheck program runs"
+                        .to_owned(),
+                    "hc_interface hc0: unused; enable_hc is false".to_owned()
+                ]
+            )
+        );
+        let c = config(
+            r#"{"main_interface":"lo","default_mac":"02:00:00:00:00:01","enable_hc":true,"hc_interface_index":1}"#,
+        )
+        .unwrap();
+        assert_eq!(c.katran.hc_interface, interface_name(1).unwrap());
+        let (code, message) = code_and_message(
+            r#"{"main_interface":"lo","default_mac":"02:00:00:00:00:01","hc_interface":"hc0","hc_interface_index":1}"#,
+        );
+        assert_eq!((code, message.starts_with("hc_interface_index: 1 is ")), ("INVALID_REQUEST", true), "{message}");
     }
 
     #[test]

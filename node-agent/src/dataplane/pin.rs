@@ -4,7 +4,8 @@
 //! namespace: `<netns>` is `netns-<cookie>`, the namespace's cookie
 //! (SO_NETNS_COOKIE, 64 bits, never reused within a boot — and pins do not
 //! outlive a boot), in decimal:
-//! - `<netns>/<iface>/`       one balancer: its maps by name, `link` (the XDP attachment);
+//! - `<netns>/<iface>/`       one balancer: its maps by name, `link` (the XDP attachment),
+//!   and with `enable_hc` the healthcheck program's maps by name and `hc_link` (its TCX attachment);
 //! - `<netns>/decap/<iface>/` one decapsulation program: `weir_decaps`, `link`.
 //!
 //! An interface is named by its namespace and its name: agents in several
@@ -198,12 +199,22 @@ impl Drop for EphemeralPins {
 /// defunct (its interface went away, or it was detached). aya does not expose
 /// the XDP part of the link's info, so this asks the kernel directly.
 pub fn xdp_link_ifindex(link: &Path) -> std::io::Result<u32> {
+    // BPF_LINK_TYPE_XDP (uapi bpf.h).
+    link_ifindex(link, 6, "XDP")
+}
+
+/// [`xdp_link_ifindex`] for a pinned TCX link (the healthcheck program's).
+pub fn tcx_link_ifindex(link: &Path) -> std::io::Result<u32> {
+    // BPF_LINK_TYPE_TCX (uapi bpf.h); its info, like XDP's, starts with ifindex.
+    link_ifindex(link, 11, "TCX")
+}
+
+fn link_ifindex(link: &Path, link_type: u32, kind: &str) -> std::io::Result<u32> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
 
     const BPF_OBJ_GET: libc::c_long = 7;
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    const BPF_LINK_TYPE_XDP: u32 = 6;
     // union bpf_attr, the members these two commands use.
     #[repr(C)]
     struct ObjGet {
@@ -228,7 +239,7 @@ pub fn xdp_link_ifindex(link: &Path) -> std::io::Result<u32> {
     // SAFETY: the syscall returned a new file descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     // struct bpf_link_info: type, id, prog_id, then (8-byte aligned) the union whose
-    // xdp member starts with ifindex.
+    // xdp and tcx members start with ifindex.
     let mut info = [0u8; 64];
     let mut attr =
         InfoByFd { bpf_fd: fd.as_raw_fd() as u32, info_len: info.len() as u32, info: info.as_mut_ptr() as u64 };
@@ -245,8 +256,8 @@ pub fn xdp_link_ifindex(link: &Path) -> std::io::Result<u32> {
         return Err(std::io::Error::last_os_error());
     }
     let word = |at: usize| u32::from_ne_bytes(info[at..at + 4].try_into().expect("4 bytes"));
-    if word(0) != BPF_LINK_TYPE_XDP {
-        return Err(std::io::Error::other(format!("{} is not an XDP link", link.display())));
+    if word(0) != link_type {
+        return Err(std::io::Error::other(format!("{} is not a {kind} link", link.display())));
     }
     Ok(word(16))
 }

@@ -14,6 +14,7 @@ use super::validation::{conn_entries, validate_config};
 use super::vips::ring_of;
 use super::{vip_key, Balancer};
 use crate::dataplane::config::BalancerConfig;
+use crate::dataplane::healthcheck::{self, Healthchecker};
 use crate::dataplane::maps::Maps;
 use crate::dataplane::pin;
 use crate::dataplane::state::State;
@@ -118,6 +119,7 @@ impl Balancer {
             pin_dir,
             state_file,
             ifindex: 0,
+            hc: None,
         };
         if let Err(e) = balancer.come_up(saved, adopting, link_path) {
             // A pinned datapath this Balancer adopted is still another's (the
@@ -134,13 +136,19 @@ impl Balancer {
         Ok(balancer)
     }
 
-    /// The part of [`Self::new`] after loading: the maps' contents, then the
-    /// attachment.
+    /// The part of [`Self::new`] after loading: the maps' contents, the
+    /// attachment, then the healthcheck program (`enable_hc`; without it, a
+    /// pinned one an earlier agent left is detached).
     fn come_up(&mut self, saved: Option<State>, adopting: bool, link_path: Option<PathBuf>) -> Result<()> {
         self.restore(saved)?;
         if !self.config.testing {
             self.ifindex = pin::if_index(&self.config.main_interface);
             self.attach(adopting, link_path.expect("pinning is required to attach"))?;
+        }
+        if self.config.katran.enable_hc {
+            self.hc = Some(Healthchecker::for_balancer(&self.config, self.pin_dir.as_deref(), self.state.mac)?);
+        } else if let Some(dir) = &self.pin_dir {
+            healthcheck::remove_pins(dir);
         }
         Ok(())
     }
@@ -294,6 +302,11 @@ impl Drop for Balancer {
     fn drop(&mut self) {
         if !self.config.cleanup_on_shutdown {
             return;
+        }
+        match (self.hc.take(), &self.pin_dir) {
+            (Some(hc), Some(dir)) => hc.remove(dir),
+            (_, Some(dir)) => healthcheck::remove_pins(dir),
+            _ => {}
         }
         if let Some(link) = self.link.take() {
             if let Err(e) = link.unpin() {

@@ -33,6 +33,7 @@ use weir_ebpf::abi::{LbCtl, VipKey};
 
 pub use self::conns::ConnPurge;
 use super::config::BalancerConfig;
+use super::healthcheck::Healthchecker;
 use super::maglev::HashFunction;
 use super::maps::Maps;
 pub use super::state::VipId;
@@ -88,6 +89,8 @@ pub struct Balancer {
     /// The main interface's index in the namespace the Balancer was created
     /// in (0 in testing mode): what its link must stay attached to.
     ifindex: u32,
+    /// The healthcheck program, with `enable_hc` (see `lifecycle`).
+    hc: Option<Healthchecker>,
 }
 
 impl std::fmt::Debug for Balancer {
@@ -111,8 +114,23 @@ impl Balancer {
 
     pub fn set_default_mac(&mut self, mac: [u8; 6]) -> Result<()> {
         self.write_mac(mac)?;
+        // Probes go where VIP traffic goes.
+        if let Some(hc) = &mut self.hc {
+            hc.set_dst_mac(mac)?;
+        }
         self.state.mac = mac;
         self.save()
+    }
+
+    /// The healthcheck program; 501 when the balancer was created without
+    /// `enable_hc` (katran's healthcheck calls on a non-healthchecking instance).
+    pub fn healthchecker(&self) -> Result<&Healthchecker> {
+        self.hc.as_ref().ok_or_else(no_healthchecker)
+    }
+
+    /// [`Self::healthchecker`], to change its maps.
+    pub fn healthchecker_mut(&mut self) -> Result<&mut Healthchecker> {
+        self.hc.as_mut().ok_or_else(no_healthchecker)
     }
 
     fn write_mac(&mut self, mac: [u8; 6]) -> Result<()> {
@@ -124,6 +142,14 @@ impl Balancer {
             Some(path) => self.state.save(&self.config, path),
             None => Ok(()),
         }
+    }
+}
+
+fn no_healthchecker() -> Error {
+    Error::FeatureDisabled {
+        feature: "a healthcheck call on a balancer created without enable_hc: true (its healthcheck program, \
+                  DirectHC, is not loaded)"
+            .to_owned(),
     }
 }
 
