@@ -62,11 +62,11 @@ async fn katran_create_bodies_are_accepted_and_reported() {
         json!({
             "initialized": true,
             "ready": true,
-            "programs": {"balancer": program(), "healthcheck": null},
+            "programs": {"balancer": program(), "healthcheck": concat!("weir_healthcheck, built into weir-agent ", env!("CARGO_PKG_VERSION"))},
             "map_memory_bytes": map_memory(&api),
             "notices": [
                 format!("balancer_prog_path /opt/katran/balancer.o: not loaded; weir runs its built-in balancer program ({})", program()),
-                "healthchecking_prog_path /opt/katran/healthchecking_ipip.o: not loaded; weir has no healthcheck program yet: /api/v1/healthcheck/* answer 501",
+                "healthchecking_prog_path /opt/katran/healthchecking_ipip.o: not loaded; weir runs its built-in healthcheck program",
             ],
         })
     );
@@ -127,7 +127,7 @@ async fn the_export_describes_everything_and_rebuilds_it() {
                 "cpu": {"forwarding_cores": [], "numa_nodes": []},
                 "xdp": {"attach_flags": 0, "priority": 2307},
                 "encapsulation": {"src_v4": "10.0.0.254", "src_v6": ""},
-                "features": {"enable_healthcheck": false, "tunnel_based_hc_encap": false, "flow_debug": false,
+                "features": {"enable_healthcheck": true, "tunnel_based_hc_encap": false, "flow_debug": false,
                              "enable_cid_v3": false, "memlock_unlimited": true, "cleanup_on_shutdown": true, "testing": true},
                 "hash_function": "maglev_v2",
                 "mtu": 1500,
