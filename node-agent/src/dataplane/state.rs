@@ -38,6 +38,102 @@ pub(crate) struct Vip {
     pub hash: HashFunction,
     /// Real address -> weight (0 = drained: keeps its connections, gets no new ones).
     pub reals: BTreeMap<IpAddr, u32>,
+    /// Reals of this VIP that are unhealthy: listed and exported with their
+    /// weight and flags, their connection-table entries kept, but out of the
+    /// ring (unless every real is: [`Vip::fail_open`]). Health is per VIP, as
+    /// a check is. A set of the unhealthy ones, so that state files saved
+    /// before health existed read as all healthy.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unhealthy: BTreeSet<IpAddr>,
+    /// The VIP's health check (`PUT /vips/healthcheck`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    /// What the prober last found for each real (not saved: a restarted
+    /// agent probes again).
+    #[serde(skip)]
+    pub probes: BTreeMap<IpAddr, ProbeRecord>,
+}
+
+impl Vip {
+    /// Every real of the VIP is unhealthy: they all stay in the ring, since
+    /// sending to all beats sending to none. A VIP without reals is not.
+    pub fn fail_open(&self) -> bool {
+        !self.reals.is_empty() && self.reals.keys().all(|a| self.unhealthy.contains(a))
+    }
+
+    pub fn is_healthy(&self, addr: &IpAddr) -> bool {
+        !self.unhealthy.contains(addr)
+    }
+}
+
+/// How a VIP's reals are checked (katran-server's current API's object,
+/// defaults applied: the stored form, which `GET /vips/healthcheck` shows).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    /// The port probed: the VIP's unless set (never 0 once stored).
+    pub port: u16,
+    /// For `http`; kept (unused) whatever the kind, as the reference does.
+    pub http: Option<HttpCheck>,
+    /// For `https`.
+    pub https: Option<HttpCheck>,
+    pub interval_ms: u32,
+    /// Below `interval_ms`.
+    pub timeout_ms: u32,
+    /// Consecutive successes that make a real healthy.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that make a real unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+/// What a probe does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// A TCP connect.
+    Tcp,
+    /// An HTTP GET whose status must be `expected_status`.
+    Http,
+    /// The same over TLS.
+    Https,
+    /// No probe: every real of the VIP is healthy.
+    Dummy,
+}
+
+impl CheckKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http => "http",
+            CheckKind::Https => "https",
+            CheckKind::Dummy => "dummy",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [CheckKind::Tcp, CheckKind::Http, CheckKind::Https, CheckKind::Dummy].into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// An HTTP(S) probe's request and the status it expects.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HttpCheck {
+    pub path: String,
+    pub expected_status: u16,
+    /// The Host header (and, for https, the SNI); the VIP's address when unset.
+    pub host: Option<String>,
+    /// https only.
+    pub skip_tls_verify: bool,
+}
+
+/// What the prober last found for a real of a VIP: it writes these through
+/// [`Balancer::record_probe`](crate::dataplane::Balancer::record_probe);
+/// `GET /vips/healthcheck/status` reads them. Unknown until a probe ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeRecord {
+    pub last_check: Option<std::time::SystemTime>,
+    pub last_status_change: Option<std::time::SystemTime>,
+    pub consecutive_failures: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
