@@ -255,3 +255,83 @@ impl State {
         Ok(Some((state, saved.layout)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vip(unhealthy: &[IpAddr], health_check: Option<HealthCheck>) -> Vip {
+        let id = VipId { addr: "10.100.0.1".parse().unwrap(), port: 80, proto: 6 };
+        let reals = ["10.0.0.1", "10.0.0.2"].iter().map(|a| (a.parse().unwrap(), 1)).collect();
+        Vip {
+            id,
+            vip_num: 0,
+            conn_tag: 1,
+            flags: 0,
+            hash: HashFunction::Maglev,
+            reals,
+            unhealthy: unhealthy.iter().copied().collect(),
+            health_check,
+            probes: BTreeMap::new(),
+        }
+    }
+
+    fn state_of(v: Vip) -> State {
+        let reals = v
+            .reals
+            .keys()
+            .enumerate()
+            .map(|(i, &addr)| (addr, Real { addr, index: i as u32 + 1, flags: 0 }))
+            .collect();
+        State { vips: [(v.id, v)].into(), reals, mac: [2, 0, 0, 0, 0, 1], next_conn_tag: 2 }
+    }
+
+    #[test]
+    fn health_and_checks_survive_a_save_and_load() {
+        let dir = std::env::temp_dir().join(format!("weir-state-health-{}", std::process::id()));
+        let path = dir.join("lo.json");
+        let check = HealthCheck {
+            kind: CheckKind::Http,
+            port: 8080,
+            http: Some(HttpCheck {
+                path: "/healthz".into(),
+                expected_status: 204,
+                host: Some("web".into()),
+                skip_tls_verify: false,
+            }),
+            https: None,
+            interval_ms: 1000,
+            timeout_ms: 500,
+            healthy_threshold: 2,
+            unhealthy_threshold: 4,
+        };
+        let mut v = vip(&["10.0.0.2".parse().unwrap()], Some(check));
+        let config = BalancerConfig::testing();
+        let state = state_of(v.clone());
+        // Probe records are not saved: a restarted agent probes again.
+        v.probes.insert("10.0.0.1".parse().unwrap(), ProbeRecord { consecutive_failures: 2, ..Default::default() });
+        let mut with_probes = state.clone();
+        with_probes.vips.insert(v.id, v);
+        with_probes.save(&config, &path).unwrap();
+        let (loaded, _) = State::load(&config, &path, &dir).unwrap().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(loaded, state);
+        assert!(!loaded.vips.values().next().unwrap().fail_open());
+    }
+
+    #[test]
+    fn a_state_file_from_before_health_reads_as_all_healthy() {
+        let dir = std::env::temp_dir().join(format!("weir-state-old-{}", std::process::id()));
+        let path = dir.join("lo.json");
+        let config = BalancerConfig::testing();
+        let state = state_of(vip(&[], None));
+        state.save(&config, &path).unwrap();
+        // What such a file holds: no `unhealthy`, no `health_check`.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("unhealthy") && !text.contains("health_check"), "{text}");
+        let (loaded, _) = State::load(&config, &path, &dir).unwrap().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let vip = loaded.vips.values().next().unwrap();
+        assert!(vip.reals.keys().all(|a| vip.is_healthy(a)) && vip.health_check.is_none());
+    }
+}

@@ -118,7 +118,7 @@ impl Balancer {
         validate_health_check(id, &check)?;
         if check.kind != CheckKind::Dummy && !self.config.prober {
             return Err(Error::FeatureDisabled {
-                feature: format!("a {} health check (no prober is enabled: only dummy checks)", check.kind.name()),
+                feature: format!("a {} health check without the prober (only dummy checks run without it)", check.kind.name()),
             });
         }
         let vip = self.state.vips.get_mut(id).expect("checked above");
@@ -190,7 +190,7 @@ impl Balancer {
 fn validate_health_check(id: &VipId, check: &HealthCheck) -> Result<()> {
     let field = "healthcheck";
     if check.port == 0 {
-        return Err(Error::invalid(field, format!("port: VIP {id} has no port: the check needs one")));
+        return Err(Error::invalid(field, format!("port: required for the port-less VIP {id}")));
     }
     if check.timeout_ms >= check.interval_ms {
         return Err(Error::invalid(
