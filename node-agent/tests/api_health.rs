@@ -84,7 +84,10 @@ async fn real_health_updates_one_by_one_and_in_batches() {
         {"address": "10.1.0.2", "healthy": false}, {"address": "10.9.9.9", "healthy": true}]});
     assert_ok(&put(&api, "/api/v1/vips/reals/health/batch", batch).await);
     assert_eq!(api.data(REALS).await, json!([real("10.1.0.1", 2, false), real("10.1.0.2", 5, false)]));
-    assert_eq!(api.data("/api/v1/vips").await, json!([{"address": "10.0.0.1", "port": 80, "proto": 6, "fail_open": true}]));
+    assert_eq!(
+        api.data("/api/v1/vips").await,
+        json!([{"address": "10.0.0.1", "port": 80, "proto": 6, "fail_open": true}])
+    );
     assert_eq!(
         metric_lines(&api, "weir_agent_vip_fail_open{"),
         [r#"weir_agent_vip_fail_open{address="10.0.0.1",port="80",proto="tcp"} 1"#]
@@ -108,13 +111,30 @@ async fn real_health_errors() {
     let api = with_vip().await;
     let key = vip("10.0.0.1", 80, 6);
     let cases = [
-        (json!({"vip": key, "address": "10.1.0.1"}), StatusCode::BAD_REQUEST, "INVALID_REQUEST", "missing field `healthy`"),
-        (json!({"vip": key, "address": "10.1.0", "healthy": true}), StatusCode::BAD_REQUEST, "INVALID_REQUEST",
-            "address: \"10.1.0\" is not an IP address"),
-        (json!({"vip": vip("10.0.0.1", 81, 6), "address": "10.1.0.1", "healthy": true}), StatusCode::NOT_FOUND,
-            "NOT_FOUND", "VIP 10.0.0.1:81/tcp not found"),
-        (json!({"vip": key, "address": "10.1.0.9", "healthy": true}), StatusCode::NOT_FOUND, "NOT_FOUND",
-            "real 10.1.0.9 of VIP 10.0.0.1:80/tcp not found"),
+        (
+            json!({"vip": key, "address": "10.1.0.1"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "missing field `healthy`",
+        ),
+        (
+            json!({"vip": key, "address": "10.1.0", "healthy": true}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "address: \"10.1.0\" is not an IP address",
+        ),
+        (
+            json!({"vip": vip("10.0.0.1", 81, 6), "address": "10.1.0.1", "healthy": true}),
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "VIP 10.0.0.1:81/tcp not found",
+        ),
+        (
+            json!({"vip": key, "address": "10.1.0.9", "healthy": true}),
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "real 10.1.0.9 of VIP 10.0.0.1:80/tcp not found",
+        ),
     ];
     for (body, status, code, needle) in cases {
         assert_error(&put(&api, "/api/v1/vips/reals/health", body).await, status, code, needle);
@@ -142,17 +162,33 @@ async fn a_vip_health_check_is_stored_with_its_defaults() {
     let key = vip("10.0.0.1", 80, 6);
     // No check: `hc config` finds no `type`, `vip show` says "No healthcheck configured".
     assert_eq!(api.call("GET", CHECK).await.body, ok());
-    assert_error(&api.call("GET", STATUS).await, StatusCode::NOT_FOUND, "NOT_FOUND", "health check of VIP 10.0.0.1:80/tcp not found");
-    assert_ok(&put(&api, "/api/v1/vips/reals/health", json!({"vip": key, "address": "10.1.0.2", "healthy": false})).await);
+    assert_error(
+        &api.call("GET", STATUS).await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "health check of VIP 10.0.0.1:80/tcp not found",
+    );
+    assert_ok(
+        &put(&api, "/api/v1/vips/reals/health", json!({"vip": key, "address": "10.1.0.2", "healthy": false})).await,
+    );
 
     // dummy: defaults stored (shown, even for dummy), every real healthy.
-    assert_ok(&put(&api, "/api/v1/vips/healthcheck", json!({"vip": key, "healthcheck": {"type": "dummy", "interval_ms": -1}})).await);
+    assert_ok(
+        &put(
+            &api,
+            "/api/v1/vips/healthcheck",
+            json!({"vip": key, "healthcheck": {"type": "dummy", "interval_ms": -1}}),
+        )
+        .await,
+    );
     let defaults = json!({"type": "dummy", "port": 80, "interval_ms": 5000, "timeout_ms": 2000,
         "healthy_threshold": 3, "unhealthy_threshold": 3});
     assert_eq!(api.call("GET", CHECK).await.body, data(defaults.clone()));
-    let status = |healthy: bool| json!({"vip": key, "fail_open": false, "reals": [
+    let status = |healthy: bool| {
+        json!({"vip": key, "fail_open": false, "reals": [
         {"address": "10.1.0.1", "healthy": true, "consecutive_failures": 0},
-        {"address": "10.1.0.2", "healthy": healthy, "consecutive_failures": 0}]});
+        {"address": "10.1.0.2", "healthy": healthy, "consecutive_failures": 0}]})
+    };
     assert_eq!(api.call("GET", STATUS).await.body, data(status(true)));
     // The same by JSON body (as the other GETs take).
     assert_eq!(api.send("GET", "/api/v1/vips/healthcheck", key.clone()).await.body, data(defaults));
@@ -168,7 +204,9 @@ async fn a_vip_health_check_is_stored_with_its_defaults() {
     );
 
     // Deleted: the reals keep their health; a second delete is 404.
-    assert_ok(&put(&api, "/api/v1/vips/reals/health", json!({"vip": key, "address": "10.1.0.2", "healthy": false})).await);
+    assert_ok(
+        &put(&api, "/api/v1/vips/reals/health", json!({"vip": key, "address": "10.1.0.2", "healthy": false})).await,
+    );
     assert_ok(&api.send("DELETE", "/api/v1/vips/healthcheck", key.clone()).await);
     assert_eq!(api.call("GET", CHECK).await.body, ok());
     assert_eq!(api.data(REALS).await, json!([real("10.1.0.1", 1, true), real("10.1.0.2", 1, false)]));
@@ -185,7 +223,12 @@ async fn health_check_errors_come_in_the_documented_order() {
     let answer = before.raw("PUT", "/api/v1/vips/healthcheck", Some("nonsense")).await;
     assert_error(&answer, StatusCode::SERVICE_UNAVAILABLE, "LB_NOT_INITIALIZED", "lb/create");
     for uri in [CHECK, STATUS] {
-        assert_error(&before.call("GET", uri).await, StatusCode::SERVICE_UNAVAILABLE, "LB_NOT_INITIALIZED", "lb/create");
+        assert_error(
+            &before.call("GET", uri).await,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "LB_NOT_INITIALIZED",
+            "lb/create",
+        );
     }
 
     let api = with_vip().await;
@@ -195,27 +238,64 @@ async fn health_check_errors_come_in_the_documented_order() {
     let cases: Vec<(Value, StatusCode, &str, &str)> = vec![
         (json!({"vip": key}), StatusCode::BAD_REQUEST, "INVALID_REQUEST", "missing field `healthcheck`"),
         // An unknown VIP before a bad check.
-        (json!({"vip": vip("10.0.0.9", 80, 6), "healthcheck": {"type": "icmp"}}), StatusCode::NOT_FOUND, "NOT_FOUND",
-            "VIP 10.0.0.9:80/tcp not found"),
-        (hc(json!({"type": "icmp"})), StatusCode::BAD_REQUEST, "INVALID_REQUEST",
-            "type: \"icmp\" is not \"http\", \"https\", \"tcp\" or \"dummy\""),
+        (
+            json!({"vip": vip("10.0.0.9", 80, 6), "healthcheck": {"type": "icmp"}}),
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "VIP 10.0.0.9:80/tcp not found",
+        ),
+        (
+            hc(json!({"type": "icmp"})),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "type: \"icmp\" is not \"http\", \"https\", \"tcp\" or \"dummy\"",
+        ),
         (hc(json!({})), StatusCode::BAD_REQUEST, "INVALID_REQUEST", "type: \"\" is not"),
         // timeout below interval after defaults.
-        (hc(json!({"type": "dummy", "interval_ms": 1000})), StatusCode::BAD_REQUEST, "INVALID_REQUEST",
-            "timeout_ms: 2000 must be below interval_ms (1000)"),
-        (hc(json!({"type": "dummy", "port": 70000})), StatusCode::BAD_REQUEST, "INVALID_REQUEST", "port: 70000 is not 0-65535"),
-        (json!({"vip": vip("10.0.0.3", 0, 6), "healthcheck": {"type": "dummy"}}), StatusCode::BAD_REQUEST,
-            "INVALID_REQUEST", "port: required for the port-less VIP 10.0.0.3:0/tcp"),
+        (
+            hc(json!({"type": "dummy", "interval_ms": 1000})),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "timeout_ms: 2000 must be below interval_ms (1000)",
+        ),
+        (
+            hc(json!({"type": "dummy", "port": 70000})),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "port: 70000 is not 0-65535",
+        ),
+        (
+            json!({"vip": vip("10.0.0.3", 0, 6), "healthcheck": {"type": "dummy"}}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "port: required for the port-less VIP 10.0.0.3:0/tcp",
+        ),
         (hc(json!({"type": "http"})), StatusCode::BAD_REQUEST, "INVALID_REQUEST", "http: required for type http"),
-        (hc(json!({"type": "https", "https": {"path": ""}})), StatusCode::BAD_REQUEST, "INVALID_REQUEST",
-            "https.path: required (non-empty) for type https"),
-        (hc(json!({"type": "http", "http": {"path": "/", "expected_status": 700}})), StatusCode::BAD_REQUEST,
-            "INVALID_REQUEST", "http.expected_status: 700 is not an HTTP status (100-599)"),
+        (
+            hc(json!({"type": "https", "https": {"path": ""}})),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "https.path: required (non-empty) for type https",
+        ),
+        (
+            hc(json!({"type": "http", "http": {"path": "/", "expected_status": 700}})),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "http.expected_status: 700 is not an HTTP status (100-599)",
+        ),
         // A valid check that probes, without the prober.
-        (hc(json!({"type": "tcp"})), StatusCode::NOT_IMPLEMENTED, "FEATURE_DISABLED",
-            "a tcp health check without the prober"),
-        (hc(json!({"type": "http", "http": {"path": "/"}})), StatusCode::NOT_IMPLEMENTED, "FEATURE_DISABLED",
-            "a http health check without the prober"),
+        (
+            hc(json!({"type": "tcp"})),
+            StatusCode::NOT_IMPLEMENTED,
+            "FEATURE_DISABLED",
+            "a tcp health check without the prober",
+        ),
+        (
+            hc(json!({"type": "http", "http": {"path": "/"}})),
+            StatusCode::NOT_IMPLEMENTED,
+            "FEATURE_DISABLED",
+            "a http health check without the prober",
+        ),
     ];
     for (body, status, code, needle) in cases {
         let answer = put(&api, "/api/v1/vips/healthcheck", body.clone()).await;
@@ -224,9 +304,18 @@ async fn health_check_errors_come_in_the_documented_order() {
     }
     let unknown = "/api/v1/vips/healthcheck?address=10.0.0.9&port=80&proto=6";
     assert_error(&api.call("GET", unknown).await, StatusCode::NOT_FOUND, "NOT_FOUND", "VIP 10.0.0.9:80/tcp not found");
-    assert_error(&api.call("DELETE", unknown).await, StatusCode::NOT_FOUND, "NOT_FOUND", "VIP 10.0.0.9:80/tcp not found");
-    assert_error(&api.call("GET", "/api/v1/vips/healthcheck?address=x&port=80&proto=6").await,
-        StatusCode::BAD_REQUEST, "INVALID_REQUEST", "address: \"x\" is not an IP address");
+    assert_error(
+        &api.call("DELETE", unknown).await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "VIP 10.0.0.9:80/tcp not found",
+    );
+    assert_error(
+        &api.call("GET", "/api/v1/vips/healthcheck?address=x&port=80&proto=6").await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_REQUEST",
+        "address: \"x\" is not an IP address",
+    );
 }
 
 #[tokio::test]
@@ -286,10 +375,16 @@ async fn the_export_carries_health_and_checks_and_rebuilds_them() {
     }
     let api = with_vip().await;
     let key = vip("10.0.0.1", 80, 6);
-    assert_ok(&put(&api, "/api/v1/vips/reals/health", json!({"vip": key, "address": "10.1.0.2", "healthy": false})).await);
-    assert_ok(&put(&api, "/api/v1/vips/healthcheck", json!({"vip": key, "healthcheck": {"type": "dummy", "port": 81}})).await);
+    assert_ok(
+        &put(&api, "/api/v1/vips/reals/health", json!({"vip": key, "address": "10.1.0.2", "healthy": false})).await,
+    );
+    assert_ok(
+        &put(&api, "/api/v1/vips/healthcheck", json!({"vip": key, "healthcheck": {"type": "dummy", "port": 81}})).await,
+    );
     // dummy made every real healthy: take one down again for the export.
-    assert_ok(&put(&api, "/api/v1/vips/reals/health", json!({"vip": key, "address": "10.1.0.2", "healthy": false})).await);
+    assert_ok(
+        &put(&api, "/api/v1/vips/reals/health", json!({"vip": key, "address": "10.1.0.2", "healthy": false})).await,
+    );
     let doc = api.data("/api/v1/config/export/json").await;
     assert_eq!(doc["target_groups"], json!({"group-0": [real("10.1.0.1", 1, true), real("10.1.0.2", 1, false)]}));
     assert_eq!(
@@ -324,9 +419,12 @@ async fn the_export_carries_health_and_checks_and_rebuilds_them() {
     no_prober["vips"][0]["healthcheck"] = json!({"type": "tcp"});
     let other = Api::new();
     let err = weir_agent::api::import_document(&other.state, no_prober.to_string().as_bytes()).unwrap_err();
-    assert_eq!((err.status, err.message.as_str()), (
-        StatusCode::BAD_REQUEST,
-        "vips[0].healthcheck: a tcp check needs lb.features.healthchecker_endpoint (weir's prober)"
-    ));
+    assert_eq!(
+        (err.status, err.message.as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            "vips[0].healthcheck: a tcp check needs lb.features.healthchecker_endpoint (weir's prober)"
+        )
+    );
     assert!(other.state.balancer.read().unwrap().is_none());
 }

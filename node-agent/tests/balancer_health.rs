@@ -246,7 +246,8 @@ fn bad_health_requests_change_nothing() {
     let portless = VipId { port: 0, ..id };
     lb.add_vip(VipSpec { id: portless, flags: 0 }).unwrap();
     assert_eq!(
-        err(lb.set_health_check(&portless, HealthCheck { kind: CheckKind::Dummy, interval_ms: 5000, ..tcp })
+        err(lb
+            .set_health_check(&portless, HealthCheck { kind: CheckKind::Dummy, interval_ms: 5000, ..tcp })
             .unwrap_err()),
         (Code::InvalidRequest, "invalid healthcheck: port: required for the port-less VIP 10.100.0.1:0/tcp".into())
     );

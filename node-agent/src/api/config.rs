@@ -335,8 +335,9 @@ pub fn import_document(state: &ApiState, bytes: &[u8]) -> Result<(), ApiError> {
         let check = match &vip.healthcheck {
             None => None,
             Some(wire) => {
-                let check = from_wire(wire)
-                    .map_err(|e| ApiError::invalid(format!("{}: {}", field("healthcheck"), ApiError::from(e).message)))?;
+                let check = from_wire(wire).map_err(|e| {
+                    ApiError::invalid(format!("{}: {}", field("healthcheck"), ApiError::from(e).message))
+                })?;
                 if check.kind != CheckKind::Dummy && !prober {
                     return Err(ApiError::invalid(format!(
                         "{}: a {} check needs lb.features.healthchecker_endpoint (weir's prober)",

@@ -277,12 +277,8 @@ mod tests {
     }
 
     fn state_of(v: Vip) -> State {
-        let reals = v
-            .reals
-            .keys()
-            .enumerate()
-            .map(|(i, &addr)| (addr, Real { addr, index: i as u32 + 1, flags: 0 }))
-            .collect();
+        let reals =
+            v.reals.keys().enumerate().map(|(i, &addr)| (addr, Real { addr, index: i as u32 + 1, flags: 0 })).collect();
         State { vips: [(v.id, v)].into(), reals, mac: [2, 0, 0, 0, 0, 1], next_conn_tag: 2 }
     }
 

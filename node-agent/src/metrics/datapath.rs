@@ -32,6 +32,9 @@ pub struct Options {
     pub conn_table_usage: bool,
 }
 
+/// Each real of a VIP with its health.
+pub(crate) type RealsHealth = Vec<(IpAddr, bool)>;
+
 /// Everything one scrape reports, read under the lock, encoded after it.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Snapshot {
@@ -40,7 +43,7 @@ pub(crate) struct Snapshot {
     pub vips: Vec<(VipId, Counter)>,
     pub reals: Vec<(IpAddr, Counter)>,
     /// Per VIP: whether it fails open, and each real's health.
-    pub health: Vec<(VipId, bool, Vec<(IpAddr, bool)>)>,
+    pub health: Vec<(VipId, bool, RealsHealth)>,
     pub stats: Vec<(Stat, Counter)>,
     /// (CPU, packets processed).
     pub cpus: Vec<(u32, u64)>,

@@ -118,7 +118,10 @@ impl Balancer {
         validate_health_check(id, &check)?;
         if check.kind != CheckKind::Dummy && !self.config.prober {
             return Err(Error::FeatureDisabled {
-                feature: format!("a {} health check without the prober (only dummy checks run without it)", check.kind.name()),
+                feature: format!(
+                    "a {} health check without the prober (only dummy checks run without it)",
+                    check.kind.name()
+                ),
             });
         }
         let vip = self.state.vips.get_mut(id).expect("checked above");
