@@ -22,6 +22,10 @@ pub enum Code {
     TooManyConnections,
     BpfFailed,
     InternalError,
+    /// The current API's failed call to an external health checker. weir's
+    /// prober runs in the agent, so nothing answers it yet; listed because
+    /// the API document has it.
+    HcServiceUnavailable,
 }
 
 impl Code {
@@ -42,6 +46,7 @@ impl Code {
             Code::TooManyConnections => "TOO_MANY_CONNECTIONS",
             Code::BpfFailed => "BPF_FAILED",
             Code::InternalError => "INTERNAL_ERROR",
+            Code::HcServiceUnavailable => "HC_SERVICE_UNAVAILABLE",
         }
     }
 }

@@ -8,7 +8,9 @@
 //! VIP with its flags and hash function, every real with its weight, flags and
 //! health, the default MAC. Reals are sorted by address, and VIPs whose real
 //! lists are identical share a target group (`group-0`, `group-1`, ... in VIP
-//! order), so identical sets never split. weir's additions: `lb.mtu`, and each
+//! order), so identical sets never split. Each VIP carries its `healthcheck`;
+//! reals their `healthy` (in YAML only when true; on import, `healthy: true`
+//! starts a real healthy whatever the default). weir's additions: `lb.mtu`, and each
 //! VIP's `hash_function` (Katran's document has one for the whole balancer).
 //! `server` is the agent's effective server settings (`/limits/effective`'s
 //! document; informational, not imported).
@@ -26,10 +28,11 @@ use weir_abi::Protocol;
 use super::create::create;
 use super::error::ApiError;
 use super::reply::{Data, Success};
-use super::types::{CreateLb, RealState};
+use super::types::{CreateLb, HealthCheckConfig, RealState};
 use super::utils::{format_mac, parse_mac};
+use super::vip_health::{from_wire, to_wire};
 use super::ApiState;
-use crate::dataplane::{AttachMode, Balancer, HashFunction, RealAction, RealSpec, VipId, VipSpec};
+use crate::dataplane::{AttachMode, Balancer, CheckKind, HashFunction, RealAction, RealSpec, VipId, VipSpec};
 
 /// This module's handlers, each served at the path and method its `#[utoipa::path]` names.
 pub(super) fn router() -> utoipa_axum::router::OpenApiRouter<ApiState> {
@@ -138,7 +141,16 @@ pub struct Features {
     pub memlock_unlimited: bool,
     pub cleanup_on_shutdown: bool,
     pub testing: bool,
+    /// Set (to [`BUILTIN_PROBER`]) when weir's prober checks reals: new
+    /// reals start unhealthy, and checks other than `dummy` are accepted.
+    /// Importing any non-empty value enables the prober.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthchecker_endpoint: Option<String>,
 }
+
+/// What `healthchecker_endpoint` says for weir's prober (katran-server's
+/// names an external service; weir's runs in the agent).
+pub const BUILTIN_PROBER: &str = "builtin";
 
 /// A VIP and the name of its target group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -152,6 +164,9 @@ pub struct VipEntry {
     /// weir: `maglev` or `maglev_v2`; missing means `lb.hash_function`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_function: Option<String>,
+    /// The VIP's health check (`/vips/healthcheck`'s object), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthCheckConfig>,
 }
 
 /// The whole configuration, as a YAML file (`katran-config.yaml`).
@@ -162,6 +177,16 @@ pub struct VipEntry {
     ))]
 async fn config_export(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let doc = state.blocking(|state| state.blocking_read(|lb| Ok(export(state, lb)))).await?;
+    let mut doc = serde_yaml::to_value(&doc).map_err(|e| ApiError::internal(format!("config as YAML: {e}")))?;
+    // The YAML form names `healthy` only when true (the reference's loader
+    // reads a missing one as false).
+    if let Some(groups) = doc.get_mut("target_groups").and_then(|g| g.as_mapping_mut()) {
+        for real in groups.values_mut().filter_map(|g| g.as_sequence_mut()).flatten() {
+            if let Some(real) = real.as_mapping_mut().filter(|r| r.get("healthy") == Some(&false.into())) {
+                real.remove("healthy");
+            }
+        }
+    }
     let yaml = serde_yaml::to_string(&doc).map_err(|e| ApiError::internal(format!("config as YAML: {e}")))?;
     Ok((
         [
@@ -225,6 +250,7 @@ fn export(state: &ApiState, lb: &Balancer) -> ConfigDocument {
             memlock_unlimited: k.memlock_unlimited,
             cleanup_on_shutdown: c.cleanup_on_shutdown,
             testing: c.testing,
+            healthchecker_endpoint: lb.prober_enabled().then(|| BUILTIN_PROBER.to_owned()),
         },
         hash_function: c.hash_function.name().to_owned(),
         mtu: Some(c.mtu),
@@ -234,7 +260,7 @@ fn export(state: &ApiState, lb: &Balancer) -> ConfigDocument {
     let mut vips = Vec::new();
     for vip in lb.vips() {
         let mut reals: Vec<RealState> =
-            lb.reals(&vip.id).unwrap_or_default().into_iter().map(RealState::from).collect();
+            lb.reals_with_health(&vip.id).unwrap_or_default().into_iter().map(RealState::from).collect();
         reals.sort_by_key(|r| r.address.parse::<IpAddr>().ok());
         let group = groups.iter().position(|g| *g == reals).unwrap_or_else(|| {
             groups.push(reals);
@@ -248,6 +274,7 @@ fn export(state: &ApiState, lb: &Balancer) -> ConfigDocument {
             target_group: format!("group-{group}"),
             flags: vip.flags,
             hash_function: Some(vip.hash_function.name().to_owned()),
+            healthcheck: lb.health_check(&vip.id).ok().flatten().as_ref().map(to_wire),
         });
     }
     ConfigDocument {
@@ -274,6 +301,7 @@ pub fn is_document(bytes: &[u8]) -> bool {
 pub fn import_document(state: &ApiState, bytes: &[u8]) -> Result<(), ApiError> {
     let doc: ConfigDocument =
         serde_yaml::from_slice(bytes).map_err(|e| ApiError::invalid(format!("configuration document: {e}")))?;
+    let prober = doc.lb.features.healthchecker_endpoint.as_deref().is_some_and(|e| !e.is_empty());
     let mut plan = Vec::with_capacity(doc.vips.len());
     for (i, vip) in doc.vips.iter().enumerate() {
         let field = |name: &str| format!("vips[{i}].{name}");
@@ -295,21 +323,49 @@ pub fn import_document(state: &ApiState, bytes: &[u8]) -> Result<(), ApiError> {
             ApiError::invalid(format!("{}: no target group {:?}", field("target_group"), vip.target_group))
         })?;
         let mut reals = Vec::with_capacity(group.len());
+        let mut healthy = Vec::new();
         for (j, real) in group.iter().enumerate() {
             let addr = state.ip(&format!("target_groups.{}[{j}].address", vip.target_group), &real.address)?;
             reals.push(RealSpec { addr, weight: real.weight, flags: real.flags });
+            // `healthy: true` starts healthy whatever the default.
+            if real.healthy {
+                healthy.push((addr, true));
+            }
         }
-        plan.push((VipSpec { id, flags: vip.flags }, hash, reals));
+        let check = match &vip.healthcheck {
+            None => None,
+            Some(wire) => {
+                let check = from_wire(wire).map_err(|e| {
+                    ApiError::invalid(format!("{}: {}", field("healthcheck"), ApiError::from(e).message))
+                })?;
+                if check.kind != CheckKind::Dummy && !prober {
+                    return Err(ApiError::invalid(format!(
+                        "{}: a {} check needs lb.features.healthchecker_endpoint (weir's prober)",
+                        field("healthcheck"),
+                        check.kind.name()
+                    )));
+                }
+                Some(check)
+            }
+        };
+        plan.push(Planned { spec: VipSpec { id, flags: vip.flags }, hash, reals, healthy, check });
     }
     create(state, &create_body(&doc.lb)?)?;
-    for (spec, hash, reals) in plan {
+    if prober {
+        state.blocking_write(|lb| lb.set_prober_enabled(true))?;
+    }
+    for Planned { spec, hash, reals, healthy, check } in plan {
         let id: VipId = spec.id;
         let applied = state.blocking_write_vip(&id, |lb| {
             lb.add_vip(spec)?;
             if let Some(hash) = hash.filter(|&h| h != lb.config().hash_function) {
                 lb.change_hash_function(&id, hash)?;
             }
-            lb.modify_reals(&id, RealAction::Add, &reals)
+            if let Some(check) = check {
+                lb.set_health_check(&id, check)?;
+            }
+            lb.modify_reals(&id, RealAction::Add, &reals)?;
+            lb.set_reals_health(&id, &healthy)
         });
         if let Err(e) = applied {
             // What only the Balancer can refuse (a VIP flag it lacks, a full
@@ -320,6 +376,16 @@ pub fn import_document(state: &ApiState, bytes: &[u8]) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// A VIP of a document, checked, to be added.
+struct Planned {
+    spec: VipSpec,
+    hash: Option<HashFunction>,
+    reals: Vec<RealSpec>,
+    /// The reals the document says are healthy.
+    healthy: Vec<(IpAddr, bool)>,
+    check: Option<crate::dataplane::HealthCheck>,
 }
 
 fn hash_by_name(field: &str, name: &str) -> Result<HashFunction, ApiError> {

@@ -1,7 +1,7 @@
 //! Endpoints of features weir's datapath does not have yet: QUIC, source
-//! routing, inline decapsulation, the packet monitor, TCP server-id routing, source-IP (GUE) encapsulation, the
-//! global LRU, and the current API's health checking of reals (`/vips/healthcheck*`,
-//! `/vips/reals/health*`). Each answers 501 FEATURE_DISABLED naming the feature, before
+//! routing, inline decapsulation, the packet monitor, TCP server-id routing,
+//! source-IP (GUE) encapsulation, the global LRU. Each answers 501
+//! FEATURE_DISABLED naming the feature, before
 //! and after `/lb/create`, whatever the request carries; `/features/check`
 //! reports them unavailable. TODO(#3 follow-up): fill them in with the
 //! datapath features.
@@ -42,7 +42,6 @@ macro_rules! disabled {
 const QUIC: &str = "QUIC";
 const SRC_ROUTING: &str = "source routing";
 const INLINE_DECAP: &str = "inline decapsulation";
-const REAL_HEALTH: &str = "health checking of reals (every real is healthy until it lands)";
 const MONITOR: &str = "the packet monitor (introspection)";
 const TPR: &str = "TCP server-id routing";
 const GLOBAL_LRU: &str = "the global LRU (GLOBAL_LRU)";
@@ -68,12 +67,6 @@ disabled! {
     get_inline_decap_dsts: get "/api/v1/routing/decap/inline" => INLINE_DECAP;
     add_inline_decap_dst: post "/api/v1/routing/decap/inline" => INLINE_DECAP;
     del_inline_decap_dst: delete "/api/v1/routing/decap/inline" => INLINE_DECAP;
-    put_vip_healthcheck: put "/api/v1/vips/healthcheck" => REAL_HEALTH;
-    get_vip_healthcheck: get "/api/v1/vips/healthcheck" => REAL_HEALTH;
-    del_vip_healthcheck: delete "/api/v1/vips/healthcheck" => REAL_HEALTH;
-    vip_healthcheck_status: get "/api/v1/vips/healthcheck/status" => REAL_HEALTH;
-    set_real_health: put "/api/v1/vips/reals/health" => REAL_HEALTH;
-    set_reals_health: put "/api/v1/vips/reals/health/batch" => REAL_HEALTH;
     monitor_stop: post "/api/v1/monitor/stop" => MONITOR;
     monitor_restart: post "/api/v1/monitor/restart" => MONITOR;
     global_lru_map_fds: get "/api/v1/utils/global-lru-map-fds" => GLOBAL_LRU;

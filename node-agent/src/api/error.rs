@@ -29,6 +29,7 @@ impl Code {
             Code::FeatureDisabled => StatusCode::NOT_IMPLEMENTED,
             Code::LbNotInitialized | Code::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             Code::BpfFailed | Code::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::HcServiceUnavailable => StatusCode::BAD_GATEWAY,
         }
     }
 }

@@ -12,6 +12,8 @@
 //!   field by field);
 //! - `vips`, `reals`, `stats`, `lru`, `utils`, `features`, `healthcheck`:
 //!   the endpoints the datapath serves;
+//! - `vip_health`: real health and VIP health checks (`/vips/reals/health*`,
+//!   `/vips/healthcheck*`);
 //! - `disabled`: the endpoints of features the datapath does not have yet
 //!   (QUIC, source routing, inline decap, monitor, ...): 501;
 //! - `health`: `/health` (liveness), `/health/ready` (readiness);
@@ -59,6 +61,7 @@ mod stats;
 pub mod system;
 pub mod types;
 mod utils;
+mod vip_health;
 mod vips;
 
 pub use config::{import_document, is_document, ConfigDocument};
@@ -124,6 +127,7 @@ fn endpoints() -> OpenApiRouter<ApiState> {
         .merge(config::router())
         .merge(vips::router())
         .merge(reals::router())
+        .merge(vip_health::router())
         .merge(stats::router())
         .merge(lru::router())
         .merge(utils::router())

@@ -1,6 +1,9 @@
 //! Reals: a VIP's reals (get, add, delete, batch), a real's index and flags.
 //! Reals are shared across VIPs by address (one index each); weight 0
-//! drains a real (its connections stay, new flows avoid it). In cluster
+//! drains a real (its connections stay, new flows avoid it). Each real of
+//! `GET /vips/reals` says whether it is `healthy`; a `healthy` in add and
+//! batch bodies is ignored (katran-cli always sends false): health changes
+//! only through `/vips/reals/health` (`vip_health`) and the prober. In cluster
 //! mode, changing the reals of a VIP a VirtualService owns, or the flags of
 //! one of its reals, is 409 CLUSTER_OWNED.
 
@@ -34,11 +37,12 @@ async fn get_reals(
     Params(key): Params<VipKey>,
 ) -> Result<Data<Vec<RealState>>, ApiError> {
     let id = state.vip_id("", &key)?;
-    let reals = state.read(move |lb| lb.reals(&id)).await?;
+    let reals = state.read(move |lb| lb.reals_with_health(&id)).await?;
     Ok(Data(reals.into_iter().map(RealState::from).collect()))
 }
 
-/// Adds a real to a VIP, or updates its weight and flags.
+/// Adds a real to a VIP, or updates its weight and flags (a known real
+/// keeps its health; a new one starts healthy unless the prober is enabled).
 #[utoipa::path(post, path = "/api/v1/vips/reals", tag = "reals", request_body = VipReal,
     responses((status = 201, description = "Added", body = Acknowledged)))]
 async fn add_real(State(state): State<ApiState>, Body(req): Body<VipReal>) -> Result<Created, ApiError> {

@@ -28,6 +28,15 @@ pub struct Success<T> {
     pub data: T,
 }
 
+/// `{"success": true, "data": ...}` with `data` only when there is some
+/// (the current API's `GET /vips/healthcheck` of a VIP without a check).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MaybeSuccess<T> {
+    pub success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<T>,
+}
+
 /// `{"success": true}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Acknowledged {

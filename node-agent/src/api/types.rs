@@ -87,20 +87,21 @@ pub struct Real {
 }
 
 /// A real of `GET /vips/reals` (and of `/config/export`): the current API's
-/// `healthy` says whether new flows may pick it. weir has no health checking
-/// yet (TODO(#13)), so every real is healthy.
+/// `healthy` says whether new flows may pick it (unhealthy reals are listed
+/// too). Read from a document, a missing `healthy` is false.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RealState {
     #[schema(example = "192.168.1.1")]
     pub address: String,
     pub weight: u32,
     pub flags: u8,
+    #[serde(default)]
     pub healthy: bool,
 }
 
-impl From<crate::dataplane::RealSpec> for RealState {
-    fn from(r: crate::dataplane::RealSpec) -> Self {
-        Self { address: r.addr.to_string(), weight: r.weight, flags: r.flags, healthy: true }
+impl From<(crate::dataplane::RealSpec, bool)> for RealState {
+    fn from((r, healthy): (crate::dataplane::RealSpec, bool)) -> Self {
+        Self { address: r.addr.to_string(), weight: r.weight, flags: r.flags, healthy }
     }
 }
 
@@ -161,6 +162,123 @@ pub struct ModifyRealFlags {
     #[schema(schema_with = schemas::real_flags)]
     pub flags: u8,
     pub set: bool,
+}
+
+// ---- Real health and health checks (the current API) ----
+
+/// `PUT /vips/reals/health`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct RealHealthUpdate {
+    pub vip: VipKey,
+    #[schema(schema_with = schemas::address)]
+    pub address: String,
+    pub healthy: bool,
+}
+
+/// `PUT /vips/reals/health/batch`: reals the VIP lacks are skipped.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct RealsHealthBatch {
+    pub vip: VipKey,
+    pub reals: Vec<RealHealthItem>,
+}
+
+/// A real of [`RealsHealthBatch`].
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct RealHealthItem {
+    #[schema(schema_with = schemas::address)]
+    pub address: String,
+    pub healthy: bool,
+}
+
+/// A VIP's health check, as `PUT /vips/healthcheck` takes it and `GET`
+/// returns it (defaults applied). Numbers ≤ 0 count as omitted; `port`
+/// defaults to the VIP's (required on a port-less VIP).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HealthCheckConfig {
+    /// `tcp`, `http`, `https` or `dummy` (no probe: always healthy).
+    #[serde(rename = "type", default)]
+    #[schema(example = "tcp")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+    /// Needed for `http`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCheckConfig>,
+    /// Needed for `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https: Option<HttpCheckConfig>,
+    /// Default 5000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<i64>,
+    /// Default 2000; below `interval_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<i64>,
+    /// Consecutive successes to turn healthy; default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_threshold: Option<i64>,
+    /// Consecutive failures to turn unhealthy; default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_threshold: Option<i64>,
+}
+
+/// An HTTP(S) check's request and expected status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HttpCheckConfig {
+    #[serde(default)]
+    #[schema(example = "/healthz")]
+    pub path: String,
+    /// Default 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_status: Option<i64>,
+    /// The Host header (and the SNI for https).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// https only; default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_tls_verify: Option<bool>,
+}
+
+/// `PUT /vips/healthcheck`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct VipHealthCheck {
+    pub vip: VipKey,
+    pub healthcheck: HealthCheckConfig,
+}
+
+/// `GET /vips/healthcheck/status` data.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HealthStatus {
+    pub vip: VipKey,
+    pub reals: Vec<RealHealthStatus>,
+    /// weir: every real is unhealthy, so all stay in the ring.
+    pub fail_open: bool,
+}
+
+/// A real of [`HealthStatus`]; times are RFC 3339 UTC in seconds, omitted
+/// while unknown (no probe yet).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RealHealthStatus {
+    #[schema(example = "192.168.1.1")]
+    pub address: String,
+    pub healthy: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2025-01-15T10:30:00Z")]
+    pub last_check_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2025-01-15T10:30:00Z")]
+    pub last_status_change: Option<String>,
+    pub consecutive_failures: u32,
+}
+
+/// An item of `GET /vips`: the VIP's key, and weir's `fail_open` when true.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct VipListed {
+    #[serde(flatten)]
+    pub key: VipKey,
+    /// weir: every real of the VIP is unhealthy, so all of them stay in its
+    /// ring (sent only when true).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fail_open: bool,
 }
 
 // ---- Stats ----

@@ -8,7 +8,7 @@ use axum::extract::State;
 use super::error::ApiError;
 use super::extract::{Body, Params};
 use super::reply::{Acknowledged, Created, Data, Done, Success};
-use super::types::{HashFunctionChange, ModifyVipFlags, NewVip, VipFlags, VipKey};
+use super::types::{HashFunctionChange, ModifyVipFlags, NewVip, VipFlags, VipKey, VipListed};
 use super::ApiState;
 use crate::dataplane::{HashFunction, VipSpec};
 
@@ -24,12 +24,12 @@ pub(super) fn router() -> utoipa_axum::router::OpenApiRouter<ApiState> {
         .routes(routes!(change_hash_function))
 }
 
-/// Every VIP.
+/// Every VIP; `fail_open: true` (weir) on one whose reals are all unhealthy.
 #[utoipa::path(get, path = "/api/v1/vips", tag = "vips",
-    responses((status = 200, description = "The VIPs", body = Success<Vec<VipKey>>)))]
-async fn list_vips(State(state): State<ApiState>) -> Result<Data<Vec<VipKey>>, ApiError> {
+    responses((status = 200, description = "The VIPs", body = Success<Vec<VipListed>>)))]
+async fn list_vips(State(state): State<ApiState>) -> Result<Data<Vec<VipListed>>, ApiError> {
     let vips = state.read(|lb| Ok(lb.vips())).await?;
-    Ok(Data(vips.into_iter().map(|vip| VipKey::from(vip.id)).collect()))
+    Ok(Data(vips.into_iter().map(|vip| VipListed { key: VipKey::from(vip.id), fail_open: vip.fail_open }).collect()))
 }
 
 /// Adds a VIP (with no reals: it drops nothing and forwards nothing until it has some).

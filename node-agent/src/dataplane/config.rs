@@ -86,6 +86,11 @@ pub struct BalancerConfig {
     pub state_dir: PathBuf,
     /// CPUs that forward traffic; reported by the per-core counters. Empty = all.
     pub forwarding_cores: Vec<u32>,
+    /// A prober checks reals (katran's "healthchecker configured"): new reals
+    /// start unhealthy until promoted, and checks other than `dummy` are
+    /// accepted. Off by default: every real is healthy until told otherwise.
+    #[serde(default)]
+    pub prober: bool,
     /// What a katran-server `/lb/create` body set that weir's datapath does
     /// not act on, kept so that `/lb/status` can say so and `/config/export`
     /// gives it back.
@@ -177,6 +182,7 @@ impl Default for BalancerConfig {
             pin_root: Some(PathBuf::from(super::pin::DEFAULT_PIN_ROOT)),
             state_dir: PathBuf::from("/run/weir"),
             forwarding_cores: Vec::new(),
+            prober: false,
             katran: KatranSettings::default(),
         }
     }

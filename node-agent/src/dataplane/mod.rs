@@ -26,12 +26,12 @@ pub mod pin;
 mod state;
 mod stats;
 
-pub use balancer::{Balancer, ConnPurge, RealAction, RealSpec, VipInfo, VipSpec};
+pub use balancer::{Balancer, ConnPurge, RealAction, RealHealth, RealSpec, VipInfo, VipSpec};
 pub use config::{AttachMode, BalancerConfig, KatranSettings, Pins};
 pub use flow::{flow_frame, outer_destination, Flow, Simulated, Verdict};
 pub use katran::{KatranConfig, KatranError, BALANCER_PROGRAM};
 pub use maglev::HashFunction;
-pub use state::VipId;
+pub use state::{CheckKind, HealthCheck, HttpCheck, ProbeRecord, VipId};
 pub use stats::Counter;
 
 use std::net::IpAddr;

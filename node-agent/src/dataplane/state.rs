@@ -38,6 +38,102 @@ pub(crate) struct Vip {
     pub hash: HashFunction,
     /// Real address -> weight (0 = drained: keeps its connections, gets no new ones).
     pub reals: BTreeMap<IpAddr, u32>,
+    /// Reals of this VIP that are unhealthy: listed and exported with their
+    /// weight and flags, their connection-table entries kept, but out of the
+    /// ring (unless every real is: [`Vip::fail_open`]). Health is per VIP, as
+    /// a check is. A set of the unhealthy ones, so that state files saved
+    /// before health existed read as all healthy.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unhealthy: BTreeSet<IpAddr>,
+    /// The VIP's health check (`PUT /vips/healthcheck`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    /// What the prober last found for each real (not saved: a restarted
+    /// agent probes again).
+    #[serde(skip)]
+    pub probes: BTreeMap<IpAddr, ProbeRecord>,
+}
+
+impl Vip {
+    /// Every real of the VIP is unhealthy: they all stay in the ring, since
+    /// sending to all beats sending to none. A VIP without reals is not.
+    pub fn fail_open(&self) -> bool {
+        !self.reals.is_empty() && self.reals.keys().all(|a| self.unhealthy.contains(a))
+    }
+
+    pub fn is_healthy(&self, addr: &IpAddr) -> bool {
+        !self.unhealthy.contains(addr)
+    }
+}
+
+/// How a VIP's reals are checked (katran-server's current API's object,
+/// defaults applied: the stored form, which `GET /vips/healthcheck` shows).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    /// The port probed: the VIP's unless set (never 0 once stored).
+    pub port: u16,
+    /// For `http`; kept (unused) whatever the kind, as the reference does.
+    pub http: Option<HttpCheck>,
+    /// For `https`.
+    pub https: Option<HttpCheck>,
+    pub interval_ms: u32,
+    /// Below `interval_ms`.
+    pub timeout_ms: u32,
+    /// Consecutive successes that make a real healthy.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that make a real unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+/// What a probe does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// A TCP connect.
+    Tcp,
+    /// An HTTP GET whose status must be `expected_status`.
+    Http,
+    /// The same over TLS.
+    Https,
+    /// No probe: every real of the VIP is healthy.
+    Dummy,
+}
+
+impl CheckKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http => "http",
+            CheckKind::Https => "https",
+            CheckKind::Dummy => "dummy",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [CheckKind::Tcp, CheckKind::Http, CheckKind::Https, CheckKind::Dummy].into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// An HTTP(S) probe's request and the status it expects.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HttpCheck {
+    pub path: String,
+    pub expected_status: u16,
+    /// The Host header (and, for https, the SNI); the VIP's address when unset.
+    pub host: Option<String>,
+    /// https only.
+    pub skip_tls_verify: bool,
+}
+
+/// What the prober last found for a real of a VIP: it writes these through
+/// [`Balancer::record_probe`](crate::dataplane::Balancer::record_probe);
+/// `GET /vips/healthcheck/status` reads them. Unknown until a probe ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeRecord {
+    pub last_check: Option<std::time::SystemTime>,
+    pub last_status_change: Option<std::time::SystemTime>,
+    pub consecutive_failures: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -157,5 +253,81 @@ impl State {
             next_conn_tag: saved.next_conn_tag,
         };
         Ok(Some((state, saved.layout)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vip(unhealthy: &[IpAddr], health_check: Option<HealthCheck>) -> Vip {
+        let id = VipId { addr: "10.100.0.1".parse().unwrap(), port: 80, proto: 6 };
+        let reals = ["10.0.0.1", "10.0.0.2"].iter().map(|a| (a.parse().unwrap(), 1)).collect();
+        Vip {
+            id,
+            vip_num: 0,
+            conn_tag: 1,
+            flags: 0,
+            hash: HashFunction::Maglev,
+            reals,
+            unhealthy: unhealthy.iter().copied().collect(),
+            health_check,
+            probes: BTreeMap::new(),
+        }
+    }
+
+    fn state_of(v: Vip) -> State {
+        let reals =
+            v.reals.keys().enumerate().map(|(i, &addr)| (addr, Real { addr, index: i as u32 + 1, flags: 0 })).collect();
+        State { vips: [(v.id, v)].into(), reals, mac: [2, 0, 0, 0, 0, 1], next_conn_tag: 2 }
+    }
+
+    #[test]
+    fn health_and_checks_survive_a_save_and_load() {
+        let dir = std::env::temp_dir().join(format!("weir-state-health-{}", std::process::id()));
+        let path = dir.join("lo.json");
+        let check = HealthCheck {
+            kind: CheckKind::Http,
+            port: 8080,
+            http: Some(HttpCheck {
+                path: "/healthz".into(),
+                expected_status: 204,
+                host: Some("web".into()),
+                skip_tls_verify: false,
+            }),
+            https: None,
+            interval_ms: 1000,
+            timeout_ms: 500,
+            healthy_threshold: 2,
+            unhealthy_threshold: 4,
+        };
+        let mut v = vip(&["10.0.0.2".parse().unwrap()], Some(check));
+        let config = BalancerConfig::testing();
+        let state = state_of(v.clone());
+        // Probe records are not saved: a restarted agent probes again.
+        v.probes.insert("10.0.0.1".parse().unwrap(), ProbeRecord { consecutive_failures: 2, ..Default::default() });
+        let mut with_probes = state.clone();
+        with_probes.vips.insert(v.id, v);
+        with_probes.save(&config, &path).unwrap();
+        let (loaded, _) = State::load(&config, &path, &dir).unwrap().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(loaded, state);
+        assert!(!loaded.vips.values().next().unwrap().fail_open());
+    }
+
+    #[test]
+    fn a_state_file_from_before_health_reads_as_all_healthy() {
+        let dir = std::env::temp_dir().join(format!("weir-state-old-{}", std::process::id()));
+        let path = dir.join("lo.json");
+        let config = BalancerConfig::testing();
+        let state = state_of(vip(&[], None));
+        state.save(&config, &path).unwrap();
+        // What such a file holds: no `unhealthy`, no `health_check`.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("unhealthy") && !text.contains("health_check"), "{text}");
+        let (loaded, _) = State::load(&config, &path, &dir).unwrap().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let vip = loaded.vips.values().next().unwrap();
+        assert!(vip.reals.keys().all(|a| vip.is_healthy(a)) && vip.health_check.is_none());
     }
 }

@@ -32,6 +32,9 @@ pub struct Options {
     pub conn_table_usage: bool,
 }
 
+/// Each real of a VIP with its health.
+pub(crate) type RealsHealth = Vec<(IpAddr, bool)>;
+
 /// Everything one scrape reports, read under the lock, encoded after it.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Snapshot {
@@ -39,6 +42,8 @@ pub(crate) struct Snapshot {
     pub attached: bool,
     pub vips: Vec<(VipId, Counter)>,
     pub reals: Vec<(IpAddr, Counter)>,
+    /// Per VIP: whether it fails open, and each real's health.
+    pub health: Vec<(VipId, bool, RealsHealth)>,
     pub stats: Vec<(Stat, Counter)>,
     /// (CPU, packets processed).
     pub cpus: Vec<(u32, u64)>,
@@ -64,7 +69,9 @@ impl Snapshot {
             if let Some(counter) = ok("VIP counters", lb.vip_stats(&vip.id)) {
                 snap.vips.push((vip.id, counter));
             }
-            reals.extend(ok("VIP reals", lb.reals(&vip.id)).unwrap_or_default().into_iter().map(|r| r.addr));
+            let with_health = ok("VIP reals", lb.reals_with_health(&vip.id)).unwrap_or_default();
+            reals.extend(with_health.iter().map(|(r, _)| r.addr));
+            snap.health.push((vip.id, vip.fail_open, with_health.into_iter().map(|(r, h)| (r.addr, h)).collect()));
         }
         for addr in reals {
             let counter = lb.real_index(addr).and_then(|index| ok("real counters", lb.real_stats(index)));
@@ -166,6 +173,23 @@ impl Snapshot {
             Some(Unit::Bytes),
             "L3 bytes (without Ethernet) sent to the real, over all its VIPs (Katran: per-real stats v2)",
             self.reals.iter().map(|(addr, c)| ([("address", addr.to_string())], c.v2)),
+        )?;
+        gauge(
+            &mut enc,
+            "vip_fail_open",
+            "1 while every real of the VIP is unhealthy, so that all of them stay in its ring (fail open), else 0",
+            self.health.iter().map(|(id, fail_open, _)| (vip_labels(id), i64::from(*fail_open))),
+        )?;
+        gauge(
+            &mut enc,
+            "real_healthy",
+            "1 while the real is healthy for the VIP (new flows may pick it), else 0",
+            self.health.iter().flat_map(|(id, _, reals)| {
+                reals.iter().map(move |(addr, healthy)| {
+                    let [a, p, q] = vip_labels(id);
+                    ([a, p, q, ("real", addr.to_string())], i64::from(*healthy))
+                })
+            }),
         )?;
         for g in GLOBALS {
             if let Some(c) = self.stat(g.stat) {
@@ -371,6 +395,7 @@ mod tests {
             attached: false,
             vips: vec![(vip, Counter { v1: 3, v2: 180 })],
             reals: vec![("10.1.0.1".parse().unwrap(), Counter { v1: 2, v2: 120 })],
+            health: vec![(vip, true, vec![("10.1.0.1".parse().unwrap(), false)])],
             stats: all
                 .iter()
                 .enumerate()
@@ -389,6 +414,8 @@ mod tests {
             "# UNIT weir_agent_vip_bytes bytes",
             "weir_agent_real_packets_total{address=\"10.1.0.1\"} 2",
             "weir_agent_real_bytes_total{address=\"10.1.0.1\"} 120",
+            "weir_agent_vip_fail_open{address=\"10.0.0.1\",port=\"80\",proto=\"tcp\"} 1",
+            "weir_agent_real_healthy{address=\"10.0.0.1\",port=\"80\",proto=\"tcp\",real=\"10.1.0.1\"} 0",
             "weir_agent_vip_matched_packets_total 10",
             "weir_agent_conn_table_misses_total 100",
             "weir_agent_conn_table_tcp_syn_misses_total 11",

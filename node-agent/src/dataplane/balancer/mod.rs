@@ -11,6 +11,7 @@
 //! One module per concern, each an `impl Balancer` block:
 //! - `lifecycle`: loading, adopting a pinned datapath, attaching, reloading, dropping;
 //! - `vips` and `reals`: the VIPs and their reals (rings follow them);
+//! - `health`: real health (only healthy reals sit in a ring), health checks;
 //! - `conns`: the connection table and flow questions (test runs, real-for-flow);
 //! - `counters`: counters and map usage;
 //! - `validation`: what the Balancer accepts, checked before anything changes.
@@ -19,6 +20,7 @@
 
 mod conns;
 mod counters;
+mod health;
 mod lifecycle;
 mod reals;
 mod validation;
@@ -32,6 +34,7 @@ use aya::Ebpf;
 use weir_ebpf::abi::{LbCtl, VipKey};
 
 pub use self::conns::ConnPurge;
+pub use self::health::RealHealth;
 use super::config::BalancerConfig;
 use super::healthcheck::Healthchecker;
 use super::maglev::HashFunction;
@@ -56,6 +59,10 @@ pub struct VipInfo {
     /// Index of the VIP's ring and counters.
     pub vip_num: u32,
     pub reals: usize,
+    /// Reals new flows may pick (see `fail_open`).
+    pub healthy_reals: usize,
+    /// Every real is unhealthy, so all of them stay in the ring.
+    pub fail_open: bool,
 }
 
 /// A real of a VIP.
@@ -158,7 +165,15 @@ fn vip_key(id: &VipId) -> VipKey {
 }
 
 fn vip_info(vip: &Vip) -> VipInfo {
-    VipInfo { id: vip.id, flags: vip.flags, hash_function: vip.hash, vip_num: vip.vip_num, reals: vip.reals.len() }
+    VipInfo {
+        id: vip.id,
+        flags: vip.flags,
+        hash_function: vip.hash,
+        vip_num: vip.vip_num,
+        reals: vip.reals.len(),
+        healthy_reals: vip.reals.keys().filter(|a| vip.is_healthy(a)).count(),
+        fail_open: vip.fail_open(),
+    }
 }
 
 fn monotonic_ns() -> u64 {

@@ -62,8 +62,12 @@ impl Balancer {
                         self.write_real(&known)?;
                     }
                 }
+                // A real new to the VIP starts with the default health; a
+                // known one keeps its health and takes the new weight and flags.
                 let vip = self.state.vips.get_mut(id).expect("checked above");
+                let added: Vec<IpAddr> = reals.iter().map(|r| r.addr).filter(|a| !vip.reals.contains_key(a)).collect();
                 vip.reals.extend(reals.iter().map(|r| (r.addr, r.weight)));
+                self.start_health(id, &added);
                 self.rebuild_ring(id)?;
             }
             RealAction::Delete => {
@@ -72,6 +76,7 @@ impl Balancer {
                 for addr in &gone {
                     vip.reals.remove(addr);
                 }
+                self.forget_health(id, &gone);
                 // The ring stops pointing at them before their indices are freed.
                 self.rebuild_ring(id)?;
                 self.release_reals(gone.into_iter());

@@ -29,6 +29,9 @@ impl Balancer {
             flags: spec.flags,
             hash: self.config.hash_function,
             reals: BTreeMap::new(),
+            unhealthy: Default::default(),
+            health_check: None,
+            probes: BTreeMap::new(),
         };
         // A reused vip_num starts with an empty ring and zeroed counters.
         self.maps.put_ring(vip_num, &vec![abi::REAL_NONE; self.config.ch_ring_size as usize])?;
@@ -98,11 +101,14 @@ impl Balancer {
     }
 }
 
-/// The Maglev ring of a VIP from its reals' addresses and weights.
+/// The Maglev ring of a VIP from its healthy reals' addresses and weights
+/// (from all of them when none is healthy: fail open).
 pub(super) fn ring_of(vip: &Vip, state: &State, ring_size: u32) -> Vec<u32> {
+    let fail_open = vip.fail_open();
     let endpoints: Vec<Endpoint> = vip
         .reals
         .iter()
+        .filter(|(addr, _)| fail_open || vip.is_healthy(addr))
         .map(|(addr, weight)| Endpoint {
             index: state.reals[addr].index,
             weight: *weight,
