@@ -120,6 +120,7 @@ impl Balancer {
             state_file,
             ifindex: 0,
             hc: None,
+            generation: Default::default(),
         };
         if let Err(e) = balancer.come_up(saved, adopting, link_path) {
             // A pinned datapath this Balancer adopted is still another's (the

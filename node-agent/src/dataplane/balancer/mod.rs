@@ -98,6 +98,8 @@ pub struct Balancer {
     ifindex: u32,
     /// The healthcheck program, with `enable_hc` (see `lifecycle`).
     hc: Option<Healthchecker>,
+    /// Bumped by every saved change ([`Self::generation`]).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Balancer {
@@ -144,7 +146,17 @@ impl Balancer {
         self.maps.put_ctl(LbCtl { default_mac: mac, pad: [0; 2] })
     }
 
+    /// A number that changes whenever the Balancer's state does (VIPs,
+    /// reals, weights, health, checks): what the prober and the cluster
+    /// status watch to notice changes made by anyone, without a diff.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Every change of the state ends here: it is saved (when the Balancer
+    /// has a state file) and [`Self::generation`] moves.
     fn save(&self) -> Result<()> {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match &self.state_file {
             Some(path) => self.state.save(&self.config, path),
             None => Ok(()),
