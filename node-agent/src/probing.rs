@@ -168,8 +168,11 @@ impl Probing {
     }
 }
 
-/// Every VIP whose check probes, with the check and the reals' health.
-fn checked_vips(lb: &Balancer) -> Vec<(VipId, HealthCheck, Vec<(IpAddr, bool)>)> {
+/// A VIP whose check probes: the check, and each real with its health.
+type CheckedVip = (VipId, HealthCheck, Vec<(IpAddr, bool)>);
+
+/// Every VIP whose check probes.
+fn checked_vips(lb: &Balancer) -> Vec<CheckedVip> {
     if !lb.prober_enabled() {
         return Vec::new();
     }
