@@ -162,7 +162,7 @@ fn probes_through_the_tunnel_take_a_dead_real_out_bring_it_back_and_fail_open() 
     };
     servers[0].close_listeners(true);
     let took = wait_for(&agent, interval * UNHEALTHY_THRESHOLD as u32 + SLACK, "real0 unhealthy", |r, _| {
-        r[&addrs[0]] == false && r[&addrs[1]] && r[&addrs[2]]
+        !r[&addrs[0]] && r[&addrs[1]] && r[&addrs[2]]
     });
     eprintln!(
         "real0 unhealthy {took:?} after its server stopped listening (interval x threshold = {:?})",
