@@ -248,7 +248,7 @@ async fn health_check_errors_come_in_the_documented_order() {
             hc(json!({"type": "icmp"})),
             StatusCode::BAD_REQUEST,
             "INVALID_REQUEST",
-            "type: \"icmp\" is not \"http\", \"https\", \"tcp\" or \"dummy\"",
+            "type: \"icmp\" is not \"http\", \"https\", \"tcp\", \"udp\" or \"dummy\"",
         ),
         (hc(json!({})), StatusCode::BAD_REQUEST, "INVALID_REQUEST", "type: \"\" is not"),
         // timeout below interval after defaults.
@@ -283,7 +283,20 @@ async fn health_check_errors_come_in_the_documented_order() {
             "INVALID_REQUEST",
             "http.expected_status: 700 is not an HTTP status (100-599)",
         ),
+        (hc(json!({"type": "udp"})), StatusCode::BAD_REQUEST, "INVALID_REQUEST", "udp: required for type udp"),
+        (
+            hc(json!({"type": "udp", "udp": {"payload": ""}})),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "udp.payload: required (non-empty) for type udp",
+        ),
         // A valid check that probes, without the prober.
+        (
+            hc(json!({"type": "udp", "udp": {"payload": "ping"}})),
+            StatusCode::NOT_IMPLEMENTED,
+            "FEATURE_DISABLED",
+            "a udp health check without the prober",
+        ),
         (
             hc(json!({"type": "tcp"})),
             StatusCode::NOT_IMPLEMENTED,
@@ -384,11 +397,21 @@ async fn the_export_carries_health_and_checks_and_rebuilds_them() {
     );
 
     // Import with the prober (healthchecker_endpoint): reals start unhealthy
-    // unless the document says healthy: true.
-    let fresh = Api::new();
+    // unless the document says healthy: true. It needs an agent that runs one.
     let mut with_prober: Value = serde_yaml::from_str(&yaml).unwrap();
     with_prober["lb"]["features"]["healthchecker_endpoint"] = json!("builtin");
     with_prober["vips"][0]["healthcheck"] = json!({"type": "tcp"});
+    let without = Api::new();
+    let err = weir_agent::api::import_document(&without.state, with_prober.to_string().as_bytes()).unwrap_err();
+    assert_eq!(
+        (err.status, err.message.as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            "lb.features.healthchecker_endpoint: weir's prober is off: start weir-agent with --prober"
+        )
+    );
+    assert!(without.state.balancer.read().unwrap().is_none(), "nothing was created");
+    let fresh = Api::with_prober();
     weir_agent::api::import_document(&fresh.state, with_prober.to_string().as_bytes()).unwrap();
     assert_eq!(fresh.data(REALS).await, json!([real("10.1.0.1", 1, true), real("10.1.0.2", 1, false)]));
     let exported = fresh.data("/api/v1/config/export/json").await;

@@ -37,6 +37,15 @@ impl Api {
         Self { router: router(state.clone()), state }
     }
 
+    /// An API whose agent runs weir's prober (`--prober`); on a tokio runtime.
+    #[allow(dead_code)]
+    pub fn with_prober() -> Self {
+        let mut state = ApiState::default();
+        let metrics = weir_agent::prober::ProbeMetrics::default();
+        state.probing = Some(weir_agent::probing::Probing::start(state.balancer.clone(), metrics));
+        Self { router: router(state.clone()), state }
+    }
+
     /// Sends `method uri` with a raw body (`None`: no body at all).
     pub async fn raw(&self, method: &str, uri: &str, body: Option<&str>) -> Answer {
         let request = Request::builder()
