@@ -202,3 +202,140 @@ fn probes_through_the_tunnel_take_a_dead_real_out_bring_it_back_and_fail_open() 
     let refused = connect_once(&topo.client.ns, socket, Duration::from_secs(1)).unwrap_err();
     assert!(format!("{refused:#}").contains("refused"), "{refused:#}");
 }
+
+/// Serves, in `ns` until `stop`, HTTP on `http` (every GET answered with
+/// `status`) and UDP on `udp` (every datagram answered with `reply`).
+fn serve_checks(
+    ns: &weir_e2e::Netns,
+    http: SocketAddr,
+    status: u16,
+    udp: SocketAddr,
+    reply: &'static str,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let stopped = stop.clone();
+    let web = ns
+        .spawn(move || {
+            let listener = std::net::TcpListener::bind(http).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        stream.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                        let mut request = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => request.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let ok = request.starts_with(b"GET /healthz HTTP/1.1\r\n");
+                        let code = if ok { status } else { 404 };
+                        let _ = write!(stream, "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        })
+        .unwrap();
+    let stopped = stop.clone();
+    let echo = ns
+        .spawn(move || {
+            let socket = std::net::UdpSocket::bind(udp).unwrap();
+            socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            let mut buf = [0u8; 64];
+            while !stopped.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    if &buf[..n] == b"ping" {
+                        let _ = socket.send_to(reply.as_bytes(), from);
+                    }
+                }
+            }
+        })
+        .unwrap();
+    vec![web, echo]
+}
+
+#[test]
+fn http_and_udp_checks_go_through_the_tunnel_and_reals_share_marks_across_vips() {
+    if skip_unless_root("http_and_udp_checks_go_through_the_tunnel_and_reals_share_marks_across_vips") {
+        return;
+    }
+    let topo = Topology::build(TopologyConfig { reals: 3, ..TopologyConfig::default() }).unwrap();
+    topo.attach_decap().unwrap();
+    let agent = RestAgent::start_with_prober(&topo).unwrap();
+    let create = json!({
+        "main_interface": topo.lb_iface(), "default_mac": fmt_mac(topo.default_mac()),
+        "max_vips": 8, "max_reals": 64, "lru_size": 65536, "mtu": topo.fabric_mtu, "xdp_attach_flags": 4,
+        "enable_hc": true, "katran_src_v4": topo.lb.v4.to_string(),
+    });
+    agent.expect("POST", "/api/v1/lb/create", Some(create), 201).unwrap();
+    let tcp = json!({"address": VIP_V4.to_string(), "port": 80, "proto": 6});
+    let udp = json!({"address": VIP_V4.to_string(), "port": 53, "proto": 17});
+    let reals: Vec<_> = topo.reals.iter().map(|r| json!({"address": r.v4.to_string(), "weight": 1})).collect();
+    for vip in [&tcp, &udp] {
+        agent.expect("POST", "/api/v1/vips", Some(vip.clone()), 201).unwrap();
+        agent
+            .expect("PUT", "/api/v1/vips/reals/batch", Some(json!({"vip": vip, "action": 0, "reals": reals})), 200)
+            .unwrap();
+    }
+    // real0 answers its health URL with 503; real2 answers UDP wrongly.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let http_at = SocketAddr::new(VIP_V4.into(), 8080);
+    let udp_at = SocketAddr::new(VIP_V4.into(), 53);
+    let answers = [(503, "pong"), (200, "pong"), (200, "nope")];
+    let servers: Vec<_> = topo
+        .reals
+        .iter()
+        .zip(answers)
+        .flat_map(|(r, (status, reply))| serve_checks(&r.ns, http_at, status, udp_at, reply, &stop))
+        .collect();
+    let checks = [
+        (&tcp, json!({"type": "http", "port": 8080, "http": {"path": "/healthz", "expected_status": 200}})),
+        (&udp, json!({"type": "udp", "udp": {"payload": "ping", "expect": "pong"}})),
+    ];
+    for (vip, check) in &checks {
+        let mut check = check.clone();
+        check.as_object_mut().unwrap().extend(
+            json!({"interval_ms": 200, "timeout_ms": 150, "healthy_threshold": 2, "unhealthy_threshold": 2})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        agent.expect("PUT", "/api/v1/vips/healthcheck", Some(json!({"vip": vip, "healthcheck": check})), 200).unwrap();
+    }
+    let status = |vip: &Value| {
+        let path = format!(
+            "/api/v1/vips/healthcheck/status?address={}&port={}&proto={}",
+            vip["address"].as_str().unwrap(),
+            vip["port"],
+            vip["proto"]
+        );
+        agent.expect("GET", &path, None, 200).unwrap()
+    };
+    let healthy = |s: &Value| -> Vec<bool> {
+        s["reals"].as_array().unwrap().iter().map(|r| r["healthy"].as_bool().unwrap()).collect()
+    };
+    let start = Instant::now();
+    while healthy(&status(&tcp)) != [false, true, true] || healthy(&status(&udp)) != [true, true, false] {
+        assert!(start.elapsed() < Duration::from_secs(5), "tcp {} udp {}", status(&tcp), status(&udp));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The failing ones keep failing, for the reason their probes give.
+    std::thread::sleep(Duration::from_millis(400));
+    let (t, u) = (status(&tcp), status(&udp));
+    assert_eq!((healthy(&t), healthy(&u)), (vec![false, true, true], vec![true, true, false]));
+    assert!(t["reals"][0]["consecutive_failures"].as_u64().unwrap() >= 2, "{t}");
+    assert!(u["reals"][2]["consecutive_failures"].as_u64().unwrap() >= 2, "{u}");
+    // Three reals, two VIPs: the prober wrote one mark per real address, and
+    // lists none of them among the operator's destinations.
+    assert_eq!(agent.expect("GET", "/api/v1/healthcheck/dsts", None, 200).unwrap(), json!([]));
+    let hc = agent.expect("GET", "/api/v1/stats/hc-prog", None, 200).unwrap();
+    assert!(hc["packets_processed"].as_u64().unwrap() > 0 && hc["packets_dropped"] == json!(0), "{hc}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    servers.into_iter().for_each(|s| s.join().unwrap());
+}
