@@ -339,3 +339,67 @@ fn http_and_udp_checks_go_through_the_tunnel_and_reals_share_marks_across_vips()
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     servers.into_iter().for_each(|s| s.join().unwrap());
 }
+
+/// The prober's marks in the pinned healthcheck program of `topo`'s balancer.
+fn pinned_marks(topo: &Topology) -> usize {
+    let netns = topo.lb.ns.run(|| weir_agent::dataplane::pin::netns_cookie().unwrap());
+    let map = weir_agent::dataplane::pin::balancer_dir(&topo.pin_root, netns, topo.lb_iface()).join("weir_hc_reals");
+    let out = std::process::Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(&map).output().unwrap();
+    assert!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().len()
+}
+
+#[test]
+fn a_restarted_agent_keeps_health_and_marks_and_a_removed_check_stops_probing() {
+    if skip_unless_root("a_restarted_agent_keeps_health_and_marks_and_a_removed_check_stops_probing") {
+        return;
+    }
+    let topo = Topology::build(TopologyConfig { reals: 3, ..TopologyConfig::default() }).unwrap();
+    topo.attach_decap().unwrap();
+    let create = json!({
+        "main_interface": topo.lb_iface(), "default_mac": fmt_mac(topo.default_mac()),
+        "max_vips": 8, "max_reals": 64, "lru_size": 65536, "mtu": topo.fabric_mtu, "xdp_attach_flags": 4,
+        "enable_hc": true, "katran_src_v4": topo.lb.v4.to_string(), "cleanup_on_shutdown": false,
+    });
+    let socket = SocketAddr::new(VIP_V4.into(), 80);
+    let servers: Vec<Server> =
+        topo.reals.iter().map(|r| serve_long_lived(&r.ns, vec![socket], r.role.clone()).unwrap()).collect();
+    let check = json!({"vip": vip(), "healthcheck": {"type": "tcp", "interval_ms": 200, "timeout_ms": 150,
+        "healthy_threshold": 2, "unhealthy_threshold": 2}});
+    {
+        let agent = RestAgent::start_with_prober(&topo).unwrap();
+        agent.expect("POST", "/api/v1/lb/create", Some(create.clone()), 201).unwrap();
+        agent.expect("POST", "/api/v1/vips", Some(vip()), 201).unwrap();
+        let reals: Vec<_> = topo.reals.iter().map(|r| json!({"address": r.v4.to_string(), "weight": 1})).collect();
+        agent
+            .expect("PUT", "/api/v1/vips/reals/batch", Some(json!({"vip": vip(), "action": 0, "reals": reals})), 200)
+            .unwrap();
+        agent.expect("PUT", "/api/v1/vips/healthcheck", Some(check.clone()), 200).unwrap();
+        wait_for(&agent, Duration::from_secs(3), "all healthy", |r, _| r.values().all(|&h| h));
+        assert_eq!(pinned_marks(&topo), 3, "one mark per real");
+    }
+    // A new agent adopts the datapath: the saved health holds from the first
+    // answer (no real is pulled out while probes start over), the marks are
+    // reused rather than doubled.
+    let agent = RestAgent::start_with_prober(&topo).unwrap();
+    agent.expect("POST", "/api/v1/lb/create", Some(create), 201).unwrap();
+    let (reals, fail_open) = health(&agent);
+    assert!(reals.values().all(|&h| h) && !fail_open, "{reals:?}");
+    std::thread::sleep(Duration::from_millis(600));
+    let (reals, _) = health(&agent);
+    assert!(reals.values().all(|&h| h), "still healthy after probes resumed: {reals:?}");
+    assert_eq!(pinned_marks(&topo), 3, "the adopted marks were reused");
+    let accepted: u64 = servers.iter().map(Server::accepted).sum();
+    assert!(accepted > 0);
+
+    // The check removed: probes stop (within a sync), the marks go, health stays.
+    agent.expect("DELETE", "/api/v1/vips/healthcheck?address=10.200.255.1&port=80&proto=6", None, 200).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let before: u64 = servers.iter().map(Server::accepted).sum();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(servers.iter().map(Server::accepted).sum::<u64>(), before, "no probe after the check went");
+    assert_eq!(pinned_marks(&topo), 0);
+    let listed = agent.expect("GET", "/api/v1/vips/reals?address=10.200.255.1&port=80&proto=6", None, 200).unwrap();
+    assert!(listed.as_array().unwrap().iter().all(|r| r["healthy"] == json!(true)), "{listed}");
+    agent.expect("POST", "/api/v1/lb/close", None, 200).unwrap();
+}

@@ -3,7 +3,7 @@
 //! API's userspace counters, and what cluster mode owns.
 //!
 //! Layering (each names only those after it): `server` → `api`, `cluster`,
-//! `metrics` → `handles` → `dataplane` → `error`.
+//! `metrics` → `probing` → `handles`, `prober` → `dataplane` → `error`.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
