@@ -29,6 +29,7 @@ pub fn virtual_service(name: &str, address: &str) -> VirtualServiceBuilder {
         flags: Vec::new(),
         hash_function: Default::default(),
         node_selector: None,
+        health_check: None,
     };
     VirtualServiceBuilder(VirtualService { metadata: meta(Some("default"), name), spec, status: None })
 }
