@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use weir_agent::api::{self, ApiState, Pins};
+use weir_agent::prober::ProbeMetrics;
+use weir_agent::probing::Probing;
 use weir_agent::server::{self, AppOptions};
 
 use crate::Topology;
@@ -26,7 +28,17 @@ impl<'t> RestAgent<'t> {
     /// Starts the API on 127.0.0.1 (port chosen by the kernel) in `topo`'s lb
     /// namespace, pinning under the topology's own pin root.
     pub fn start(topo: &'t Topology) -> Result<Self> {
-        let state = ApiState {
+        Self::start_with(topo, false)
+    }
+
+    /// [`Self::start`] with weir's prober running (as `weir-agent --prober`):
+    /// its probes leave from the lb namespace.
+    pub fn start_with_prober(topo: &'t Topology) -> Result<Self> {
+        Self::start_with(topo, true)
+    }
+
+    fn start_with(topo: &'t Topology, prober: bool) -> Result<Self> {
+        let mut state = ApiState {
             pins: Some(Pins { pin_root: topo.pin_root.clone(), state_dir: crate::lb::state_dir(topo) }),
             ..ApiState::default()
         };
@@ -40,6 +52,9 @@ impl<'t> RestAgent<'t> {
                 Err(e) => return drop(addr_tx.send(Err(anyhow::Error::from(e)))),
             };
             runtime.block_on(async move {
+                if prober {
+                    state.probing = Some(Probing::start(state.balancer.clone(), ProbeMetrics::default()));
+                }
                 let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
                     Ok(listener) => listener,
                     Err(e) => return drop(addr_tx.send(Err(e.into()))),

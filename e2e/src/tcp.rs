@@ -37,6 +37,8 @@ pub struct Server {
     name: String,
     addrs: Vec<SocketAddr>,
     stop: Arc<AtomicBool>,
+    /// Set by [`Server::close_listeners`].
+    closing: Arc<AtomicBool>,
     accepted: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
@@ -69,15 +71,16 @@ fn start(ns: &Netns, addrs: Vec<SocketAddr>, name: String, mode: Mode) -> Result
     })?;
     let bound = listeners.iter().map(|l| l.local_addr().context("local_addr")).collect::<Result<Vec<_>>>()?;
     let stop = Arc::new(AtomicBool::new(false));
+    let closing = Arc::new(AtomicBool::new(false));
     let accepted = Arc::new(AtomicU64::new(0));
     let thread = {
-        let (name, stop, accepted) = (name.clone(), stop.clone(), accepted.clone());
+        let (name, stop, closing, accepted) = (name.clone(), stop.clone(), closing.clone(), accepted.clone());
         std::thread::Builder::new()
             .name(format!("srv-{name}"))
-            .spawn(move || accept_loop(listeners, &name, mode, &stop, &accepted))
+            .spawn(move || accept_loop(listeners, &name, mode, [&stop, &closing], &accepted))
             .context("spawn the server thread")?
     };
-    Ok(Server { name, addrs: bound, stop, accepted, thread: Some(thread) })
+    Ok(Server { name, addrs: bound, stop, closing, accepted, thread: Some(thread) })
 }
 
 impl Server {
@@ -95,6 +98,16 @@ impl Server {
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
     }
+
+    /// Stops listening (new connections are refused) while the connections
+    /// accepted stay served, as a server shutting down gracefully does. The
+    /// listeners are closed within [`POLL_INTERVAL`]; `wait` waits for that.
+    pub fn close_listeners(&self, wait: bool) {
+        self.closing.store(true, Ordering::Relaxed);
+        if wait {
+            std::thread::sleep(POLL_INTERVAL * 2);
+        }
+    }
 }
 
 impl Drop for Server {
@@ -106,9 +119,18 @@ impl Drop for Server {
     }
 }
 
-fn accept_loop(listeners: Vec<TcpListener>, name: &str, mode: Mode, stop: &Arc<AtomicBool>, accepted: &AtomicU64) {
+fn accept_loop(
+    mut listeners: Vec<TcpListener>,
+    name: &str,
+    mode: Mode,
+    [stop, closing]: [&Arc<AtomicBool>; 2],
+    accepted: &AtomicU64,
+) {
     let mut conns: Vec<JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
+        if closing.load(Ordering::Relaxed) {
+            listeners.clear();
+        }
         let mut fds: Vec<libc::pollfd> =
             listeners.iter().map(|l| libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
         // SAFETY: `fds` is a valid array of `fds.len()` pollfds that outlives the call.

@@ -21,7 +21,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use serde_json::json;
 use weir_agent::dataplane::VipId;
-use weir_agent::prober::{Check, Prober, Target, Thresholds, VipCheck};
+use weir_agent::prober::{Check, ProbeMetrics, ProbedReal, Prober, Target, Thresholds, VipCheck};
 use weir_test_support::bench::verdict;
 
 const PORT: u16 = 8080;
@@ -103,14 +103,14 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
     }
     let interval = Duration::from_millis(args.interval);
     let check = VipCheck { check: Check::Tcp, interval, timeout: interval / 2, thresholds: Thresholds::default() };
-    let (prober, mut transitions) = Prober::start(args.in_flight);
+    let (prober, mut transitions) = Prober::start(args.in_flight, ProbeMetrics::default());
     tokio::spawn(async move { while transitions.recv().await.is_some() {} });
     for v in 0..args.vips {
         let [_, _, a, b] = (v + 1).to_be_bytes();
         let vip = VipId { addr: IpAddr::V4(Ipv4Addr::new(10, 100, a, b)), port: PORT, proto: 6 };
         let reals = (0..args.reals).map(|r| {
             let n = v * args.reals + r;
-            (IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n + 1)), target(n))
+            ProbedReal { addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n + 1)), target: target(n), healthy: false }
         });
         prober.set_vip(vip, check.clone(), reals);
     }

@@ -14,6 +14,8 @@
 //! - [`metrics`]: Prometheus metrics (API requests, the datapath's counters);
 //! - [`cluster`]: cluster mode, the datapath programmed from the CRDs;
 //! - [`prober`]: the built-in health checker (active probes of reals);
+//! - [`probing`]: the prober driven by the Balancer's checks, its findings
+//!   applied to the Balancer's health;
 //! - `schemas`: the OpenAPI schemas of wire fields whose rules no Rust type says.
 
 pub mod api;
@@ -23,6 +25,7 @@ pub mod error;
 pub mod handles;
 pub mod metrics;
 pub mod prober;
+pub mod probing;
 mod schemas;
 pub mod server;
 

@@ -6,6 +6,7 @@
 //!   `unmatched` value for every unknown path, so the label stays bounded) and
 //!   status code, and a latency histogram in seconds;
 //! - `build_info{version}`;
+//! - the prober's probe durations and health transitions ([`ProbeMetrics`]);
 //! - the datapath ([`datapath::DatapathCollector`]): read from the Balancer at
 //!   scrape time, so it costs nothing between scrapes (while a writer holds
 //!   the balancer's lock, the previous reading: a scrape never waits for a
@@ -24,6 +25,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::handles::Datapath;
+use crate::prober::ProbeMetrics;
 
 pub mod datapath;
 mod globals;
@@ -44,6 +46,7 @@ const LATENCY_BUCKETS: [f64; 14] =
 pub struct Metrics {
     registry: Registry,
     api: Arc<ApiMetrics>,
+    probes: ProbeMetrics,
 }
 
 impl Metrics {
@@ -60,7 +63,26 @@ impl Metrics {
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
         registry.register_collector(Box::new(datapath::DatapathCollector::new(datapath, options)));
-        Self { registry, api }
+        let probes = ProbeMetrics::default();
+        registry.register_with_unit(
+            "probe_duration",
+            "Health probes of reals by the built-in prober: time from its start to its result, by check type and \
+             result (success or failure; a timeout counts at the timeout)",
+            Unit::Seconds,
+            probes.duration.clone(),
+        );
+        registry.register(
+            "health_transitions",
+            "Times a real turned healthy or unhealthy for a VIP by the prober's findings, by VIP, real and the \
+             health it turned to",
+            probes.transitions.clone(),
+        );
+        Self { registry, api, probes }
+    }
+
+    /// What the prober records into.
+    pub fn probes(&self) -> ProbeMetrics {
+        self.probes.clone()
     }
 
     /// The recorder the API middleware feeds.

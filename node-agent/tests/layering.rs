@@ -1,6 +1,6 @@
 //! The agent's modules point one way: `server` → `api`, `cluster`,
-//! `metrics` → `handles` → `dataplane` → `error`, `schemas` (see
-//! `src/handles.rs`). This test reads the sources and fails when a module
+//! `metrics` → `probing` → `handles`, `prober` → `dataplane` → `error`,
+//! `schemas` (see `src/handles.rs`). This test reads the sources and fails when a module
 //! names one above it (`crate::api` from `cluster`, `crate::dataplane` from
 //! `error`, ...).
 
@@ -16,7 +16,8 @@ const RULES: &[(&str, &[&str])] = &[
     ("api", &["cluster", "metrics", "server"]),
     ("cluster", &["api", "metrics", "server"]),
     ("metrics", &["api", "cluster", "server"]),
-    ("prober", &["api", "cluster", "metrics", "server"]),
+    ("prober", &["handles", "api", "cluster", "metrics", "server", "probing"]),
+    ("probing", &["api", "cluster", "metrics", "server"]),
 ];
 
 fn sources(module: &str) -> Vec<PathBuf> {

@@ -10,9 +10,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use weir_agent::dataplane::VipId;
 use weir_agent::prober::check::probe;
-use weir_agent::prober::{Check, HttpCheck, ProbeError, Prober, Target, Thresholds, Transition, UdpCheck, VipCheck};
+use weir_agent::prober::{
+    Check, HttpCheck, ProbeError, ProbeMetrics, ProbedReal, Prober, Target, Thresholds, Transition, UdpCheck, VipCheck,
+};
 
 const TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A real the prober starts from unhealthy.
+fn unhealthy(addr: IpAddr, target: Target) -> ProbedReal {
+    ProbedReal { addr, target, healthy: false }
+}
 
 fn target(addr: SocketAddr) -> Target {
     Target { addr, mark: 0 }
@@ -178,10 +185,10 @@ async fn reals_turn_healthy_and_unhealthy_within_their_thresholds() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up = listener.local_addr().unwrap();
     let down = closed_port().await;
-    let (prober, mut rx) = Prober::start(16);
+    let (prober, mut rx) = Prober::start(16, ProbeMetrics::default());
     let (real_up, real_down) = (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)));
     let started = Instant::now();
-    prober.set_vip(vip, check.clone(), [(real_up, target(up)), (real_down, target(down))]);
+    prober.set_vip(vip, check.clone(), [unhealthy(real_up, target(up)), unhealthy(real_down, target(down))]);
 
     // Only the real that answers turns healthy: within 2 probes (+ its phase, < 1 interval).
     let t = next(&mut rx, interval * 4).await.expect("the up real turns healthy");
@@ -205,7 +212,7 @@ async fn reals_turn_healthy_and_unhealthy_within_their_thresholds() {
     assert!(gone.elapsed() <= interval * 4 + Duration::from_millis(50), "{:?}", gone.elapsed());
 
     // Reconfigured without the real: it is no longer probed.
-    prober.set_vip(vip, check, [(real_down, target(down))]);
+    prober.set_vip(vip, check, [unhealthy(real_down, target(down))]);
     assert_eq!(prober.targets(), 1);
     assert!(prober.remove_vip(&vip));
     assert_eq!((prober.status(&vip), prober.targets()), (None, 0));
@@ -234,9 +241,9 @@ async fn concurrency_is_bounded() {
             open.push(s);
         }
     });
-    let (prober, _rx) = Prober::start(5);
+    let (prober, _rx) = Prober::start(5, ProbeMetrics::default());
     let vip = VipId { addr: IpAddr::V4(Ipv4Addr::new(10, 100, 0, 1)), port: 80, proto: 6 };
-    let reals = (0..50u8).map(|i| (IpAddr::V4(Ipv4Addr::new(10, 0, 1, i)), target(addr)));
+    let reals = (0..50u8).map(|i| unhealthy(IpAddr::V4(Ipv4Addr::new(10, 0, 1, i)), target(addr)));
     prober.set_vip(vip, check, reals);
     // Unbounded, every target would probe every 50 ms: 250 probes in 250 ms.
     // With 5 permits, each held for the 40 ms a probe takes to time out, at
@@ -244,4 +251,53 @@ async fn concurrency_is_bounded() {
     tokio::time::sleep(Duration::from_millis(250)).await;
     let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
     assert!((10..=35).contains(&n), "{n} probes started");
+}
+
+#[tokio::test]
+async fn probes_start_from_the_health_given_and_a_health_set_by_hand_holds_until_the_next_result() {
+    let interval = Duration::from_millis(100);
+    let check = VipCheck {
+        check: Check::Tcp,
+        interval,
+        timeout: Duration::from_millis(50),
+        thresholds: Thresholds { healthy: 2, unhealthy: 2 },
+    };
+    let vip = VipId { addr: IpAddr::V4(Ipv4Addr::new(10, 100, 0, 1)), port: 80, proto: 6 };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    let down = closed_port().await;
+    let (real_up, real_down) = (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)));
+    let metrics = ProbeMetrics::default();
+    let (prober, mut rx) = Prober::start(16, metrics.clone());
+    // Both start healthy (as a restarted agent's saved health): the up real
+    // stays so with no transition; the down one needs 2 failures.
+    let healthy = |addr, t| ProbedReal { addr, target: target(t), healthy: true };
+    prober.set_vip(vip, check, [healthy(real_up, up), healthy(real_down, down)]);
+    let t = next(&mut rx, interval * 4).await.expect("the down real turns unhealthy");
+    assert_eq!(t, Transition { vip, real: real_down, healthy: false });
+    let down_status = prober.status(&vip).unwrap().into_iter().find(|s| s.real == real_down).unwrap();
+    assert_eq!(down_status.health.consecutive_failures, 2, "exactly the threshold");
+
+    // Set unhealthy by hand: the next successful probe puts it back.
+    assert!(prober.applied(&vip, real_up, false));
+    let t = next(&mut rx, interval * 2).await.expect("the next probe result reverts the hand-set health");
+    assert_eq!(t, Transition { vip, real: real_up, healthy: true });
+    assert!(!prober.applied(&vip, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)), true), "not a probed real");
+    assert_eq!(next(&mut rx, interval * 2).await, None, "nothing else turns");
+
+    // What the metrics saw: two transitions, probes of both results.
+    let mut text = String::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register("health_transitions", "t", metrics.transitions.clone());
+    registry.register("probe_duration_seconds", "d", metrics.duration.clone());
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let line = |real: &str, to: &str| {
+        format!(
+            "health_transitions_total{{address=\"10.100.0.1\",port=\"80\",proto=\"tcp\",real=\"{real}\",to=\"{to}\"}} 1"
+        )
+    };
+    assert!(text.contains(&line("10.0.0.2", "unhealthy")) && text.contains(&line("10.0.0.1", "healthy")), "{text}");
+    assert!(text.contains("probe_duration_seconds_count{type=\"tcp\",result=\"success\"}"), "{text}");
+    assert!(text.contains("probe_duration_seconds_count{type=\"tcp\",result=\"failure\"}"), "{text}");
+    drop(listener);
 }

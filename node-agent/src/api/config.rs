@@ -302,6 +302,11 @@ pub fn import_document(state: &ApiState, bytes: &[u8]) -> Result<(), ApiError> {
     let doc: ConfigDocument =
         serde_yaml::from_slice(bytes).map_err(|e| ApiError::invalid(format!("configuration document: {e}")))?;
     let prober = doc.lb.features.healthchecker_endpoint.as_deref().is_some_and(|e| !e.is_empty());
+    if prober && state.probing.is_none() {
+        return Err(ApiError::invalid(
+            "lb.features.healthchecker_endpoint: weir's prober is off: start weir-agent with --prober",
+        ));
+    }
     let mut plan = Vec::with_capacity(doc.vips.len());
     for (i, vip) in doc.vips.iter().enumerate() {
         let field = |name: &str| format!("vips[{i}].{name}");

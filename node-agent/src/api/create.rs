@@ -44,7 +44,8 @@ pub(super) fn create(state: &ApiState, request: &CreateLb) -> Result<(), ApiErro
 /// [`BalancerConfig::from_katran`]'s with the cluster flags set): 409
 /// ALREADY_EXISTS when a balancer exists, else the Balancer's own errors.
 /// Blocking, as [`create_from_json`].
-pub fn create_with(state: &ApiState, config: BalancerConfig) -> Result<(), ApiError> {
+pub fn create_with(state: &ApiState, mut config: BalancerConfig) -> Result<(), ApiError> {
+    config.prober |= state.probing.is_some();
     // The write lock is held while loading, so two creates cannot race.
     let mut guard = state.write_lock();
     if guard.is_some() {

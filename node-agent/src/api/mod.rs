@@ -86,6 +86,9 @@ pub struct ApiState {
     pub system: Arc<system::System>,
     /// What `/health/ready` last found, answered while the locks are taken.
     pub last_probe: Arc<health::LastProbe>,
+    /// weir's prober (`--prober`, cluster mode): every balancer this API
+    /// creates has it enabled, and it probes what their checks ask for.
+    pub probing: Option<Arc<crate::probing::Probing>>,
 }
 
 pub use crate::dataplane::Pins;

@@ -195,7 +195,8 @@ pub struct RealHealthItem {
 /// defaults to the VIP's (required on a port-less VIP).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HealthCheckConfig {
-    /// `tcp`, `http`, `https` or `dummy` (no probe: always healthy).
+    /// `tcp`, `http`, `https`, `udp` (weir's addition) or `dummy` (no
+    /// probe: always healthy).
     #[serde(rename = "type", default)]
     #[schema(example = "tcp")]
     pub kind: String,
@@ -207,6 +208,9 @@ pub struct HealthCheckConfig {
     /// Needed for `https`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub https: Option<HttpCheckConfig>,
+    /// Needed for `udp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp: Option<UdpCheckConfig>,
     /// Default 5000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval_ms: Option<i64>,
@@ -236,6 +240,18 @@ pub struct HttpCheckConfig {
     /// https only; default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_tls_verify: Option<bool>,
+}
+
+/// A UDP check's datagram and the reply it expects (weir's addition).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UdpCheckConfig {
+    /// The datagram sent, as text.
+    #[serde(default)]
+    #[schema(example = "ping")]
+    pub payload: String,
+    /// The reply expected, byte for byte; omitted: any reply passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
 }
 
 /// `PUT /vips/healthcheck`.

@@ -6,8 +6,13 @@
 //! LB_NOT_INITIALIZED before `/lb/create` (before looking at the body), and
 //! 400 for a bad body or query. A check other than `dummy` needs weir's
 //! prober (501 FEATURE_DISABLED without it); 502 HC_SERVICE_UNAVAILABLE is
-//! never needed, the prober running in the agent.
+//! never needed, the prober running in the agent. A stored check is probed
+//! from the next sync on ([`crate::probing`]); the status comes from the
+//! prober's state. A health set by hand on a probed real holds until its
+//! next probe result.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
@@ -18,10 +23,11 @@ use super::extract::{parse_json, Params, RawBody};
 use super::reply::{Acknowledged, Data, Done, Success};
 use super::types::{
     HealthCheckConfig, HealthStatus, HttpCheckConfig, RealHealthStatus, RealHealthUpdate, RealsHealthBatch,
-    VipHealthCheck, VipKey,
+    UdpCheckConfig, VipHealthCheck, VipKey,
 };
 use super::ApiState;
-use crate::dataplane::{CheckKind, HealthCheck, HttpCheck};
+use crate::dataplane::{CheckKind, HealthCheck, HttpCheck, UdpCheck};
+use crate::prober::RealStatus;
 use crate::Error;
 
 /// This module's handlers, each served at the path and method its `#[utoipa::path]` names.
@@ -53,6 +59,9 @@ async fn set_real_health(State(state): State<ApiState>, RawBody(body): RawBody) 
     let addr = state.ip("address", &req.address)?;
     let healthy = req.healthy;
     state.write_vip(id, move |lb| lb.set_real_health(&id, addr, healthy)).await?;
+    if let Some(probing) = &state.probing {
+        probing.applied(&id, addr, healthy);
+    }
     Ok(Done)
 }
 
@@ -67,7 +76,13 @@ async fn set_reals_health(State(state): State<ApiState>, RawBody(body): RawBody)
     for (i, real) in req.reals.iter().enumerate() {
         reals.push((state.ip(&format!("reals[{i}].address"), &real.address)?, real.healthy));
     }
+    let applied = reals.clone();
     state.write_vip(id, move |lb| lb.set_reals_health(&id, &reals)).await?;
+    if let Some(probing) = &state.probing {
+        for (addr, healthy) in applied {
+            probing.applied(&id, addr, healthy);
+        }
+    }
     Ok(Done)
 }
 
@@ -137,14 +152,25 @@ async fn health_status(
             Ok((lb.health_status(&id)?, lb.vip_info(&id)?.fail_open))
         })
         .await?;
+    let probed: BTreeMap<IpAddr, RealStatus> = state
+        .probing
+        .as_ref()
+        .and_then(|p| p.status(&id))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| (s.real, s))
+        .collect();
     let reals = reals
         .into_iter()
-        .map(|r| RealHealthStatus {
-            address: r.addr.to_string(),
-            healthy: r.healthy,
-            last_check_time: r.probe.last_check.map(rfc3339),
-            last_status_change: r.probe.last_status_change.map(rfc3339),
-            consecutive_failures: r.probe.consecutive_failures,
+        .map(|r| {
+            let probe = probed.get(&r.addr).map(|s| &s.health);
+            RealHealthStatus {
+                address: r.addr.to_string(),
+                healthy: r.healthy,
+                last_check_time: probe.and_then(|p| p.last_check).map(rfc3339),
+                last_status_change: probe.and_then(|p| p.last_change).map(rfc3339),
+                consecutive_failures: probe.map_or(0, |p| p.consecutive_failures),
+            }
         })
         .collect();
     Ok(Data(HealthStatus { vip: VipKey::from(id), reals, fail_open }))
@@ -161,7 +187,10 @@ const DEFAULT_EXPECTED_STATUS: u16 = 200;
 pub(super) fn from_wire(wire: &HealthCheckConfig) -> crate::Result<HealthCheck> {
     let field = "healthcheck";
     let kind = CheckKind::from_name(&wire.kind).ok_or_else(|| {
-        Error::invalid(field, format!("type: {:?} is not \"http\", \"https\", \"tcp\" or \"dummy\"", wire.kind))
+        Error::invalid(
+            field,
+            format!("type: {:?} is not \"http\", \"https\", \"tcp\", \"udp\" or \"dummy\"", wire.kind),
+        )
     })?;
     let number = |name: &str, value: Option<i64>, default: u32| -> crate::Result<u32> {
         match value.filter(|&v| v > 0) {
@@ -192,6 +221,7 @@ pub(super) fn from_wire(wire: &HealthCheckConfig) -> crate::Result<HealthCheck> 
         port,
         http: http("http", &wire.http)?,
         https: http("https", &wire.https)?,
+        udp: wire.udp.as_ref().map(|u| UdpCheck { payload: u.payload.clone(), expect: u.expect.clone() }),
         interval_ms: number("interval_ms", wire.interval_ms, DEFAULT_INTERVAL_MS)?,
         timeout_ms: number("timeout_ms", wire.timeout_ms, DEFAULT_TIMEOUT_MS)?,
         healthy_threshold: number("healthy_threshold", wire.healthy_threshold, DEFAULT_THRESHOLD)?,
@@ -214,6 +244,7 @@ pub(super) fn to_wire(check: &HealthCheck) -> HealthCheckConfig {
         port: Some(i64::from(check.port)).filter(|&p| p != 0),
         http: http(&check.http, false),
         https: http(&check.https, true),
+        udp: check.udp.as_ref().map(|u| UdpCheckConfig { payload: u.payload.clone(), expect: u.expect.clone() }),
         interval_ms: Some(i64::from(check.interval_ms)),
         timeout_ms: Some(i64::from(check.timeout_ms)),
         healthy_threshold: Some(i64::from(check.healthy_threshold)),
@@ -270,6 +301,7 @@ mod tests {
                 port: 0,
                 http: Some(HttpCheck { path: "/h".into(), expected_status: 200, host: None, skip_tls_verify: false }),
                 https: None,
+                udp: None,
                 interval_ms: 5000,
                 timeout_ms: 2000,
                 healthy_threshold: 3,
@@ -279,7 +311,7 @@ mod tests {
         let bad = HealthCheckConfig { kind: "icmp".into(), ..Default::default() };
         assert_eq!(
             from_wire(&bad).unwrap_err().to_string(),
-            "invalid healthcheck: type: \"icmp\" is not \"http\", \"https\", \"tcp\" or \"dummy\""
+            "invalid healthcheck: type: \"icmp\" is not \"http\", \"https\", \"tcp\", \"udp\" or \"dummy\""
         );
     }
 }

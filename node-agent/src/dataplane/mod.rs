@@ -31,7 +31,7 @@ pub use config::{AttachMode, BalancerConfig, KatranSettings, Pins};
 pub use flow::{flow_frame, outer_destination, Flow, Simulated, Verdict};
 pub use katran::{KatranConfig, KatranError, BALANCER_PROGRAM};
 pub use maglev::HashFunction;
-pub use state::{CheckKind, HealthCheck, HttpCheck, ProbeRecord, VipId};
+pub use state::{CheckKind, HealthCheck, HttpCheck, UdpCheck, VipId};
 pub use stats::Counter;
 
 use std::net::IpAddr;

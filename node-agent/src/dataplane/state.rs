@@ -48,10 +48,6 @@ pub(crate) struct Vip {
     /// The VIP's health check (`PUT /vips/healthcheck`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
-    /// What the prober last found for each real (not saved: a restarted
-    /// agent probes again).
-    #[serde(skip)]
-    pub probes: BTreeMap<IpAddr, ProbeRecord>,
 }
 
 impl Vip {
@@ -77,6 +73,9 @@ pub struct HealthCheck {
     pub http: Option<HttpCheck>,
     /// For `https`.
     pub https: Option<HttpCheck>,
+    /// For `udp` (weir's addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp: Option<UdpCheck>,
     pub interval_ms: u32,
     /// Below `interval_ms`.
     pub timeout_ms: u32,
@@ -96,6 +95,8 @@ pub enum CheckKind {
     Http,
     /// The same over TLS.
     Https,
+    /// A UDP datagram that gets a reply (weir's addition).
+    Udp,
     /// No probe: every real of the VIP is healthy.
     Dummy,
 }
@@ -106,12 +107,15 @@ impl CheckKind {
             CheckKind::Tcp => "tcp",
             CheckKind::Http => "http",
             CheckKind::Https => "https",
+            CheckKind::Udp => "udp",
             CheckKind::Dummy => "dummy",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        [CheckKind::Tcp, CheckKind::Http, CheckKind::Https, CheckKind::Dummy].into_iter().find(|k| k.name() == name)
+        [CheckKind::Tcp, CheckKind::Http, CheckKind::Https, CheckKind::Udp, CheckKind::Dummy]
+            .into_iter()
+            .find(|k| k.name() == name)
     }
 }
 
@@ -126,14 +130,14 @@ pub struct HttpCheck {
     pub skip_tls_verify: bool,
 }
 
-/// What the prober last found for a real of a VIP: it writes these through
-/// [`Balancer::record_probe`](crate::dataplane::Balancer::record_probe);
-/// `GET /vips/healthcheck/status` reads them. Unknown until a probe ran.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ProbeRecord {
-    pub last_check: Option<std::time::SystemTime>,
-    pub last_status_change: Option<std::time::SystemTime>,
-    pub consecutive_failures: u32,
+/// A UDP probe's datagram and the reply it expects.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UdpCheck {
+    /// The datagram sent (its UTF-8 bytes).
+    pub payload: String,
+    /// The reply expected, byte for byte; `None`: any reply passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -272,7 +276,6 @@ mod tests {
             reals,
             unhealthy: unhealthy.iter().copied().collect(),
             health_check,
-            probes: BTreeMap::new(),
         }
     }
 
@@ -296,19 +299,16 @@ mod tests {
                 skip_tls_verify: false,
             }),
             https: None,
+            udp: Some(UdpCheck { payload: "ping".into(), expect: None }),
             interval_ms: 1000,
             timeout_ms: 500,
             healthy_threshold: 2,
             unhealthy_threshold: 4,
         };
-        let mut v = vip(&["10.0.0.2".parse().unwrap()], Some(check));
+        let v = vip(&["10.0.0.2".parse().unwrap()], Some(check));
         let config = BalancerConfig::testing();
-        let state = state_of(v.clone());
-        // Probe records are not saved: a restarted agent probes again.
-        v.probes.insert("10.0.0.1".parse().unwrap(), ProbeRecord { consecutive_failures: 2, ..Default::default() });
-        let mut with_probes = state.clone();
-        with_probes.vips.insert(v.id, v);
-        with_probes.save(&config, &path).unwrap();
+        let state = state_of(v);
+        state.save(&config, &path).unwrap();
         let (loaded, _) = State::load(&config, &path, &dir).unwrap().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(loaded, state);

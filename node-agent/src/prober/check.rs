@@ -45,6 +45,18 @@ pub struct UdpCheck {
     pub expect: Option<Vec<u8>>,
 }
 
+impl Check {
+    /// The check's type, as the API names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Check::Tcp => "tcp",
+            Check::Http(_) => "http",
+            Check::Https { .. } => "https",
+            Check::Udp(_) => "udp",
+        }
+    }
+}
+
 /// Where a probe goes and how it is marked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Target {

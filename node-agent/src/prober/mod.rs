@@ -22,5 +22,7 @@ pub mod schedule;
 pub mod tracker;
 
 pub use check::{Check, HttpCheck, ProbeError, Target, UdpCheck};
-pub use runner::{Prober, RealStatus, Transition, VipCheck};
+pub use runner::{
+    DurationLabels, ProbeMetrics, ProbedReal, Prober, RealStatus, Transition, TransitionLabels, VipCheck,
+};
 pub use tracker::{RealHealth, Thresholds};

@@ -8,6 +8,11 @@
 //! it runs, so it is never probed twice at once; its probe puts it back, due
 //! at its next instant. Each wake costs O(log n) per due target, whatever the
 //! number of targets.
+//!
+//! Each real carries the health its owner last applied besides the health
+//! its probes say: a result that leaves the two apart reports a transition.
+//! So a health set by hand ([`Prober::applied`]) holds until the next probe
+//! result, as katran-server's poll of its health checker does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -15,6 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::time::Instant;
 
@@ -33,7 +42,55 @@ pub struct VipCheck {
     pub thresholds: Thresholds,
 }
 
-/// A real turned healthy or unhealthy.
+/// A real the prober is to probe, and the health its owner applies now
+/// (where its probes start from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbedReal {
+    pub addr: IpAddr,
+    pub target: Target,
+    pub healthy: bool,
+}
+
+/// What the prober counts: probe durations by check type and result, and
+/// transitions by VIP, real and direction. The metrics module registers them.
+#[derive(Debug, Clone)]
+pub struct ProbeMetrics {
+    pub duration: Family<DurationLabels, Histogram>,
+    pub transitions: Family<TransitionLabels, Counter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DurationLabels {
+    /// The check's type.
+    pub r#type: &'static str,
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TransitionLabels {
+    pub address: String,
+    pub port: u16,
+    pub proto: String,
+    pub real: String,
+    /// `healthy` or `unhealthy`.
+    pub to: &'static str,
+}
+
+/// Probe duration buckets, in seconds: a probe on a LAN answers in well
+/// under a millisecond; timeouts are seconds.
+const DURATION_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 5.0];
+
+impl Default for ProbeMetrics {
+    fn default() -> Self {
+        Self {
+            duration: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS)),
+            transitions: Family::default(),
+        }
+    }
+}
+
+/// A real's health turned (by its probes, or back from a health set by hand).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
     pub vip: VipId,
@@ -61,6 +118,7 @@ struct Shared {
     changed: Notify,
     permits: Arc<Semaphore>,
     transitions: mpsc::UnboundedSender<Transition>,
+    metrics: ProbeMetrics,
     /// The schedule's origin: every target's grid is measured from it.
     origin: Instant,
     /// Probes finished since the start.
@@ -84,6 +142,8 @@ struct Probed {
 struct Real {
     target: Target,
     health: RealHealth,
+    /// The health the owner applies (see the module documentation).
+    applied: bool,
     phase: Duration,
     due: Instant,
     in_flight: bool,
@@ -91,14 +151,16 @@ struct Real {
 
 impl Prober {
     /// Starts the prober (on the current tokio runtime) with at most
-    /// `max_in_flight` probes at once; transitions arrive on the receiver.
-    pub fn start(max_in_flight: usize) -> (Self, mpsc::UnboundedReceiver<Transition>) {
+    /// `max_in_flight` probes at once, counting into `metrics`; transitions
+    /// arrive on the receiver.
+    pub fn start(max_in_flight: usize, metrics: ProbeMetrics) -> (Self, mpsc::UnboundedReceiver<Transition>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             state: Mutex::new(State { vips: BTreeMap::new(), queue: BTreeSet::new(), wake_at: Instant::now() }),
             changed: Notify::new(),
             permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
             transitions: tx,
+            metrics,
             origin: Instant::now(),
             probes: AtomicU64::new(0),
         });
@@ -106,11 +168,11 @@ impl Prober {
         (Self { shared, task }, rx)
     }
 
-    /// Probes `reals` (address → where its probes go) of `vip` with `check`.
-    /// Reals already probed with the same target keep their health and
-    /// schedule; new ones start unhealthy and are probed within an interval;
-    /// reals left out are no longer probed.
-    pub fn set_vip(&self, vip: VipId, check: VipCheck, reals_in: impl IntoIterator<Item = (IpAddr, Target)>) {
+    /// Probes `reals` of `vip` with `check`. Reals already probed with the
+    /// same check and target keep their state and schedule; new ones start
+    /// from the health given and are probed within an interval; reals left
+    /// out are no longer probed.
+    pub fn set_vip(&self, vip: VipId, check: VipCheck, reals_in: impl IntoIterator<Item = ProbedReal>) {
         let now = Instant::now();
         let interval = check.interval;
         let check = Arc::new(check);
@@ -119,7 +181,7 @@ impl Prober {
         let same_check = old.as_ref().is_some_and(|o| *o.check == *check);
         let mut old_reals = old.map(|o| o.reals).unwrap_or_default();
         let mut reals = BTreeMap::new();
-        for (addr, target) in reals_in {
+        for ProbedReal { addr, target, healthy } in reals_in {
             let kept = old_reals.remove(&addr).filter(|r| r.target == target && same_check);
             let real = match kept {
                 Some(real) => real,
@@ -130,7 +192,14 @@ impl Prober {
                     let phase = schedule::phase(&(vip, addr), interval);
                     let due = self.shared.at(schedule::next_after(self.shared.since(now), phase, interval));
                     state.queue.insert((due, vip, addr));
-                    Real { target, health: RealHealth::new(), phase, due, in_flight: false }
+                    Real {
+                        target,
+                        health: RealHealth::starting(healthy),
+                        applied: healthy,
+                        phase,
+                        due,
+                        in_flight: false,
+                    }
                 }
             };
             reals.insert(addr, real);
@@ -144,6 +213,24 @@ impl Prober {
         if earlier {
             self.shared.changed.notify_one();
         }
+    }
+
+    /// The owner applied `healthy` to real `addr` of `vip` by hand: it holds
+    /// until the next probe result. Whether the prober probes that real.
+    pub fn applied(&self, vip: &VipId, addr: IpAddr, healthy: bool) -> bool {
+        let mut state = self.shared.lock();
+        match state.vips.get_mut(vip).and_then(|p| p.reals.get_mut(&addr)) {
+            Some(real) => {
+                real.applied = healthy;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The VIPs probed.
+    pub fn vips(&self) -> Vec<VipId> {
+        self.shared.lock().vips.keys().copied().collect()
     }
 
     /// Stops probing `vip`'s reals; whether it was probed.
@@ -234,22 +321,36 @@ async fn schedule_loop(shared: Arc<Shared>) {
 
 async fn probe_one(shared: Arc<Shared>, vip: VipId, addr: IpAddr, target: Target, check: Arc<VipCheck>) {
     let Ok(_permit) = shared.permits.clone().acquire_owned().await else { return };
+    let started = Instant::now();
     let result = check::probe(&check.check, target, check.timeout).await.map_err(|e| e.to_string());
     let finished = Instant::now();
     shared.probes.fetch_add(1, Ordering::Relaxed);
+    let labels =
+        DurationLabels { r#type: check.check.kind(), result: if result.is_ok() { "success" } else { "failure" } };
+    shared.metrics.duration.get_or_create(&labels).observe(finished.duration_since(started).as_secs_f64());
     let mut state = shared.lock();
     // The VIP may have been reconfigured or removed meanwhile: record only
     // into the same real of the same check.
     let Some(probed) = state.vips.get_mut(&vip).filter(|p| *p.check == *check) else { return };
     let Some(real) = probed.reals.get_mut(&addr).filter(|r| r.target == target) else { return };
     real.in_flight = false;
-    let turned = real.health.record(result, SystemTime::now(), check.thresholds);
+    real.health.record(result, SystemTime::now(), check.thresholds);
+    let turned = (real.health.healthy != real.applied).then_some(real.health.healthy);
+    real.applied = real.health.healthy;
     let due = shared.at(schedule::next_after(shared.since(finished), real.phase, check.interval));
     real.due = due;
     state.queue.insert((due, vip, addr));
     let earlier = due < state.wake_at;
     drop(state);
     if let Some(healthy) = turned {
+        let labels = TransitionLabels {
+            address: vip.addr.to_string(),
+            port: vip.port,
+            proto: weir_abi::Protocol::label_or_number(vip.proto),
+            real: addr.to_string(),
+            to: if healthy { "healthy" } else { "unhealthy" },
+        };
+        shared.metrics.transitions.get_or_create(&labels).inc();
         let _ = shared.transitions.send(Transition { vip, real: addr, healthy });
     }
     if earlier {

@@ -37,8 +37,13 @@ pub struct RealHealth {
 impl RealHealth {
     /// A real not probed yet: unhealthy until probes promote it.
     pub fn new() -> Self {
+        Self::starting(false)
+    }
+
+    /// A real not probed yet, with the health it has now.
+    pub fn starting(healthy: bool) -> Self {
         Self {
-            healthy: false,
+            healthy,
             consecutive_failures: 0,
             consecutive_successes: 0,
             last_check: None,

@@ -216,6 +216,14 @@ pub struct ServeFlags {
     #[arg(long, value_name = "DIR", default_value = "/run/weir")]
     pub state_dir: std::path::PathBuf,
 
+    /// Run weir's prober: every balancer this agent creates checks its
+    /// reals as their VIPs' health checks say (PUT /api/v1/vips/healthcheck),
+    /// and new reals start unhealthy until probes promote them (katran-server
+    /// with a health checker). Always on in cluster mode.
+    #[arg(long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = go_bool)]
+    pub prober: bool,
+
     #[command(flatten, next_help_heading = "Cluster mode")]
     pub cluster: ClusterFlags,
 }

@@ -20,8 +20,9 @@ use crate::api::system::System;
 use crate::api::{self, ApiState};
 use crate::cluster::{self, Reconciler};
 use crate::dataplane::{self, BalancerConfig, KatranConfig, Pins};
-use crate::handles::Ownership;
+use crate::handles::{Datapath, Ownership, SharedBalancer, UserspaceCounters};
 use crate::metrics::{datapath, Metrics};
+use crate::probing::Probing;
 use weir_crds::mac::Mac;
 
 /// Why the server could not start (or stopped abnormally). Not an API error:
@@ -96,18 +97,24 @@ pub async fn serve_with_client(
         _ => None,
     };
     let options = AppOptions::from_flags(&flags, token);
+    let (balancer, counters) = (SharedBalancer::default(), Arc::<UserspaceCounters>::default());
     let limits = options.effective_limits(tls.is_some(), flags.tls_client_ca.is_some());
+    let metrics = flags.metrics_addr.map(|_| {
+        let options = datapath::Options { conn_table_usage: flags.metrics_conn_table_usage };
+        Arc::new(Metrics::new(&Datapath { balancer: balancer.clone(), counters: counters.clone() }, options))
+    });
+    let probing = (flags.prober || cluster.is_some())
+        .then(|| Probing::start(balancer.clone(), metrics.as_ref().map(|m| m.probes()).unwrap_or_default()));
     let state = ApiState {
+        balancer,
+        counters,
+        probing,
         pins: Some(Pins { pin_root: flags.pin_root.clone(), state_dir: flags.state_dir.clone() }),
         cluster: cluster.as_ref().map(|c| c.reconciler.clone() as Arc<dyn Ownership>),
         // The flags' Debug form is canonical enough for a hash, and holds no secret (the token file's path only).
         system: Arc::new(System::new(limits, format!("{flags:?}"))),
         ..ApiState::default()
     };
-    let metrics = flags.metrics_addr.map(|_| {
-        let options = datapath::Options { conn_table_usage: flags.metrics_conn_table_usage };
-        Arc::new(Metrics::new(&state.datapath(), options))
-    });
     let api_metrics = metrics.as_ref().map(|m| m.api());
     let router = app(api::router(state.clone()), &options, api_metrics.clone());
 

@@ -17,15 +17,14 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::{Balancer, RealSpec};
-use crate::dataplane::state::{CheckKind, HealthCheck, ProbeRecord, VipId};
+use crate::dataplane::state::{CheckKind, HealthCheck, VipId};
 use crate::{Error, Result};
 
-/// A real of a VIP with its health and what the prober last found.
+/// A real of a VIP with its health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RealHealth {
     pub addr: IpAddr,
     pub healthy: bool,
-    pub probe: ProbeRecord,
 }
 
 impl Balancer {
@@ -38,6 +37,13 @@ impl Balancer {
     pub fn set_prober_enabled(&mut self, enabled: bool) -> Result<()> {
         self.config.prober = enabled;
         self.save()
+    }
+
+    /// Whether probes can go through the healthcheck program (to the VIP,
+    /// marked, tunnelled to the real): it is loaded and attached (not in
+    /// testing mode). Otherwise a prober probes reals at their own address.
+    pub fn probes_tunnelled(&self) -> bool {
+        self.hc.is_some() && !self.config.testing
     }
 
     /// The health a real new to VIP `id` starts with.
@@ -141,33 +147,13 @@ impl Balancer {
         if vip.health_check.take().is_none() {
             return Err(Error::NotFound { what: format!("health check of VIP {id}") });
         }
-        vip.probes.clear();
         self.save()
     }
 
-    /// Records what the prober found for real `addr` of VIP `id` (its health
-    /// itself changes through [`Self::set_real_health`]).
-    pub fn record_probe(&mut self, id: &VipId, addr: IpAddr, probe: ProbeRecord) -> Result<()> {
-        let vip = self.state.vips.get_mut(id).ok_or_else(|| Error::NotFound { what: format!("VIP {id}") })?;
-        if !vip.reals.contains_key(&addr) {
-            return Err(Error::NotFound { what: format!("real {addr} of VIP {id}") });
-        }
-        vip.probes.insert(addr, probe);
-        Ok(())
-    }
-
-    /// Every real of VIP `id` with its health and its last probe.
+    /// Every real of VIP `id` with its health.
     pub fn health_status(&self, id: &VipId) -> Result<Vec<RealHealth>> {
         let vip = self.vip(id)?;
-        Ok(vip
-            .reals
-            .keys()
-            .map(|&addr| RealHealth {
-                addr,
-                healthy: vip.is_healthy(&addr),
-                probe: vip.probes.get(&addr).copied().unwrap_or_default(),
-            })
-            .collect())
+        Ok(vip.reals.keys().map(|&addr| RealHealth { addr, healthy: vip.is_healthy(&addr) }).collect())
     }
 
     /// Forgets the health of reals VIP `id` no longer has.
@@ -175,7 +161,6 @@ impl Balancer {
         let vip = self.state.vips.get_mut(id).expect("checked by the caller");
         for addr in gone {
             vip.unhealthy.remove(addr);
-            vip.probes.remove(addr);
         }
     }
 
@@ -214,8 +199,14 @@ fn validate_health_check(id: &VipId, check: &HealthCheck) -> Result<()> {
     let http = match check.kind {
         CheckKind::Http => Some(("http", &check.http)),
         CheckKind::Https => Some(("https", &check.https)),
-        CheckKind::Tcp | CheckKind::Dummy => None,
+        CheckKind::Tcp | CheckKind::Udp | CheckKind::Dummy => None,
     };
+    if check.kind == CheckKind::Udp {
+        let udp = check.udp.as_ref().ok_or_else(|| Error::invalid(field, "udp: required for type udp"))?;
+        if udp.payload.is_empty() {
+            return Err(Error::invalid(field, "udp.payload: required (non-empty) for type udp"));
+        }
+    }
     if let Some((name, http)) = http {
         let http = http.as_ref().ok_or_else(|| Error::invalid(field, format!("{name}: required for type {name}")))?;
         if http.path.is_empty() {

@@ -121,6 +121,7 @@ impl Balancer {
             ifindex: 0,
             hc: None,
             generation: Default::default(),
+            instance: super::INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         if let Err(e) = balancer.come_up(saved, adopting, link_path) {
             // A pinned datapath this Balancer adopted is still another's (the

@@ -100,7 +100,12 @@ pub struct Balancer {
     hc: Option<Healthchecker>,
     /// Bumped by every saved change ([`Self::generation`]).
     generation: std::sync::atomic::AtomicU64,
+    /// Which Balancer of this process this is ([`Self::instance`]).
+    instance: u64,
 }
+
+/// Balancers created by this process so far.
+static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl std::fmt::Debug for Balancer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -151,6 +156,12 @@ impl Balancer {
     /// status watch to notice changes made by anyone, without a diff.
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A number no other Balancer of this process had: a watcher of
+    /// [`Self::generation`] tells a closed and re-created balancer by it.
+    pub fn instance(&self) -> u64 {
+        self.instance
     }
 
     /// Every change of the state ends here: it is saved (when the Balancer

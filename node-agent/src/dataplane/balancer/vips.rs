@@ -31,7 +31,6 @@ impl Balancer {
             reals: BTreeMap::new(),
             unhealthy: Default::default(),
             health_check: None,
-            probes: BTreeMap::new(),
         };
         // A reused vip_num starts with an empty ring and zeroed counters.
         self.maps.put_ring(vip_num, &vec![abi::REAL_NONE; self.config.ch_ring_size as usize])?;

@@ -1,0 +1,204 @@
+//! Health checking end to end: weir's prober in the lb namespace probes a
+//! VIP's three reals through the healthcheck program (marked probes to the
+//! VIP, tunnelled to each real, decapsulated there, answered by the real's
+//! own server on the VIP), driven over the REST API as katran-server's
+//! clients drive it; clients connect from their own namespace.
+//!
+//! One real's server stops listening (its established connections stay, as
+//! in a graceful shutdown): within interval × unhealthy_threshold it is
+//! unhealthy and no new connection reaches it, while an established one
+//! keeps being served; it listens again: it is healthy within interval ×
+//! healthy_threshold and receives new connections again. All three stop:
+//! the VIP fails open and its status says so.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use weir_e2e::rest::RestAgent;
+use weir_e2e::topology::fmt_mac;
+use weir_e2e::{connect_once, serve_long_lived, skip_unless_root, Conn, Server, Topology, TopologyConfig, VIP_V4};
+
+const INTERVAL_MS: u64 = 300;
+const HEALTHY_THRESHOLD: u64 = 2;
+const UNHEALTHY_THRESHOLD: u64 = 3;
+/// What a transition may take beyond its probes: the prober's sync (200 ms)
+/// and a loaded 2-core machine.
+const SLACK: Duration = Duration::from_millis(700);
+const STATUS: &str = "/api/v1/vips/healthcheck/status?address=10.200.255.1&port=80&proto=6";
+
+fn vip() -> Value {
+    json!({"address": VIP_V4.to_string(), "port": 80, "proto": 6})
+}
+
+/// Each real's health, by address, and whether the VIP fails open.
+fn health(agent: &RestAgent) -> (BTreeMap<String, bool>, bool) {
+    let status = agent.expect("GET", STATUS, None, 200).unwrap();
+    let reals = status["reals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["address"].as_str().unwrap().to_owned(), r["healthy"].as_bool().unwrap()))
+        .collect();
+    (reals, status["fail_open"].as_bool().unwrap())
+}
+
+/// Polls until `done` holds for the VIP's health; how long that took.
+fn wait_for(
+    agent: &RestAgent,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&BTreeMap<String, bool>, bool) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (reals, fail_open) = health(agent);
+        if done(&reals, fail_open) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "{what}: not within {within:?}: {reals:?}, fail_open {fail_open}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Which real serves each of `n` new connections from the client.
+fn new_connections(topo: &Topology, n: usize) -> BTreeMap<String, usize> {
+    let socket = SocketAddr::new(VIP_V4.into(), 80);
+    let mut served = BTreeMap::new();
+    for _ in 0..n {
+        let mut conn = Conn::open(&topo.client.ns, socket, Duration::from_secs(3)).expect("connect to the VIP");
+        *served.entry(conn.ask().expect("an answer")).or_insert(0) += 1;
+    }
+    served
+}
+
+#[test]
+fn probes_through_the_tunnel_take_a_dead_real_out_bring_it_back_and_fail_open() {
+    if skip_unless_root("probes_through_the_tunnel_take_a_dead_real_out_bring_it_back_and_fail_open") {
+        return;
+    }
+    let topo = Topology::build(TopologyConfig { reals: 3, ..TopologyConfig::default() }).unwrap();
+    topo.attach_decap().unwrap();
+    let agent = RestAgent::start_with_prober(&topo).unwrap();
+    agent
+        .expect(
+            "POST",
+            "/api/v1/lb/create",
+            Some(json!({
+                "main_interface": topo.lb_iface(),
+                "default_mac": fmt_mac(topo.default_mac()),
+                "max_vips": 8, "max_reals": 64, "lru_size": 65536, "mtu": topo.fabric_mtu,
+                "xdp_attach_flags": 4, // XDP_FLAGS_DRV_MODE
+                "enable_hc": true,
+                // The probes' outer source: the lb host's own address.
+                "katran_src_v4": topo.lb.v4.to_string(),
+            })),
+            201,
+        )
+        .unwrap();
+    agent
+        .expect("POST", "/api/v1/vips", Some(json!({"address": VIP_V4.to_string(), "port": 80, "proto": 6})), 201)
+        .unwrap();
+    let reals: Vec<_> =
+        topo.reals.iter().map(|r| json!({"address": r.v4.to_string(), "weight": 1, "flags": 0})).collect();
+    agent
+        .expect("PUT", "/api/v1/vips/reals/batch", Some(json!({"vip": vip(), "action": 0, "reals": reals})), 200)
+        .unwrap();
+    let addrs: Vec<String> = topo.reals.iter().map(|r| r.v4.to_string()).collect();
+    let listed = agent.expect("GET", "/api/v1/vips/reals?address=10.200.255.1&port=80&proto=6", None, 200).unwrap();
+    assert!(
+        listed.as_array().unwrap().iter().all(|r| r["healthy"] == json!(false)),
+        "with the prober, new reals start unhealthy: {listed}"
+    );
+
+    let socket = SocketAddr::new(VIP_V4.into(), 80);
+    let serve =
+        |i: usize| -> Server { serve_long_lived(&topo.reals[i].ns, vec![socket], topo.reals[i].role.clone()).unwrap() };
+    let mut servers: Vec<Server> = (0..3).map(serve).collect();
+    let hc = agent.expect("GET", "/api/v1/stats/hc-prog", None, 200).unwrap();
+    assert_eq!(hc["packets_processed"], json!(0), "no probe before a check: {hc}");
+    assert!(servers.iter().all(|s| s.accepted() == 0));
+
+    let check = json!({"vip": vip(), "healthcheck": {"type": "tcp", "interval_ms": INTERVAL_MS, "timeout_ms": 200,
+        "healthy_threshold": HEALTHY_THRESHOLD, "unhealthy_threshold": UNHEALTHY_THRESHOLD}});
+    agent.expect("PUT", "/api/v1/vips/healthcheck", Some(check), 200).unwrap();
+    let interval = Duration::from_millis(INTERVAL_MS);
+    // Healthy after `healthy_threshold` probes, the first within an interval.
+    let took = wait_for(&agent, interval * (HEALTHY_THRESHOLD as u32 + 1) + SLACK, "all three healthy", |r, _| {
+        r.values().all(|&h| h)
+    });
+    eprintln!("all reals healthy {took:?} after the check was stored");
+    // The marked probes reached each real's server on the VIP, through the
+    // program (that each mark reaches its own real shows below: only the
+    // stopped real turns unhealthy).
+    for s in &servers {
+        assert!(s.accepted() >= HEALTHY_THRESHOLD, "{} accepted {} probes", s.name(), s.accepted());
+    }
+    let hc = agent.expect("GET", "/api/v1/stats/hc-prog", None, 200).unwrap();
+    assert!(hc["packets_processed"].as_u64().unwrap() >= 3 * 3, "{hc}");
+    assert_eq!(hc["packets_dropped"], json!(0), "{hc}");
+    assert_eq!(
+        agent.expect("GET", "/api/v1/healthcheck/dsts", None, 200).unwrap(),
+        json!([]),
+        "the prober's marks are its own"
+    );
+    let status = agent.expect("GET", STATUS, None, 200).unwrap();
+    let first = &status["reals"][0];
+    let time = first["last_check_time"].as_str().unwrap();
+    assert!(time.len() == 20 && time.ends_with('Z') && time.as_bytes()[10] == b'T', "RFC 3339 seconds: {time}");
+    assert_eq!(first["consecutive_failures"], json!(0));
+    assert!(first["last_status_change"].is_string(), "{first}");
+
+    let served = new_connections(&topo, 60);
+    assert_eq!(served.len(), 3, "every real serves new connections: {served:?}");
+
+    // An established connection to real0, then real0 stops listening.
+    let mut established = loop {
+        let mut conn = Conn::open(&topo.client.ns, socket, Duration::from_secs(3)).unwrap();
+        if conn.ask().unwrap() == "real0" {
+            break conn;
+        }
+    };
+    servers[0].close_listeners(true);
+    let took = wait_for(&agent, interval * UNHEALTHY_THRESHOLD as u32 + SLACK, "real0 unhealthy", |r, _| {
+        !r[&addrs[0]] && r[&addrs[1]] && r[&addrs[2]]
+    });
+    eprintln!(
+        "real0 unhealthy {took:?} after its server stopped listening (interval x threshold = {:?})",
+        interval * UNHEALTHY_THRESHOLD as u32
+    );
+    let status = agent.expect("GET", STATUS, None, 200).unwrap();
+    assert!(status["reals"][0]["consecutive_failures"].as_u64().unwrap() >= UNHEALTHY_THRESHOLD, "{status}");
+    assert_eq!(status["fail_open"], json!(false));
+    let served = new_connections(&topo, 60);
+    assert_eq!(served.get("real0"), None, "no new connection reaches the unhealthy real: {served:?}");
+    assert_eq!(served.values().sum::<usize>(), 60);
+    assert_eq!(established.ask().unwrap(), "real0", "the established connection is not cut");
+
+    // real0 listens again: healthy within the healthy threshold, served again.
+    let old = std::mem::replace(&mut servers[0], serve(0));
+    let took = wait_for(&agent, interval * (HEALTHY_THRESHOLD as u32 + 1) + SLACK, "real0 healthy again", |r, _| {
+        r.values().all(|&h| h)
+    });
+    eprintln!("real0 healthy again {took:?} after its server listened again");
+    let served = new_connections(&topo, 60);
+    assert!(served.get("real0").is_some_and(|&n| n > 0), "real0 receives new connections again: {served:?}");
+    assert_eq!(established.ask().unwrap(), "real0");
+    drop(established);
+    drop(old);
+
+    // Every server stops listening: every real unhealthy, the VIP fails open.
+    for s in &servers {
+        s.close_listeners(false);
+    }
+    wait_for(&agent, interval * UNHEALTHY_THRESHOLD as u32 + SLACK * 2, "fail open", |r, fail_open| {
+        r.values().all(|&h| !h) && fail_open
+    });
+    let listed = agent.expect("GET", "/api/v1/vips/reals?address=10.200.255.1&port=80&proto=6", None, 200).unwrap();
+    assert!(listed.as_array().unwrap().iter().all(|r| r["healthy"] == json!(false)), "{listed}");
+    // Fail open keeps every real in the ring: a connection is tried (and
+    // refused by a real) rather than dropped by the balancer.
+    let refused = connect_once(&topo.client.ns, socket, Duration::from_secs(1)).unwrap_err();
+    assert!(format!("{refused:#}").contains("refused"), "{refused:#}");
+}
