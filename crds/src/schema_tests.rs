@@ -89,6 +89,7 @@ fn virtual_service_health_check_schema() {
             "self.type in ['http', 'https'] || (!has(self.path) && !has(self.expectedStatus) && !has(self.host))",
             "self.type == 'https' || !has(self.skipTlsVerify)",
             "self.type == 'udp' || (!has(self.payload) && !has(self.expectedReply))",
+            "self.type != 'udp' || has(self.payload)",
         ]
     );
     let messages: Vec<&str> =

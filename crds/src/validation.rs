@@ -143,6 +143,9 @@ pub fn validate_health_check(field: &str, check: &HealthCheckSpec, vip_port: u16
     if check.skip_tls_verify.is_some() && check.kind != crate::v1alpha1::HealthCheckType::Https {
         error("skipTlsVerify", &kind, "applies to type https only".into());
     }
+    if check.kind == crate::v1alpha1::HealthCheckType::Udp && check.payload.as_deref().is_none_or(str::is_empty) {
+        error("payload", &"", "required (non-empty) for type udp".into());
+    }
     if check.kind != crate::v1alpha1::HealthCheckType::Udp {
         for (name, set) in [("payload", check.payload.is_some()), ("expectedReply", check.expected_reply.is_some())] {
             if set {

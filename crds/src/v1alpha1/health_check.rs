@@ -81,7 +81,8 @@ impl HealthCheckType {
     validation = Rule::new("!(self.type in ['http', 'https']) || (has(self.path) && self.path.startsWith('/'))").message("path is required for type http and https, and must start with /"),
     validation = Rule::new("self.type in ['http', 'https'] || (!has(self.path) && !has(self.expectedStatus) && !has(self.host))").message("path, expectedStatus and host apply to type http and https only"),
     validation = Rule::new("self.type == 'https' || !has(self.skipTlsVerify)").message("skipTlsVerify applies to type https only"),
-    validation = Rule::new("self.type == 'udp' || (!has(self.payload) && !has(self.expectedReply))").message("payload and expectedReply apply to type udp only")
+    validation = Rule::new("self.type == 'udp' || (!has(self.payload) && !has(self.expectedReply))").message("payload and expectedReply apply to type udp only"),
+    validation = Rule::new("self.type != 'udp' || has(self.payload)").message("payload is required for type udp")
 )]
 pub struct HealthCheckSpec {
     /// tcp, http, https or udp.
@@ -113,9 +114,9 @@ pub struct HealthCheckSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_tls_verify: Option<bool>,
 
-    /// udp: the datagram sent (as text; default empty).
+    /// udp: the datagram sent, as text (required for udp).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(min = 1, max = 1024))]
     pub payload: Option<String>,
 
     /// udp: the reply a healthy real sends; absent, any reply is healthy.

@@ -334,8 +334,16 @@ fn health_check_errors_name_field_and_value() {
     // A port-less VIP's check names its port.
     spec.port = 0;
     spec.health_check = Some(HealthCheckSpec::new(HealthCheckType::Udp));
-    assert_eq!(fields(&spec), ["spec.healthCheck.port: required for a port-less VirtualService (port 0)"]);
-    spec.health_check = Some(HealthCheckSpec { port: Some(53), ..HealthCheckSpec::new(HealthCheckType::Udp) });
+    assert_eq!(
+        fields(&spec),
+        [
+            "spec.healthCheck.port: required for a port-less VirtualService (port 0)",
+            "spec.healthCheck.payload: required (non-empty) for type udp"
+        ]
+    );
+    let udp =
+        HealthCheckSpec { port: Some(53), payload: Some("ping".into()), ..HealthCheckSpec::new(HealthCheckType::Udp) };
+    spec.health_check = Some(udp);
     assert!(fields(&spec).is_empty());
 
     // An invalid check makes the VirtualService not accepted, with the reason.

@@ -13,7 +13,7 @@ use weir_crds::v1alpha1::{HealthCheckType, ProgrammedVirtualService, MAX_UNHEALT
 use weir_crds::v1alpha1::{DEFAULT_INTERVAL_MS, DEFAULT_THRESHOLD, DEFAULT_TIMEOUT_MS};
 use weir_crds::validation::VipPlan;
 
-use crate::dataplane::{Balancer, CheckKind, HealthCheck, HttpCheck, VipId};
+use crate::dataplane::{Balancer, CheckKind, HealthCheck, HttpCheck, UdpCheck, VipId};
 
 /// The port of the `dummy` check of a port-less VIP. A dummy check probes
 /// nothing, but the Balancer refuses port 0 for every kind of check (and
@@ -23,20 +23,19 @@ const PORT_LESS_DUMMY_PORT: u16 = 1;
 
 /// What VIP `vip`'s check must be in the Balancer: its stored form (the port
 /// resolved), so that an unchanged check compares equal to the stored one.
-/// `Err`: a kind this datapath cannot probe yet (the VirtualService is then not
-/// programmed on this node, and `Ready` says why).
-pub fn desired_check(vip: &VipPlan) -> Result<HealthCheck, Unsupported> {
+pub fn desired_check(vip: &VipPlan) -> HealthCheck {
     let Some(spec) = &vip.health_check else {
-        return Ok(HealthCheck {
+        return HealthCheck {
             kind: CheckKind::Dummy,
             port: if vip.port == 0 { PORT_LESS_DUMMY_PORT } else { vip.port },
             http: None,
             https: None,
+            udp: None,
             interval_ms: DEFAULT_INTERVAL_MS,
             timeout_ms: DEFAULT_TIMEOUT_MS,
             healthy_threshold: DEFAULT_THRESHOLD,
             unhealthy_threshold: DEFAULT_THRESHOLD,
-        });
+        };
     };
     let http = || HttpCheck {
         path: spec.path.clone().unwrap_or_default(),
@@ -44,35 +43,23 @@ pub fn desired_check(vip: &VipPlan) -> Result<HealthCheck, Unsupported> {
         host: spec.host.clone(),
         skip_tls_verify: spec.skip_tls_verify.unwrap_or(false),
     };
-    let (kind, http, https) = match spec.kind {
-        HealthCheckType::Tcp => (CheckKind::Tcp, None, None),
-        HealthCheckType::Http => (CheckKind::Http, Some(http()), None),
-        HealthCheckType::Https => (CheckKind::Https, None, Some(http())),
-        // UDP: the one place to map it once the Balancer has `CheckKind::Udp`
-        // (`udp: Some(UdpCheck { payload, expect })` from `payload` and
-        // `expectedReply`). TODO(#13)
-        HealthCheckType::Udp => return Err(Unsupported(spec.kind)),
+    let udp = || UdpCheck { payload: spec.payload.clone().unwrap_or_default(), expect: spec.expected_reply.clone() };
+    let (kind, http, https, udp) = match spec.kind {
+        HealthCheckType::Tcp => (CheckKind::Tcp, None, None, None),
+        HealthCheckType::Http => (CheckKind::Http, Some(http()), None, None),
+        HealthCheckType::Https => (CheckKind::Https, None, Some(http()), None),
+        HealthCheckType::Udp => (CheckKind::Udp, None, None, Some(udp())),
     };
-    Ok(HealthCheck {
+    HealthCheck {
         kind,
         port: spec.port.unwrap_or(vip.port),
         http,
         https,
+        udp,
         interval_ms: spec.interval_milliseconds,
         timeout_ms: spec.timeout_milliseconds,
         healthy_threshold: spec.healthy_threshold,
         unhealthy_threshold: spec.unhealthy_threshold,
-    })
-}
-
-/// A check type the datapath cannot probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unsupported(pub HealthCheckType);
-
-impl Unsupported {
-    /// The error applying it gives: the feature is missing, not the input wrong.
-    pub fn error(self) -> crate::Error {
-        crate::Error::FeatureDisabled { feature: format!("a {} health check", self.0.name()) }
     }
 }
 

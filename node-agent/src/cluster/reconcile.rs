@@ -31,7 +31,7 @@ use weir_abi::VipFlags;
 use weir_crds::v1alpha1::ProgrammedVirtualService;
 use weir_crds::validation::{NodePlan, ObjectKey, VipPlan};
 
-use super::health::{desired_check, Unsupported};
+use super::health::desired_check;
 use crate::dataplane::{Balancer, HashFunction, HealthCheck, RealAction, RealSpec, VipId, VipSpec};
 
 /// One Balancer change.
@@ -66,11 +66,6 @@ pub enum Op {
         vip: VipId,
         check: HealthCheck,
     },
-    /// A check this agent cannot run: applying it fails, with the reason.
-    UnsupportedCheck {
-        vip: VipId,
-        check: Unsupported,
-    },
     /// Reals to add or whose weight or flags change, one batch.
     UpsertReals {
         vip: VipId,
@@ -88,7 +83,6 @@ impl Op {
             | Op::SetFlags { vip, .. }
             | Op::SetHash { vip, .. }
             | Op::SetHealthCheck { vip, .. }
-            | Op::UnsupportedCheck { vip, .. }
             | Op::UpsertReals { vip, .. } => vip,
         }
     }
@@ -155,7 +149,7 @@ pub fn diff(plan: &NodePlan, current: &BTreeMap<VipId, ObservedVip>, owned: &BTr
     }
     // VipId -> (flags, hash, reals); BTreeMap gives the phase order.
     let mut desired: BTreeMap<VipId, (VipFlags, HashFunction, BTreeMap<IpAddr, RealSpec>)> = BTreeMap::new();
-    let mut checks: BTreeMap<VipId, Result<HealthCheck, Unsupported>> = BTreeMap::new();
+    let mut checks: BTreeMap<VipId, HealthCheck> = BTreeMap::new();
     // Planned VIPs never deleted by this diff, even when not programmable.
     let mut keep: BTreeSet<VipId> = BTreeSet::new();
     for vip in &plan.vips {
@@ -203,10 +197,8 @@ pub fn diff(plan: &NodePlan, current: &BTreeMap<VipId, ObservedVip>, owned: &BTr
     }
     for (id, check) in &checks {
         let have = current.get(id).and_then(|v| v.health_check.as_ref());
-        match check {
-            Ok(check) if have != Some(check) => out.ops.push(Op::SetHealthCheck { vip: *id, check: check.clone() }),
-            Ok(_) => {}
-            Err(unsupported) => out.ops.push(Op::UnsupportedCheck { vip: *id, check: *unsupported }),
+        if have != Some(check) {
+            out.ops.push(Op::SetHealthCheck { vip: *id, check: check.clone() });
         }
     }
     for (id, (_, _, reals)) in &desired {
@@ -257,7 +249,6 @@ fn apply_one(balancer: &mut Balancer, op: &Op) -> crate::Result<()> {
         }
         Op::SetHash { vip, hash } => balancer.change_hash_function(vip, *hash),
         Op::SetHealthCheck { vip, check } => balancer.set_health_check(vip, check.clone()),
-        Op::UnsupportedCheck { check, .. } => Err(check.error()),
         Op::UpsertReals { vip, reals } => balancer.modify_reals(vip, RealAction::Add, reals),
     }
 }

@@ -7,7 +7,7 @@ use weir_crds::v1alpha1::Protocol;
 use weir_crds::validation::{NodePlan, ObjectKey, RealPlan, VipPlan};
 
 use super::*;
-use crate::dataplane::{CheckKind, HttpCheck};
+use crate::dataplane::{CheckKind, HttpCheck, UdpCheck};
 use weir_crds::v1alpha1::{HealthCheckSpec, HealthCheckType};
 
 /// The `dummy` check a VirtualService without `spec.healthCheck` gets on port 80.
@@ -17,6 +17,7 @@ fn dummy() -> HealthCheck {
         port: 80,
         http: None,
         https: None,
+        udp: None,
         interval_ms: 5000,
         timeout_ms: 2000,
         healthy_threshold: 3,
@@ -68,7 +69,7 @@ fn observed(plan: &NodePlan) -> BTreeMap<VipId, ObservedVip> {
                 .iter()
                 .map(|r| (r.address, RealSpec { addr: r.address, weight: r.weight, flags: r.flags }))
                 .collect();
-            let health_check = desired_check(v).ok();
+            let health_check = Some(desired_check(v));
             (planned_id(v), ObservedVip { flags: v.flags, hash: v.hash_function, reals, health_check })
         })
         .collect()
@@ -229,20 +230,21 @@ fn a_check_is_set_before_the_reals_and_only_when_it_differs() {
 fn a_port_less_vip_gets_a_dummy_check_the_balancer_takes() {
     let mut any_port = vip(1, &[]);
     any_port.port = 0;
-    assert_eq!(desired_check(&any_port).unwrap().port, 1, "the Balancer refuses port 0");
+    assert_eq!(desired_check(&any_port).port, 1, "the Balancer refuses port 0");
     any_port.health_check = Some(HealthCheckSpec { port: Some(53), ..HealthCheckSpec::new(HealthCheckType::Tcp) });
-    assert_eq!(desired_check(&any_port).unwrap().port, 53);
+    assert_eq!(desired_check(&any_port).port, 53);
 }
 
 #[test]
-fn a_check_the_agent_cannot_run_is_an_op_that_fails() {
+fn a_udp_check_carries_its_datagram_and_reply() {
     let mut dns = vip(1, &[]);
-    dns.health_check = Some(HealthCheckSpec::new(HealthCheckType::Udp));
-    let d = diff(&plan(vec![dns]), &BTreeMap::new(), &BTreeSet::new());
-    let unsupported = Op::UnsupportedCheck { vip: vip_id(1), check: Unsupported(HealthCheckType::Udp) };
-    assert_eq!(d.ops[1], unsupported);
-    assert_eq!(
-        Unsupported(HealthCheckType::Udp).error().to_string(),
-        "a udp health check is not supported by this datapath"
-    );
+    dns.health_check = Some(HealthCheckSpec {
+        payload: Some("ping".into()),
+        expected_reply: Some("pong".into()),
+        ..HealthCheckSpec::new(HealthCheckType::Udp)
+    });
+    let check = desired_check(&dns);
+    assert_eq!(check.kind, CheckKind::Udp);
+    assert_eq!(check.udp, Some(UdpCheck { payload: "ping".into(), expect: Some("pong".into()) }));
+    assert_eq!((check.http, check.https), (None, None));
 }
