@@ -17,8 +17,9 @@
 //! changed; see [`status`](super::status)); a failed write is retried like a
 //! failed op. Health changes with no watch event (the prober demotes and
 //! promotes reals in the Balancer): every [`HEALTH_TICK`] the loop looks at
-//! [`Balancer::generation`](crate::dataplane::Balancer::generation), and a
-//! Balancer that changed since the last pass gets a pass of its own (its diff
+//! [`Balancer::generation`](crate::dataplane::Balancer::generation) (and
+//! `instance`, which tells a re-created Balancer), and a Balancer that
+//! changed since the last pass gets a pass of its own (its diff
 //! is empty unless something else moved; its status carries the new health).
 //!
 //! Restart: before the first pass the loop reads the node's BalancerNode
@@ -92,8 +93,8 @@ pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, re
     let mut retry: Option<Duration> = None;
     let mut tick = tokio::time::interval(HEALTH_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The Balancer's generation after the last pass.
-    let mut seen: Option<u64> = None;
+    // The Balancer's (instance, generation) after the last pass.
+    let mut seen: Option<(u64, u64)> = None;
     loop {
         let delay = retry.unwrap_or(RETRY_MAX);
         tokio::select! {
@@ -141,11 +142,16 @@ pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, re
     }
 }
 
-/// Whether the Balancer changed since generation `seen` (a Balancer busy now
+/// What tells one state of the Balancer from another.
+fn version(lb: &crate::dataplane::Balancer) -> (u64, u64) {
+    (lb.instance(), lb.generation())
+}
+
+/// Whether the Balancer changed since `seen` (see [`version`]) (a Balancer busy now
 /// is looked at on the next tick: this runs on the async runtime and must not
 /// wait for its lock).
-fn moved(balancer: &SharedBalancer, seen: Option<u64>) -> bool {
-    let differs = |lb: &Option<crate::dataplane::Balancer>| lb.as_ref().is_some_and(|lb| Some(lb.generation()) != seen);
+fn moved(balancer: &SharedBalancer, seen: Option<(u64, u64)>) -> bool {
+    let differs = |lb: &Option<crate::dataplane::Balancer>| lb.as_ref().is_some_and(|lb| Some(version(lb)) != seen);
     match balancer.try_read() {
         Ok(guard) => differs(&guard),
         Err(std::sync::TryLockError::Poisoned(poisoned)) => differs(&poisoned.into_inner()),
@@ -197,7 +203,7 @@ async fn status_before(client: &Client, node_name: &str) -> Option<BalancerNodeS
 }
 
 /// One resolve + reconcile: whether nothing is left to retry, the node's
-/// status after it and the Balancer's generation then; `None` without a
+/// status after it and the Balancer's [`version`] then; `None` without a
 /// Balancer. The first pass with a Balancer
 /// adopts `programmed` (then cleared).
 fn pass(
@@ -207,7 +213,7 @@ fn pass(
     rss: &[Arc<RealServer>],
     labels: BTreeMap<String, String>,
     before: Before<'_>,
-) -> Option<(bool, BalancerNodeStatus, u64)> {
+) -> Option<(bool, BalancerNodeStatus, (u64, u64))> {
     let mut guard = balancer.write().unwrap_or_else(|e| e.into_inner());
     let Some(lb) = guard.as_mut() else {
         tracing::debug!("cluster sync: no balancer yet");
@@ -234,5 +240,5 @@ fn pass(
     reconciler.mark_synced();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let status = status::node_status(lb, &plan, &report, &reconciler, before.conditions, before.reported, now);
-    Some((ok, status, lb.generation()))
+    Some((ok, status, version(lb)))
 }
