@@ -4,8 +4,8 @@
 //!
 //! Layout:
 //! - [`v1alpha1`]: one kind per file — `VirtualService`, `RealServer`, `BalancerNode` —
-//!   and the flag names users write, mapped to weir-abi's flags; `Protocol` and
-//!   `HashFunction` are weir-abi's own;
+//!   the VirtualService's `healthCheck` (`health_check.rs`), and the flag names users
+//!   write, mapped to weir-abi's flags; `Protocol` and `HashFunction` are weir-abi's own;
 //! - [`address`]: weir-abi's one rule for VIP and real addresses (CRD validation and the
 //!   agent's Balancer alike), re-exported;
 //! - [`validation`]: pure, deterministic functions (no I/O, no client): per-object checks
@@ -13,7 +13,7 @@
 //! - [`lenient`]: [`lenient::Lenient`], a kind that decodes every stored object (one the
 //!   types reject arrives as `Invalid`, not as a failed list);
 //! - [`status`]: conditions (`Accepted`, `Programmed` "n/m nodes") and BalancerNode
-//!   bookkeeping, pure as well;
+//!   bookkeeping (what a node programmed, and the health it reports), pure as well;
 //! - `bin/crdgen.rs`: prints [`crds_yaml`], committed as `crds/yaml/weir-crds.yaml`.
 //!
 //! The CRDs need Kubernetes ≥ 1.31: CEL's IP library (`isIP`, `ip()`) in validation rules

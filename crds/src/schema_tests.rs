@@ -38,7 +38,7 @@ fn virtual_service_crd() {
     assert_eq!(crd["spec"]["scope"], "Namespaced");
     assert_eq!(strings(&crd["spec"]["names"]["shortNames"]), ["wvs"]);
     assert_eq!(strings(&crd["spec"]["names"]["categories"]), ["weir"]);
-    assert_eq!(columns(&crd), ["Address", "Port", "Protocol", "Reals", "Programmed", "Accepted", "Age"]);
+    assert_eq!(columns(&crd), ["Address", "Port", "Protocol", "Reals", "Healthy", "Programmed", "Accepted", "Age"]);
     assert_eq!(crd["spec"]["versions"][0]["subresources"]["status"], serde_json::json!({}));
     let p = spec_props(&crd);
     assert!(rules(&p["address"]).contains(&"isIP(self)"));
@@ -56,12 +56,56 @@ fn virtual_service_crd() {
     assert!(p["nodeSelector"]["properties"]["matchExpressions"].is_object(), "a real LabelSelector");
 }
 
+/// The health check's bounds and CEL rules: what the apiserver refuses at admission (the
+/// same checks, repeated in Rust, are tested in `validation/tests.rs`).
+#[test]
+fn virtual_service_health_check_schema() {
+    let crd = json::<VirtualService>();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(
+        rules(spec),
+        ["self.port != 0 || !has(self.healthCheck) || has(self.healthCheck.port)"],
+        "a port-less VIP's check names its port"
+    );
+    let hc = &spec_props(&crd)["healthCheck"];
+    assert_eq!(strings(&hc["required"]), ["type"]);
+    let p = &hc["properties"];
+    assert_eq!(strings(&p["type"]["enum"]), ["tcp", "http", "https", "udp"]);
+    let range = |name: &str| (p[name]["minimum"].as_f64(), p[name]["maximum"].as_f64(), p[name]["default"].as_u64());
+    assert_eq!(range("port"), (Some(1.0), Some(65535.0), None));
+    assert_eq!(range("expectedStatus"), (Some(100.0), Some(599.0), None));
+    assert_eq!(range("intervalMilliseconds"), (Some(1000.0), Some(300_000.0), Some(5000)));
+    assert_eq!(range("timeoutMilliseconds"), (Some(1.0), Some(299_999.0), Some(2000)));
+    assert_eq!(range("healthyThreshold"), (Some(1.0), Some(10.0), Some(3)));
+    assert_eq!(range("unhealthyThreshold"), (Some(1.0), Some(10.0), Some(3)));
+    for (name, max) in [("path", 1024), ("host", 253), ("payload", 1024), ("expectedReply", 1024)] {
+        assert_eq!(p[name]["maxLength"], max, "{name}: bounded, for the CEL cost estimate");
+    }
+    assert_eq!(
+        rules(hc),
+        [
+            "self.timeoutMilliseconds < self.intervalMilliseconds",
+            "!(self.type in ['http', 'https']) || (has(self.path) && self.path.startsWith('/'))",
+            "self.type in ['http', 'https'] || (!has(self.path) && !has(self.expectedStatus) && !has(self.host))",
+            "self.type == 'https' || !has(self.skipTlsVerify)",
+            "self.type == 'udp' || (!has(self.payload) && !has(self.expectedReply))",
+            "self.type != 'udp' || has(self.payload)",
+        ]
+    );
+    let messages: Vec<&str> =
+        hc["x-kubernetes-validations"].as_array().unwrap().iter().map(|r| r["message"].as_str().unwrap()).collect();
+    assert!(messages.iter().all(|m| !m.is_empty()), "every rule says what is wrong");
+    // The rollup has a column.
+    let status = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+    assert_eq!(status["healthyReals"]["type"], "integer");
+}
+
 #[test]
 fn real_server_crd() {
     let crd = json::<RealServer>();
     assert_eq!(crd["spec"]["scope"], "Namespaced");
     assert_eq!(strings(&crd["spec"]["names"]["shortNames"]), ["wrs"]);
-    assert_eq!(columns(&crd), ["VirtualService", "Address", "Weight", "Accepted", "Reason", "Age"]);
+    assert_eq!(columns(&crd), ["VirtualService", "Address", "Weight", "Accepted", "Reason", "Healthy", "Age"]);
     assert_eq!(crd["spec"]["versions"][0]["selectableFields"][0]["jsonPath"], ".spec.virtualServiceName");
     let p = spec_props(&crd);
     assert!(rules(&p["address"]).contains(&"isIP(self)"));
@@ -79,6 +123,12 @@ fn balancer_node_crd() {
     let status = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
     assert_eq!(strings(&status["virtualServices"]["x-kubernetes-list-map-keys"]), ["namespace", "name"]);
     assert_eq!(strings(&status["attachMode"]["enum"]), ["Native", "Generic", "Auto", "Offload", "Testing"]);
+    let entry = &status["virtualServices"]["items"]["properties"];
+    assert_eq!(entry["unhealthyReals"]["maxItems"], crate::v1alpha1::MAX_UNHEALTHY_LISTED);
+    assert_eq!(
+        (entry["healthyReals"]["type"].as_str(), entry["failOpen"]["type"].as_str()),
+        (Some("integer"), Some("boolean"))
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! the agents both need. The caller supplies `now`, so everything stays deterministic.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -74,6 +75,10 @@ pub fn programmed_virtual_services(plan: &NodePlan) -> Vec<ProgrammedVirtualServ
             reals: u32::try_from(vip.reals.len()).unwrap_or(u32::MAX),
             reals_digest: Some(reals_digest(&vip.reals)),
             vip: Some(ProgrammedVip { address: vip.address.to_string(), port: vip.port, protocol: vip.protocol }),
+            // The agent fills in health from its Balancer.
+            healthy_reals: None,
+            unhealthy_reals: Vec::new(),
+            fail_open: false,
         })
         .collect();
     out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -94,22 +99,17 @@ pub fn reals_digest(reals: &[RealPlan]) -> String {
     format!("{hash:016x}")
 }
 
-/// What one node reports for one VirtualService: generation, real count, reals digest.
-type Reported<'a> = (i64, u32, Option<&'a str>);
-
 /// One node's BalancerNode report, indexed by VirtualService (the operator looks up every
 /// VirtualService in every node's report on each pass).
-pub struct NodeReport<'a>(HashMap<(&'a str, &'a str), Reported<'a>>);
+pub struct NodeReport<'a>(HashMap<(&'a str, &'a str), &'a ProgrammedVirtualService>);
 
 impl<'a> NodeReport<'a> {
     pub fn new(status: &'a BalancerNodeStatus) -> Self {
-        NodeReport(
-            status
-                .virtual_services
-                .iter()
-                .map(|p| ((p.namespace.as_str(), p.name.as_str()), (p.generation, p.reals, p.reals_digest.as_deref())))
-                .collect(),
-        )
+        NodeReport(status.virtual_services.iter().map(|p| ((p.namespace.as_str(), p.name.as_str()), p)).collect())
+    }
+
+    fn get(&self, key: &ObjectKey) -> Option<&'a ProgrammedVirtualService> {
+        self.0.get(&(key.namespace.as_str(), key.name.as_str())).copied()
     }
 
     /// Whether the node reports `key` programmed at `generation` with its accepted `reals`
@@ -119,9 +119,49 @@ impl<'a> NodeReport<'a> {
     /// either way it does not count.
     pub fn has_programmed(&self, key: &ObjectKey, generation: i64, reals: &[RealPlan]) -> bool {
         let count = u32::try_from(reals.len()).unwrap_or(u32::MAX);
-        self.0.get(&(key.namespace.as_str(), key.name.as_str())).is_some_and(|(g, n, digest)| {
-            *g == generation && *n == count && digest.is_none_or(|d| d == reals_digest(reals))
+        self.get(key).is_some_and(|p| {
+            p.generation == generation
+                && p.reals == count
+                && p.reals_digest.as_deref().is_none_or(|d| d == reals_digest(reals))
         })
+    }
+
+    /// The health of `key`'s reals on this node, when it reports it: see [`ReportedHealth`].
+    pub fn health(&self, key: &ObjectKey) -> Option<ReportedHealth<'a>> {
+        let p = self.get(key)?;
+        let healthy = p.healthy_reals?;
+        Some(ReportedHealth { entry: p, healthy })
+    }
+}
+
+/// The health one node reports for one VirtualService's reals.
+#[derive(Clone, Copy, Debug)]
+pub struct ReportedHealth<'a> {
+    entry: &'a ProgrammedVirtualService,
+    healthy: u32,
+}
+
+impl ReportedHealth<'_> {
+    /// Whether real `address` is healthy on the node; `None` when the node's list of
+    /// unhealthy reals was cut (see [`crate::v1alpha1::MAX_UNHEALTHY_LISTED`]) and does not
+    /// name it: then its health there is not known.
+    pub fn real(&self, address: &IpAddr) -> Option<bool> {
+        let listed = |a: &String| a.parse::<IpAddr>().is_ok_and(|a| a == *address);
+        if self.entry.unhealthy_reals.iter().any(listed) {
+            return Some(false);
+        }
+        let complete = u64::from(self.healthy) + self.entry.unhealthy_reals.len() as u64 >= u64::from(self.entry.reals);
+        complete.then_some(true)
+    }
+
+    /// Reals healthy on the node.
+    pub fn healthy(&self) -> u32 {
+        self.healthy
+    }
+
+    /// Every real is unhealthy on the node (all kept in the ring).
+    pub fn fail_open(&self) -> bool {
+        self.entry.fail_open
     }
 }
 
@@ -177,6 +217,7 @@ mod tests {
                 protocol: crate::v1alpha1::Protocol::Tcp,
                 flags: weir_abi::VipFlags::empty(),
                 hash_function: crate::v1alpha1::HashFunction::Maglev,
+                health_check: None,
                 reals: vec![],
             }],
             ..NodePlan::default()
@@ -202,5 +243,29 @@ mod tests {
         assert!(!report.has_programmed(&ObjectKey::new("a", "v"), 3, &[real(0)]), "the drain not applied yet");
         assert_eq!(reals_digest(&[real(5)]), status.virtual_services[0].reals_digest.clone().unwrap());
         assert_ne!(reals_digest(&[real(5)]), reals_digest(&[real(0)]));
+        assert!(report.health(&ObjectKey::new("a", "v")).is_none(), "no health reported yet");
+    }
+
+    #[test]
+    fn reported_health_knows_what_a_cut_list_leaves_out() {
+        let entry = |reals, healthy, unhealthy: &[&str]| ProgrammedVirtualService {
+            namespace: "a".into(),
+            name: "v".into(),
+            generation: 1,
+            reals,
+            reals_digest: None,
+            vip: None,
+            healthy_reals: Some(healthy),
+            unhealthy_reals: unhealthy.iter().map(|s| s.to_string()).collect(),
+            fail_open: false,
+        };
+        let (one, two): (IpAddr, IpAddr) = ("10.1.0.1".parse().unwrap(), "10.1.0.2".parse().unwrap());
+        let status = BalancerNodeStatus { virtual_services: vec![entry(2, 1, &["10.1.0.2"])], ..Default::default() };
+        let health = NodeReport::new(&status).health(&ObjectKey::new("a", "v")).unwrap();
+        assert_eq!((health.real(&one), health.real(&two), health.healthy()), (Some(true), Some(false), 1));
+        // Three reals, one healthy, a list cut after one: the third's health is not known.
+        let status = BalancerNodeStatus { virtual_services: vec![entry(3, 1, &["10.1.0.2"])], ..Default::default() };
+        let health = NodeReport::new(&status).health(&ObjectKey::new("a", "v")).unwrap();
+        assert_eq!((health.real(&one), health.real(&two)), (None, Some(false)));
     }
 }

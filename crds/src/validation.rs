@@ -17,7 +17,9 @@ use std::net::IpAddr;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::v1alpha1::{RealServerSpec, VirtualServiceSpec, MAX_WEIGHT};
+use crate::v1alpha1::{
+    HealthCheckSpec, RealServerSpec, VirtualServiceSpec, INTERVAL_MS, MAX_HOST, MAX_TEXT, MAX_WEIGHT, THRESHOLD,
+};
 
 mod resolve;
 #[cfg(test)]
@@ -83,6 +85,84 @@ pub fn validate_virtual_service(spec: &VirtualServiceSpec) -> Vec<FieldError> {
     }
     if let Some(selector) = &spec.node_selector {
         errors.extend(validate_selector("spec.nodeSelector", selector));
+    }
+    if let Some(check) = &spec.health_check {
+        errors.extend(validate_health_check("spec.healthCheck", check, spec.port));
+    }
+    errors
+}
+
+/// Checks a VirtualService's health check (`vip_port`: its port; 0 is port-less); the
+/// schema's CEL rules and bounds, repeated.
+pub fn validate_health_check(field: &str, check: &HealthCheckSpec, vip_port: u16) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut error = |name: &str, value: &dyn fmt::Display, message: String| {
+        errors.push(FieldError::new(format!("{field}.{name}"), value, message))
+    };
+    let kind = check.kind.name();
+    match check.port {
+        Some(0) => error("port", &0, "must be 1 to 65535".into()),
+        None if vip_port == 0 => error("port", &"", "required for a port-less VirtualService (port 0)".into()),
+        _ => {}
+    }
+    let (min, max) = INTERVAL_MS;
+    if !(min..=max).contains(&check.interval_milliseconds) {
+        error("intervalMilliseconds", &check.interval_milliseconds, format!("must be {min} to {max}"));
+    }
+    if check.timeout_milliseconds == 0 || check.timeout_milliseconds >= check.interval_milliseconds {
+        let message = format!("must be at least 1 and below intervalMilliseconds ({})", check.interval_milliseconds);
+        error("timeoutMilliseconds", &check.timeout_milliseconds, message);
+    }
+    let (min, max) = THRESHOLD;
+    for (name, value) in
+        [("healthyThreshold", check.healthy_threshold), ("unhealthyThreshold", check.unhealthy_threshold)]
+    {
+        if !(min..=max).contains(&value) {
+            error(name, &value, format!("must be {min} to {max}"));
+        }
+    }
+    let http_only = [
+        ("path", check.path.is_some()),
+        ("expectedStatus", check.expected_status.is_some()),
+        ("host", check.host.is_some()),
+    ];
+    if check.kind.is_http() {
+        match check.path.as_deref() {
+            None => error("path", &"", format!("required for type {kind}")),
+            Some(path) if !path.starts_with('/') => error("path", &path, "must start with /".into()),
+            Some(_) => {}
+        }
+        if !(100..=599).contains(&check.expected_status()) {
+            error("expectedStatus", &check.expected_status(), "must be an HTTP status (100 to 599)".into());
+        }
+    } else {
+        for (name, _) in http_only.iter().filter(|(_, set)| *set) {
+            error(name, &kind, "applies to type http and https only".into());
+        }
+    }
+    if check.skip_tls_verify.is_some() && check.kind != crate::v1alpha1::HealthCheckType::Https {
+        error("skipTlsVerify", &kind, "applies to type https only".into());
+    }
+    if check.kind == crate::v1alpha1::HealthCheckType::Udp && check.payload.as_deref().is_none_or(str::is_empty) {
+        error("payload", &"", "required (non-empty) for type udp".into());
+    }
+    if check.kind != crate::v1alpha1::HealthCheckType::Udp {
+        for (name, set) in [("payload", check.payload.is_some()), ("expectedReply", check.expected_reply.is_some())] {
+            if set {
+                error(name, &kind, "applies to type udp only".into());
+            }
+        }
+    }
+    let texts = [
+        ("path", &check.path, MAX_TEXT),
+        ("host", &check.host, MAX_HOST),
+        ("payload", &check.payload, MAX_TEXT),
+        ("expectedReply", &check.expected_reply, MAX_TEXT),
+    ];
+    for (name, text, max) in texts {
+        if let Some(len) = text.as_deref().map(str::len).filter(|&len| len > max as usize) {
+            error(name, &format!("{len} bytes"), format!("must be at most {max} bytes"));
+        }
     }
     errors
 }

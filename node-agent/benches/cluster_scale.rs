@@ -305,6 +305,7 @@ impl Fleet {
                 flags: Vec::new(),
                 hash_function: HashFunction::Maglev,
                 node_selector: None,
+                health_check: None,
             },
         );
         vs.metadata.namespace = Some(NAMESPACE.into());

@@ -14,8 +14,10 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use weir_agent::cluster::{Op, Reconciler};
-use weir_agent::dataplane::{Balancer, BalancerConfig, HashFunction, RealSpec, VipId, VipSpec};
-use weir_crds::v1alpha1::{HashFunction as CrdHash, RealServer, VipFlag, VirtualService};
+use weir_agent::dataplane::{Balancer, BalancerConfig, CheckKind, HashFunction, RealSpec, VipId, VipSpec};
+use weir_crds::v1alpha1::{
+    HashFunction as CrdHash, HealthCheckSpec, HealthCheckType, RealServer, VipFlag, VirtualService,
+};
 use weir_crds::validation::{resolve, Capacity, NodeInfo, NodePlan};
 
 use support::cluster::*;
@@ -50,7 +52,7 @@ fn plan_is_applied_and_reapplying_is_a_no_op() {
     let mut rec = Reconciler::new();
     let p = plan(&[vs("web", VIP)], &[rs("a", "web", real(1), 5), rs("b", "web", real(2), 5)]);
     let ops = reconcile(&mut rec, &mut lb, &p);
-    assert_eq!(ops.len(), 2, "{ops:?}");
+    assert_eq!(ops.len(), 3, "VIP, its (dummy) check, reals: {ops:?}");
     assert_eq!(
         lb.reals(&vip_id()).unwrap(),
         vec![RealSpec { addr: real(1), weight: 5, flags: 0 }, RealSpec { addr: real(2), weight: 5, flags: 0 }]
@@ -212,4 +214,70 @@ fn a_failing_op_does_not_stop_the_others() {
     assert_eq!(errors[0].error.code().as_str(), "NOT_FOUND");
     assert_eq!(lb.vip_info(&vip_id()).unwrap().hash_function, HashFunction::MaglevV2);
     assert_eq!(syn_lands_on(&lb, 40000), Some(real(2)));
+}
+
+/// A Balancer whose prober is on, as cluster mode's is: new reals start unhealthy, except
+/// on a VIP whose check is `dummy`.
+fn probed_balancer() -> Balancer {
+    let mut config = BalancerConfig::testing();
+    config.prober = true;
+    Balancer::new(config).unwrap()
+}
+
+fn healthy(lb: &Balancer) -> Vec<(IpAddr, bool)> {
+    lb.health_status(&vip_id()).unwrap().into_iter().map(|r| (r.addr, r.healthy)).collect()
+}
+
+#[test]
+fn the_check_follows_the_spec_and_reals_start_as_it_says() {
+    if skip_unless_root("the_check_follows_the_spec_and_reals_start_as_it_says") {
+        return;
+    }
+    let mut lb = probed_balancer();
+    let mut rec = Reconciler::new();
+    let rss = [rs("a", "web", real(1), 5), rs("b", "web", real(2), 5)];
+    // No spec.healthCheck: a dummy check, every real healthy from the start.
+    let ops = reconcile(&mut rec, &mut lb, &plan(&[vs("web", VIP)], &rss));
+    assert!(matches!(&ops[1], Op::SetHealthCheck { check, .. } if check.kind == CheckKind::Dummy), "{ops:?}");
+    assert_eq!(healthy(&lb), [(real(1), true), (real(2), true)]);
+    assert!(reconcile(&mut rec, &mut lb, &plan(&[vs("web", VIP)], &rss)).is_empty(), "reapplying is a no-op");
+
+    // A TCP check on 8080: stored as asked; reals new to the VIP wait for the prober.
+    let mut web = vs("web", VIP);
+    web.spec.health_check = Some(HealthCheckSpec { port: Some(8080), ..HealthCheckSpec::new(HealthCheckType::Tcp) });
+    let with_c = [rs("a", "web", real(1), 5), rs("b", "web", real(2), 5), rs("c", "web", real(3), 5)];
+    reconcile(&mut rec, &mut lb, &plan(std::slice::from_ref(&web), &with_c));
+    let check = lb.health_check(&vip_id()).unwrap().unwrap();
+    assert_eq!((check.kind, check.port, check.interval_ms, check.unhealthy_threshold), (CheckKind::Tcp, 8080, 5000, 3));
+    assert_eq!(healthy(&lb), [(real(1), true), (real(2), true), (real(3), false)]);
+    assert!(reconcile(&mut rec, &mut lb, &plan(std::slice::from_ref(&web), &with_c)).is_empty());
+    // What the prober found is not the reconciler's to undo.
+    lb.set_reals_health(&vip_id(), &[(real(1), false)]).unwrap();
+    assert!(reconcile(&mut rec, &mut lb, &plan(std::slice::from_ref(&web), &with_c)).is_empty());
+    assert_eq!(healthy(&lb), [(real(1), false), (real(2), true), (real(3), false)]);
+
+    // The check removed: dummy again, and every real healthy.
+    reconcile(&mut rec, &mut lb, &plan(&[vs("web", VIP)], &with_c));
+    assert_eq!(lb.health_check(&vip_id()).unwrap().unwrap().kind, CheckKind::Dummy);
+    assert_eq!(healthy(&lb), [(real(1), true), (real(2), true), (real(3), true)]);
+}
+
+#[test]
+fn a_probing_check_without_the_prober_fails_and_says_why() {
+    if skip_unless_root("a_probing_check_without_the_prober_fails_and_says_why") {
+        return;
+    }
+    let mut lb = Balancer::new(BalancerConfig::testing()).unwrap();
+    let mut rec = Reconciler::new();
+    let mut web = vs("web", VIP);
+    web.spec.health_check = Some(HealthCheckSpec::new(HealthCheckType::Tcp));
+    let report = rec.reconcile(&plan(&[web], &[rs("a", "web", real(1), 5)]), &mut lb);
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(matches!(report.errors[0].op, Op::SetHealthCheck { .. }));
+    assert_eq!(
+        report.errors[0].error.to_string(),
+        "a tcp health check without the prober (only dummy checks run without it) is not supported by this datapath"
+    );
+    // The reals are programmed all the same (and healthy: no prober decides otherwise).
+    assert_eq!(lb.reals(&vip_id()).unwrap().len(), 1);
 }

@@ -241,7 +241,7 @@ async fn balancer_node_status_reports_what_is_programmed() {
     let expected = json!({
         "attachMode": "Testing",
         "capacity": {"vipsUsed": 1, "vipsMax": 16, "realsUsed": 2, "realsMax": 256},
-        "virtualServices": [{"namespace": "default", "name": "web", "generation": 1, "reals": 2,
+        "virtualServices": [{"namespace": "default", "name": "web", "generation": 1, "reals": 2, "healthyReals": 2,
                              "realsDigest": reals_digest(&[plan_real("a", 1), plan_real("b", 2)]),
                              "vip": {"address": "10.100.0.1", "port": 80, "protocol": "TCP"}}],
     });
@@ -429,4 +429,63 @@ async fn a_programmed_virtual_service_that_stops_decoding_keeps_its_vip() {
     let untyped: Api<kube::api::DynamicObject> = Api::namespaced_with(env.server.client(), "default", &resource);
     untyped.delete("web", &DeleteParams::default()).await.unwrap();
     env.until("web's VIP removed", |lb| lb.vips().len() == 1 && reals(lb).is_none()).await;
+}
+
+/// The health the prober finds (here: set on the Balancer, as the prober does) reaches the
+/// BalancerNode with no watch event: counts, the unhealthy addresses, fail-open.
+#[tokio::test]
+async fn balancer_node_status_follows_real_health() {
+    if skip_unless_root("balancer_node_status_follows_real_health") {
+        return;
+    }
+    let server = api_server();
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": NODE}})).unwrap();
+    Api::<Node>::all(server.client()).create(&PostParams::default(), &node).await.unwrap();
+    let mut config = BalancerConfig::testing();
+    config.prober = true;
+    let env = start_agent(server, Balancer::new(config).unwrap());
+    let mut web = vs("web", None);
+    web.spec.health_check = Some(weir_crds::v1alpha1::HealthCheckSpec {
+        path: Some("/healthz".into()),
+        ..weir_crds::v1alpha1::HealthCheckSpec::new(weir_crds::v1alpha1::HealthCheckType::Http)
+    });
+    let pp = PostParams::default();
+    env.vss().create(&pp, &web).await.unwrap();
+    for (name, i) in [("a", 1), ("b", 2), ("c", 3)] {
+        env.rss().create(&pp, &rs(name, real(i), 5)).await.unwrap();
+    }
+    let nodes: Api<BalancerNode> = Api::all(env.server.client());
+    let health = |s: &weir_crds::v1alpha1::BalancerNodeStatus| {
+        let v = s.virtual_services.first()?;
+        Some((v.reals, v.healthy_reals?, v.unhealthy_reals.clone(), v.fail_open))
+    };
+    let all = |addrs: &[u8]| addrs.iter().map(|&i| real(i).to_string()).collect::<Vec<_>>();
+    // Not probed yet: every real unhealthy, so the VIP fails open.
+    env.status_until(&nodes, "3 reals, none healthy, fail open", |s| health(s) == Some((3, 0, all(&[1, 2, 3]), true)))
+        .await;
+    {
+        let guard = env.balancer.read().unwrap();
+        let check = guard.as_ref().unwrap().health_check(&vip_id()).unwrap().unwrap();
+        assert_eq!((check.kind, check.port), (weir_agent::dataplane::CheckKind::Http, 80));
+    }
+    let set = |reals: &[(u8, bool)]| {
+        let batch: Vec<(IpAddr, bool)> = reals.iter().map(|&(i, h)| (real(i), h)).collect();
+        env.balancer.write().unwrap().as_mut().unwrap().set_reals_health(&vip_id(), &batch).unwrap();
+    };
+    set(&[(1, true), (2, true), (3, true)]);
+    let status = env.status_until(&nodes, "all healthy", |s| health(s) == Some((3, 3, vec![], false))).await;
+    let entry = serde_json::to_value(&status.virtual_services[0]).unwrap();
+    assert!(entry.get("unhealthyReals").is_none() && entry.get("failOpen").is_none(), "{entry}");
+
+    // One real down, then up again.
+    set(&[(2, false)]);
+    env.status_until(&nodes, "b unhealthy", |s| health(s) == Some((3, 2, all(&[2]), false))).await;
+    set(&[(2, true)]);
+    env.status_until(&nodes, "b healthy again", |s| health(s) == Some((3, 3, vec![], false))).await;
+
+    // Health settled: no writes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    env.server.clear_requests();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(env.server.requests().iter().all(|r| !r.is_write()), "{:?}", env.server.requests());
 }

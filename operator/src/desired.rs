@@ -18,6 +18,8 @@ use weir_crds::v1alpha1::{
 };
 use weir_crds::validation::{arbitrate, selector_matches, ObjectKey, RealPlan, Reason, Verdict};
 
+use crate::rollup::{fail_open_condition, healthy_condition, roll_up, transition, Transition, VirtualServiceRollup};
+
 /// Labels of each Node, by Node name (a BalancerNode is named after its Node).
 pub type NodeLabels = BTreeMap<String, BTreeMap<String, String>>;
 
@@ -41,6 +43,9 @@ pub struct Update<K, S> {
     pub status: S,
     /// Set when `Accepted` turns False or changes reason while False: worth an Event.
     pub rejected: Option<Verdict>,
+    /// Set when health turns bad or good again (RealServer `Healthy`, VirtualService
+    /// `FailOpen`): worth an Event.
+    pub transition: Option<Transition>,
 }
 
 /// The statuses that differ from the stored ones.
@@ -75,13 +80,24 @@ pub fn plan(snapshot: &Snapshot, now: &Time) -> Plan {
     let reals: BTreeMap<&ObjectKey, &[RealPlan]> =
         arbitration.accepted_vips().map(|vip| (&vip.owner, vip.reals.as_slice())).collect();
     // The BalancerNodes of existing Nodes (one without a Node does not count: its node is
-    // gone, and `node_gc` deletes it), with their reports indexed once per pass.
-    let nodes: Vec<(&BTreeMap<String, String>, Option<NodeReport>)> = snapshot
+    // gone, and `node_gc` deletes it), by name, with their reports indexed once per pass.
+    let names: Vec<String> = snapshot.balancer_nodes.iter().map(|bn| bn.name_any()).collect();
+    let mut nodes: Vec<Node> = snapshot
         .balancer_nodes
         .iter()
-        .filter_map(|bn| Some((snapshot.node_labels.get(&bn.name_any())?, bn.status.as_ref().map(NodeReport::new))))
+        .zip(&names)
+        .filter_map(|(bn, name)| {
+            Some(Node {
+                name,
+                labels: snapshot.node_labels.get(name)?,
+                report: bn.status.as_ref().map(NodeReport::new),
+            })
+        })
         .collect();
+    nodes.sort_by(|a, b| a.name.cmp(b.name));
     let mut out = Plan::default();
+    // Each accepted VirtualService's health, for its RealServers below.
+    let mut health: BTreeMap<ObjectKey, VirtualServiceRollup> = BTreeMap::new();
 
     for vs in &snapshot.virtual_services {
         let key = key_of(vs.as_ref());
@@ -89,7 +105,13 @@ pub fn plan(snapshot: &Snapshot, now: &Time) -> Plan {
         let generation = vs.metadata.generation;
         let accepted: &[RealPlan] = reals.get(&key).copied().unwrap_or_default();
         let accepted_reals = u32::try_from(accepted.len()).unwrap_or(u32::MAX);
-        let (target, programmed) = count_nodes(&nodes, vs, &key, accepted);
+        let targets: Vec<&Node> =
+            nodes.iter().filter(|n| selector_matches(vs.spec.node_selector.as_ref(), n.labels)).collect();
+        let (target, programmed) = count_nodes(&targets, &key, generation.unwrap_or_default(), accepted);
+        let rollup = verdict.accepted().then(|| {
+            let reporting: Vec<_> = targets.iter().map(|n| (n.name, n.report.as_ref())).collect();
+            roll_up(&reporting, &key, generation.unwrap_or_default(), accepted)
+        });
         let old = vs.status.clone().unwrap_or_default();
         let mut new = VirtualServiceStatus {
             observed_generation: generation,
@@ -97,13 +119,20 @@ pub fn plan(snapshot: &Snapshot, now: &Time) -> Plan {
             programmed_nodes: programmed,
             target_nodes: target,
             reals: accepted_reals,
+            healthy_reals: rollup.as_ref().and_then(VirtualServiceRollup::healthy_reals),
         };
         set_condition(&mut new.conditions, accepted_condition(verdict, generation, now.clone()));
         let programmed_now = programmed_condition(programmed, target, verdict.accepted(), generation, now.clone());
         set_condition(&mut new.conditions, programmed_now);
+        let fail_open = fail_open_condition(rollup.as_ref(), generation, now);
+        let transition = transition(&old.conditions, &fail_open, "True");
+        set_condition(&mut new.conditions, fail_open);
+        if let Some(rollup) = rollup {
+            health.insert(key, rollup);
+        }
         if new != old {
             let rejected = newly_rejected(&old.conditions, verdict);
-            out.virtual_services.push(Update { object: vs.clone(), status: new, rejected });
+            out.virtual_services.push(Update { object: vs.clone(), status: new, rejected, transition });
         }
     }
 
@@ -114,9 +143,14 @@ pub fn plan(snapshot: &Snapshot, now: &Time) -> Plan {
         let old = rs.status.clone().unwrap_or_default();
         let mut new = RealServerStatus { observed_generation: generation, conditions: old.conditions.clone() };
         set_condition(&mut new.conditions, accepted_condition(verdict, generation, now.clone()));
+        let vs_key = ObjectKey::new(key.namespace.clone(), rs.spec.virtual_service_name.clone());
+        let real = verdict.accepted().then(|| health.get(&vs_key).and_then(|h| h.reals.get(&key))).flatten();
+        let healthy = healthy_condition(real, generation, now);
+        let transition = transition(&old.conditions, &healthy, "False");
+        set_condition(&mut new.conditions, healthy);
         if new != old {
             let rejected = newly_rejected(&old.conditions, verdict);
-            out.real_servers.push(Update { object: rs.clone(), status: new, rejected });
+            out.real_servers.push(Update { object: rs.clone(), status: new, rejected, transition });
         }
     }
     for vs in &snapshot.invalid_virtual_services {
@@ -160,30 +194,24 @@ fn push_unreadable<K, S: serde::Serialize>(
     }
     let old = obj.invalid().map(|i| i.conditions()).unwrap_or_default();
     let rejected = newly_rejected(&old, &verdict);
-    out.push(Update { object: obj.clone(), status, rejected });
+    out.push(Update { object: obj.clone(), status, rejected, transition: None });
 }
 
-/// (target, programmed) nodes of `vs` among `nodes` (labels, report). A target is a node
-/// whose labels match the VirtualService's nodeSelector; it programs `vs` when it reports it
-/// at the current generation with its accepted `reals` as they are now (weights included).
-fn count_nodes(
-    nodes: &[(&BTreeMap<String, String>, Option<NodeReport>)],
-    vs: &VirtualService,
-    key: &ObjectKey,
-    reals: &[RealPlan],
-) -> (u32, u32) {
-    let generation = vs.metadata.generation.unwrap_or_default();
-    let (mut target, mut programmed) = (0, 0);
-    for (labels, report) in nodes {
-        if !selector_matches(vs.spec.node_selector.as_ref(), labels) {
-            continue;
-        }
-        target += 1;
-        if report.as_ref().is_some_and(|r| r.has_programmed(key, generation, reals)) {
-            programmed += 1;
-        }
-    }
-    (target, programmed)
+/// A balancer node: its name, its Node's labels and its report.
+struct Node<'a> {
+    name: &'a str,
+    labels: &'a BTreeMap<String, String>,
+    report: Option<NodeReport<'a>>,
+}
+
+/// (target, programmed) among the VirtualService's `targets` (the nodes its nodeSelector
+/// selects): a target programs it when it reports it at `generation` with its accepted
+/// `reals` as they are now (weights included).
+fn count_nodes(targets: &[&Node], key: &ObjectKey, generation: i64, reals: &[RealPlan]) -> (u32, u32) {
+    let programmed =
+        targets.iter().filter(|n| n.report.as_ref().is_some_and(|r| r.has_programmed(key, generation, reals)));
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    (count(targets.len()), count(programmed.count()))
 }
 
 #[cfg(test)]
@@ -287,5 +315,61 @@ mod tests {
         let programmed = |reported| plan(&s(reported), &now()).virtual_services[0].status.programmed_nodes;
         assert_eq!(programmed(1), 0, "behind on a RealServer, or one left out for capacity");
         assert_eq!(programmed(2), 1);
+    }
+
+    #[test]
+    fn health_rolls_up_and_transitions_are_announced() {
+        let nodes = |b_unhealthy: &[&str]| {
+            let b_healthy = 2 - b_unhealthy.len() as u32;
+            vec![
+                Arc::new(balancer_node("node-a").programmed("default", "web", 1, 2).health(2, &[]).build()),
+                Arc::new(
+                    balancer_node("node-b").programmed("default", "web", 1, 2).health(b_healthy, b_unhealthy).build(),
+                ),
+            ]
+        };
+        let mut s = Snapshot {
+            virtual_services: vec![Arc::new(virtual_service("web", "10.0.0.1").build())],
+            real_servers: vec![
+                Arc::new(real_server("r1", "web", "10.1.0.1").build()),
+                Arc::new(real_server("r2", "web", "10.1.0.2").build()),
+            ],
+            balancer_nodes: nodes(&[]),
+            node_labels: [("node-a".to_owned(), BTreeMap::new()), ("node-b".to_owned(), BTreeMap::new())].into(),
+            ..Snapshot::default()
+        };
+        let healthy = |p: &Plan, rs: usize| {
+            let c = cond(&p.real_servers[rs].status.conditions, "Healthy");
+            (c.status.clone(), c.message.clone())
+        };
+        let p = plan(&s, &now());
+        assert_eq!(p.virtual_services[0].status.healthy_reals, Some(2));
+        assert_eq!(cond(&p.virtual_services[0].status.conditions, "FailOpen").message, "fails open on 0/2 nodes");
+        assert_eq!(healthy(&p, 1), ("True".into(), "healthy on 2/2 nodes".into()));
+        assert!(p.real_servers.iter().all(|u| u.transition.is_none()), "turning healthy first is no transition");
+        apply(&mut s, p);
+
+        // r2 goes down on node-b.
+        s.balancer_nodes = nodes(&["10.1.0.2"]);
+        let p = plan(&s, &now());
+        assert_eq!(p.virtual_services[0].status.healthy_reals, Some(1));
+        assert_eq!(p.real_servers.len(), 1, "only r2 changes");
+        assert_eq!(healthy(&p, 0), ("False".into(), "unhealthy on 1/2 nodes: node-b".into()));
+        let t = p.real_servers[0].transition.clone().unwrap();
+        assert_eq!(
+            (t.warning, t.reason.as_str(), t.note.as_str()),
+            (true, "Unhealthy", "unhealthy on 1/2 nodes: node-b")
+        );
+        apply(&mut s, p);
+        assert!(plan(&s, &now()).real_servers.is_empty(), "announced once");
+
+        // And back up.
+        s.balancer_nodes = nodes(&[]);
+        let p = plan(&s, &now());
+        let t = p.real_servers[0].transition.clone().unwrap();
+        assert_eq!((t.warning, t.reason.as_str(), t.note.as_str()), (false, "Healthy", "healthy on 2/2 nodes"));
+        apply(&mut s, p);
+        let again = plan(&s, &now());
+        assert!(again.virtual_services.is_empty() && again.real_servers.is_empty());
     }
 }

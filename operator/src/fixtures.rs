@@ -29,6 +29,7 @@ pub fn virtual_service(name: &str, address: &str) -> VirtualServiceBuilder {
         flags: Vec::new(),
         hash_function: Default::default(),
         node_selector: None,
+        health_check: None,
     };
     VirtualServiceBuilder(VirtualService { metadata: meta(Some("default"), name), spec, status: None })
 }
@@ -91,7 +92,21 @@ impl BalancerNodeBuilder {
             reals,
             reals_digest: None,
             vip: None,
+            healthy_reals: None,
+            unhealthy_reals: Vec::new(),
+            fail_open: false,
         });
+        self
+    }
+
+    /// The health of the last VirtualService [`Self::programmed`] added: `healthy` reals
+    /// healthy, `unhealthy` listed (fail-open when none is healthy).
+    pub fn health(mut self, healthy: u32, unhealthy: &[&str]) -> Self {
+        let status = self.0.status.get_or_insert_with(Default::default);
+        let entry = status.virtual_services.last_mut().expect("programmed() first");
+        entry.healthy_reals = Some(healthy);
+        entry.unhealthy_reals = unhealthy.iter().map(|s| (*s).to_owned()).collect();
+        entry.fail_open = healthy == 0 && entry.reals > 0;
         self
     }
 

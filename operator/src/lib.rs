@@ -11,6 +11,8 @@
 //!   removes the BalancerNodes of Nodes that are gone;
 //! - [`desired`]: the pure part of the arbitration — snapshot in, the statuses to write (and
 //!   the rejections to announce as Events) out; no client, unit-tested;
+//! - [`rollup`]: the nodes' health reports rolled up (RealServer `Healthy`, VirtualService
+//!   `healthyReals` and `FailOpen`), pure as well;
 //! - [`leader`]: leader election over a Lease; only the leader runs the controllers;
 //! - [`metrics`], [`health`] and [`http`]: `/metrics`, `/healthz` and `/readyz`;
 //! - [`flags`]: the command line, turned into the [`Options`] of [`run`];
@@ -29,6 +31,7 @@ pub mod health;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod rollup;
 
 use controllers::daemonset::AgentConfig;
 use futures::FutureExt;

@@ -44,7 +44,7 @@ struct ErrorLabels {
 pub struct ObjectLabels {
     /// `VirtualService` or `RealServer`.
     pub kind: String,
-    /// `Accepted` or `Programmed`.
+    /// `Accepted`, `Programmed`, `FailOpen` (VirtualService) or `Healthy` (RealServer).
     pub condition: String,
     /// The condition's status: `True`, `False` (or `Unknown`).
     pub status: String,
@@ -187,7 +187,9 @@ pub fn count_objects(snapshot: &Snapshot, plan: &Plan) -> BTreeMap<ObjectLabels,
     let series = [
         ("VirtualService", condition::ACCEPTED),
         ("VirtualService", condition::PROGRAMMED),
+        ("VirtualService", condition::FAIL_OPEN),
         ("RealServer", condition::ACCEPTED),
+        ("RealServer", condition::HEALTHY),
     ];
     for (kind, type_) in series {
         for status in ["True", "False"] {
@@ -250,7 +252,8 @@ mod tests {
     #[test]
     fn empty_snapshot_counts_zeroes() {
         let counts = count_objects(&Snapshot::default(), &Plan::default());
-        assert_eq!(counts.len(), 6);
+        // Five (kind, condition) series, each True and False.
+        assert_eq!(counts.len(), 10);
         assert!(counts.values().all(|n| *n == 0));
     }
 }

@@ -86,7 +86,24 @@ pub struct ProgrammedVirtualService {
     /// VirtualService went away meanwhile, remove) the VIPs it created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vip: Option<ProgrammedVip>,
+    /// Reals healthy on this node (new flows may pick them). Absent in an older agent's
+    /// report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_reals: Option<u32>,
+    /// The addresses of the unhealthy reals, sorted, at most 64 (`MAX_UNHEALTHY_LISTED`):
+    /// when the list is cut, `healthyReals` plus its length falls short of `reals`, and the
+    /// reals not listed have no known health on this node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "set"))]
+    pub unhealthy_reals: Vec<String>,
+    /// Every real is unhealthy on this node: all stay in the ring (fail open).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_open: bool,
 }
+
+/// The most unhealthy real addresses one [`ProgrammedVirtualService`] lists (a bound on the
+/// object's size: 1,000 VirtualServices whose reals are all down stay far below etcd's limit).
+pub const MAX_UNHEALTHY_LISTED: usize = 64;
 
 /// A VIP's identity in the datapath.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
@@ -115,7 +132,8 @@ pub struct BalancerNodeStatus {
 
     /// VirtualServices programmed on this node, sorted by namespace/name so that
     /// unchanged state serialises identically (no-op applies stay no-ops).
-    // Counts rather than real lists keep the object small at 1,000 VIPs × 10 reals.
+    // Counts rather than real lists keep the object small at 1,000 VIPs × 10 reals; only
+    // unhealthy reals are listed, and a bounded number of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["namespace", "name"]))]
     pub virtual_services: Vec<ProgrammedVirtualService>,

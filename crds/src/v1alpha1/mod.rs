@@ -14,12 +14,17 @@ use serde::{Deserialize, Serialize};
 use weir_abi::{RealFlags, VipFlags};
 
 mod balancer_node;
+mod health_check;
 mod real_server;
 mod virtual_service;
 
 pub use balancer_node::{
     AttachMode, BalancerNode, BalancerNodeSpec, BalancerNodeStatus, CapacityUsage, ProgrammedVip,
-    ProgrammedVirtualService,
+    ProgrammedVirtualService, MAX_UNHEALTHY_LISTED,
+};
+pub use health_check::{
+    HealthCheckSpec, HealthCheckType, DEFAULT_EXPECTED_STATUS, DEFAULT_INTERVAL_MS, DEFAULT_THRESHOLD,
+    DEFAULT_TIMEOUT_MS, INTERVAL_MS, MAX_HOST, MAX_TEXT, THRESHOLD,
 };
 pub use real_server::{RealServer, RealServerSpec, RealServerStatus, MAX_WEIGHT};
 pub use virtual_service::{VirtualService, VirtualServiceSpec, VirtualServiceStatus};
@@ -38,6 +43,11 @@ pub mod condition {
     pub const PROGRAMMED: &str = "Programmed";
     /// BalancerNode: the agent's datapath is attached and in sync.
     pub const READY: &str = "Ready";
+    /// RealServer: its health check passes on the nodes that probe it ("healthy on 3/3
+    /// nodes"); Unknown until a node reported.
+    pub const HEALTHY: &str = "Healthy";
+    /// VirtualService: on some node every real is unhealthy, so all stay in the ring.
+    pub const FAIL_OPEN: &str = "FailOpen";
 }
 
 /// The VIP's protocol and hash function are weir-abi's (their numbers, names and schemas).

@@ -37,6 +37,7 @@ fn default_weight() -> u32 {
     printcolumn(name = "Weight", type_ = "integer", json_path = ".spec.weight"),
     printcolumn(name = "Accepted", type_ = "string", json_path = r#".status.conditions[?(@.type=="Accepted")].status"#),
     printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Accepted")].reason"#, priority = "1"),
+    printcolumn(name = "Healthy", type_ = "string", json_path = r#".status.conditions[?(@.type=="Healthy")].message"#),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     // Lets the operator and `kubectl get wrs --field-selector` list one VirtualService's reals.
     selectable = ".spec.virtualServiceName"
@@ -75,7 +76,8 @@ pub struct RealServerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Accepted`, with a reason from `validation::Reason` when False.
+    /// `Accepted`, with a reason from `validation::Reason` when False; `Healthy` ("healthy
+    /// on 3/3 nodes", "unhealthy on 1/3 nodes: node-a"; Unknown until a node reported).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -12,7 +12,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{HashFunction, Protocol, VipFlag};
+use super::{HashFunction, HealthCheckSpec, Protocol, VipFlag};
 
 /// A virtual IP that every selected balancer node forwards to the VirtualService's
 /// accepted RealServers.
@@ -31,6 +31,8 @@ use super::{HashFunction, Protocol, VipFlag};
     printcolumn(name = "Port", type_ = "integer", json_path = ".spec.port"),
     printcolumn(name = "Protocol", type_ = "string", json_path = ".spec.protocol"),
     printcolumn(name = "Reals", type_ = "integer", json_path = ".status.reals"),
+    // Reals healthy on every node that reports them (see `status.healthyReals`).
+    printcolumn(name = "Healthy", type_ = "integer", json_path = ".status.healthyReals"),
     // The message of `Programmed` reads "n/m nodes": the column needs no extra field.
     printcolumn(name = "Programmed", type_ = "string", json_path = r#".status.conditions[?(@.type=="Programmed")].message"#),
     printcolumn(name = "Accepted", type_ = "string", json_path = r#".status.conditions[?(@.type=="Accepted")].status"#),
@@ -38,6 +40,9 @@ use super::{HashFunction, Protocol, VipFlag};
     selectable = ".spec.address"
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.port != 0 || !has(self.healthCheck) || has(self.healthCheck.port)").message("healthCheck.port is required for a port-less VirtualService (port 0)")
+)]
 pub struct VirtualServiceSpec {
     /// The VIP: an IPv4 or IPv6 address (no zone, not unspecified).
     // maxLength bounds the CEL cost estimate; 45 is the longest textual IPv6 address.
@@ -72,6 +77,10 @@ pub struct VirtualServiceSpec {
     // the whole CRD being refused. `validation::validate_selector` reports bad operators as
     // `Accepted=False` instead. TODO(#4): bounded selector schema + admission-time rules.
     pub node_selector: Option<LabelSelector>,
+
+    /// How every selected node probes the reals; absent, every real counts as healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
 }
 
 /// Observed state, written by the operator only (agents report in their BalancerNode).
@@ -82,8 +91,9 @@ pub struct VirtualServiceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Accepted` (the shared rules admit it; reasons from `validation::Reason`) and
-    /// `Programmed` (message "n/m nodes").
+    /// `Accepted` (the shared rules admit it; reasons from `validation::Reason`),
+    /// `Programmed` (message "n/m nodes") and `FailOpen` (True: on some node every real is
+    /// unhealthy, so all of them stay in the ring; the message names the nodes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -99,4 +109,10 @@ pub struct VirtualServiceStatus {
     /// Accepted RealServers.
     #[serde(default)]
     pub reals: u32,
+
+    /// Accepted RealServers healthy on every node that reports their health; absent until
+    /// a node has. A real unhealthy on some node is not counted (its RealServer's `Healthy`
+    /// condition names the nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_reals: Option<u32>,
 }

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::api::ObjectMeta;
 
 use super::{selector_matches, validate_real_server, validate_virtual_service, FieldError, ObjectKey};
-use crate::v1alpha1::{HashFunction, Protocol, RealFlag, RealServer, VipFlag, VirtualService};
+use crate::v1alpha1::{HashFunction, HealthCheckSpec, Protocol, RealFlag, RealServer, VipFlag, VirtualService};
 use weir_abi::VipFlags;
 
 /// Why an object is (not) accepted; `as_str` is the condition's `reason`.
@@ -92,6 +92,8 @@ pub struct VipPlan {
     pub protocol: Protocol,
     pub flags: VipFlags,
     pub hash_function: HashFunction,
+    /// How the reals are probed; `None`: not at all (every real healthy).
+    pub health_check: Option<HealthCheckSpec>,
     /// Accepted reals, in rule order; weight 0 included (draining).
     pub reals: Vec<RealPlan>,
 }
@@ -207,6 +209,7 @@ pub fn arbitrate<'a>(
             protocol: vs.spec.protocol,
             flags: VipFlag::flags(&vs.spec.flags),
             hash_function: vs.spec.hash_function,
+            health_check: vs.spec.health_check.clone(),
             reals: Vec::new(),
         };
         out.accepted.push((plan, vs.spec.node_selector.clone()));

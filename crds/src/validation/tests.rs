@@ -30,6 +30,7 @@ fn vs(ns: &str, name: &str, created: i64, address: &str, port: u16) -> VirtualSe
         flags: vec![VipFlag::NoSport, VipFlag::HashSrcDstPort],
         hash_function: HashFunction::MaglevV2,
         node_selector: None,
+        health_check: None,
     };
     VirtualService { metadata: meta(ns, name, created), spec, status: None }
 }
@@ -279,4 +280,89 @@ fn capacity_cut_is_deterministic() {
     assert_eq!(reason_of(&plan.excluded_real_servers, "a", "r4"), Reason::CapacityExceeded);
     assert_eq!(plan.vips[1].reals.iter().map(|r| r.owner.name.as_str()).collect::<Vec<_>>(), ["r3"]);
     assert_eq!((plan.vips_used, plan.reals_used), (2, 2));
+}
+
+/// The health check's CEL rules and bounds, repeated in Rust: each error names the field.
+#[test]
+fn health_check_errors_name_field_and_value() {
+    use crate::v1alpha1::{HealthCheckSpec, HealthCheckType};
+    let fields = |spec: &VirtualServiceSpec| -> Vec<String> {
+        validate_virtual_service(spec).into_iter().map(|e| format!("{}: {}", e.field, e.message)).collect()
+    };
+    let mut spec = vs("a", "v", 0, "10.0.0.1", 80).spec;
+    spec.health_check = Some(HealthCheckSpec::new(HealthCheckType::Tcp));
+    assert!(fields(&spec).is_empty(), "defaults are valid");
+
+    let mut http = HealthCheckSpec::new(HealthCheckType::Http);
+    spec.health_check = Some(http.clone());
+    assert_eq!(fields(&spec), ["spec.healthCheck.path: required for type http"]);
+    http.path = Some("healthz".into());
+    spec.health_check = Some(http.clone());
+    assert_eq!(fields(&spec), ["spec.healthCheck.path: must start with /"]);
+    http.path = Some("/healthz".into());
+    http.expected_status = Some(700);
+    http.interval_milliseconds = 1000;
+    http.timeout_milliseconds = 1000;
+    spec.health_check = Some(http.clone());
+    assert_eq!(
+        fields(&spec),
+        [
+            "spec.healthCheck.timeoutMilliseconds: must be at least 1 and below intervalMilliseconds (1000)",
+            "spec.healthCheck.expectedStatus: must be an HTTP status (100 to 599)",
+        ]
+    );
+
+    let mut tcp = HealthCheckSpec::new(HealthCheckType::Tcp);
+    tcp.path = Some("/x".into());
+    tcp.skip_tls_verify = Some(true);
+    tcp.payload = Some("ping".into());
+    tcp.healthy_threshold = 11;
+    tcp.interval_milliseconds = 999;
+    tcp.timeout_milliseconds = 500;
+    spec.health_check = Some(tcp);
+    assert_eq!(
+        fields(&spec),
+        [
+            "spec.healthCheck.intervalMilliseconds: must be 1000 to 300000",
+            "spec.healthCheck.healthyThreshold: must be 1 to 10",
+            "spec.healthCheck.path: applies to type http and https only",
+            "spec.healthCheck.skipTlsVerify: applies to type https only",
+            "spec.healthCheck.payload: applies to type udp only",
+        ]
+    );
+
+    // A port-less VIP's check names its port.
+    spec.port = 0;
+    spec.health_check = Some(HealthCheckSpec::new(HealthCheckType::Udp));
+    assert_eq!(
+        fields(&spec),
+        [
+            "spec.healthCheck.port: required for a port-less VirtualService (port 0)",
+            "spec.healthCheck.payload: required (non-empty) for type udp"
+        ]
+    );
+    let udp =
+        HealthCheckSpec { port: Some(53), payload: Some("ping".into()), ..HealthCheckSpec::new(HealthCheckType::Udp) };
+    spec.health_check = Some(udp);
+    assert!(fields(&spec).is_empty());
+
+    // An invalid check makes the VirtualService not accepted, with the reason.
+    let mut bad = vs("a", "v", 0, "10.0.0.1", 80);
+    bad.spec.health_check = Some(HealthCheckSpec::new(HealthCheckType::Https));
+    let verdict = &arbitrate([&bad], []).virtual_services[&k("a", "v")];
+    assert_eq!(
+        (verdict.reason, verdict.message.as_str()),
+        (Reason::Invalid, "spec.healthCheck.path \"\": required for type https")
+    );
+}
+
+#[test]
+fn the_plan_carries_the_check() {
+    use crate::v1alpha1::{HealthCheckSpec, HealthCheckType};
+    let mut web = vs("a", "web", 0, "10.0.0.1", 80);
+    web.spec.health_check = Some(HealthCheckSpec { port: Some(8080), ..HealthCheckSpec::new(HealthCheckType::Tcp) });
+    let plain = vs("a", "plain", 1, "10.0.0.2", 80);
+    let plan = resolve([&web, &plain], [], &node(16, 16, &[])).plan;
+    assert_eq!(plan.vips[0].health_check, web.spec.health_check);
+    assert_eq!(plan.vips[1].health_check, None);
 }

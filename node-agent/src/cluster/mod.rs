@@ -10,6 +10,8 @@
 //!   RealServer and the node's own Node, `resolve` on every change, the diff
 //!   applied with backoff on errors.
 //!
+//! - [`health`]: each VIP's health check as the Balancer stores it (`dummy`
+//!   without `spec.healthCheck`), and the health read back for the status;
 //! - [`status`]: the node's BalancerNode status (what is programmed, capacity,
 //!   `Ready`), written after every pass; a restarted agent reads it back to
 //!   adopt its VIPs ([`Reconciler::adopt`]).
@@ -18,6 +20,7 @@
 //! runs [`watch::run`]; the REST API refuses changes to the VIPs the
 //! [`Reconciler`] owns ([`Reconciler::owner`]).
 
+pub mod health;
 pub mod reconcile;
 pub mod status;
 pub mod watch;

@@ -15,8 +15,10 @@
 //! **Order.** Capacity is freed before it is used, so a plan that fits never
 //! fails with SPACE_EXHAUSTED halfway: (1) delete owned VIPs no longer planned,
 //! (2) delete reals per VIP (one batch each), (3) add VIPs, (4) flags and hash
-//! function of existing VIPs, (5) add/update reals per VIP (one batch each).
-//! Within a phase, VIPs go in [`VipId`] order.
+//! function of existing VIPs, (5) health checks, (6) add/update reals per VIP
+//! (one batch each). Within a phase, VIPs go in [`VipId`] order. The check
+//! comes before the reals: with the prober enabled, a real starts healthy only
+//! on a VIP whose check is `dummy` (see [`super::health`]).
 //!
 //! **Reals shared across VIPs.** The datapath keeps one set of flags per real
 //! address; when VIPs disagree, the first VIP in plan order (the oldest
@@ -29,7 +31,8 @@ use weir_abi::VipFlags;
 use weir_crds::v1alpha1::ProgrammedVirtualService;
 use weir_crds::validation::{NodePlan, ObjectKey, VipPlan};
 
-use crate::dataplane::{Balancer, HashFunction, RealAction, RealSpec, VipId, VipSpec};
+use super::health::desired_check;
+use crate::dataplane::{Balancer, HashFunction, HealthCheck, RealAction, RealSpec, VipId, VipSpec};
 
 /// One Balancer change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +60,12 @@ pub enum Op {
         vip: VipId,
         hash: HashFunction,
     },
+    /// The VIP's health check, as the Balancer stores it (`dummy` when the
+    /// VirtualService has none).
+    SetHealthCheck {
+        vip: VipId,
+        check: HealthCheck,
+    },
     /// Reals to add or whose weight or flags change, one batch.
     UpsertReals {
         vip: VipId,
@@ -73,6 +82,7 @@ impl Op {
             | Op::AddVip { vip, .. }
             | Op::SetFlags { vip, .. }
             | Op::SetHash { vip, .. }
+            | Op::SetHealthCheck { vip, .. }
             | Op::UpsertReals { vip, .. } => vip,
         }
     }
@@ -84,6 +94,7 @@ pub struct ObservedVip {
     pub flags: VipFlags,
     pub hash: HashFunction,
     pub reals: BTreeMap<IpAddr, RealSpec>,
+    pub health_check: Option<HealthCheck>,
 }
 
 /// A planned VIP that an unowned (REST-created) VIP already holds.
@@ -117,7 +128,8 @@ pub fn observe(balancer: &Balancer) -> BTreeMap<VipId, ObservedVip> {
         .map(|info| {
             let reals = balancer.reals(&info.id).unwrap_or_default().into_iter().map(|r| (r.addr, r)).collect();
             let flags = VipFlags::from_bits_retain(info.flags);
-            (info.id, ObservedVip { flags, hash: info.hash_function, reals })
+            let health_check = balancer.health_check(&info.id).ok().flatten();
+            (info.id, ObservedVip { flags, hash: info.hash_function, reals, health_check })
         })
         .collect()
 }
@@ -137,6 +149,7 @@ pub fn diff(plan: &NodePlan, current: &BTreeMap<VipId, ObservedVip>, owned: &BTr
     }
     // VipId -> (flags, hash, reals); BTreeMap gives the phase order.
     let mut desired: BTreeMap<VipId, (VipFlags, HashFunction, BTreeMap<IpAddr, RealSpec>)> = BTreeMap::new();
+    let mut checks: BTreeMap<VipId, HealthCheck> = BTreeMap::new();
     // Planned VIPs never deleted by this diff, even when not programmable.
     let mut keep: BTreeSet<VipId> = BTreeSet::new();
     for vip in &plan.vips {
@@ -153,6 +166,7 @@ pub fn diff(plan: &NodePlan, current: &BTreeMap<VipId, ObservedVip>, owned: &BTr
         }
         out.desired_owners.insert(id, vip.owner.clone());
         desired.insert(id, (vip.flags, vip.hash_function, reals));
+        checks.insert(id, desired_check(vip));
     }
 
     for id in owned.iter().filter(|id| !keep.contains(id) && current.contains_key(id)) {
@@ -179,6 +193,12 @@ pub fn diff(plan: &NodePlan, current: &BTreeMap<VipId, ObservedVip>, owned: &BTr
         }
         if have.hash != *hash {
             out.ops.push(Op::SetHash { vip: *id, hash: *hash });
+        }
+    }
+    for (id, check) in &checks {
+        let have = current.get(id).and_then(|v| v.health_check.as_ref());
+        if have != Some(check) {
+            out.ops.push(Op::SetHealthCheck { vip: *id, check: check.clone() });
         }
     }
     for (id, (_, _, reals)) in &desired {
@@ -228,6 +248,7 @@ fn apply_one(balancer: &mut Balancer, op: &Op) -> crate::Result<()> {
             Ok(())
         }
         Op::SetHash { vip, hash } => balancer.change_hash_function(vip, *hash),
+        Op::SetHealthCheck { vip, check } => balancer.set_health_check(vip, check.clone()),
         Op::UpsertReals { vip, reals } => balancer.modify_reals(vip, RealAction::Add, reals),
     }
 }

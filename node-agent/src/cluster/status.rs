@@ -2,7 +2,9 @@
 //! this agent (the operator rolls it up into `VirtualService.status`).
 //!
 //! [`node_status`] is pure: the Balancer, the plan and the pass's [`Report`]
-//! in, the status out. A VirtualService counts as programmed at its plan
+//! in, the status out. Each programmed VirtualService carries the health of
+//! its reals on this node (healthy count, unhealthy addresses, fail-open), read
+//! from the Balancer, which the prober keeps up to date. A VirtualService counts as programmed at its plan
 //! generation when cluster mode owns its VIP and no op for it failed in the
 //! pass; a VIP held by a REST-created VIP (conflict) or with a hash function
 //! the datapath lacks is not programmed, and `Ready` says why — as it does for
@@ -13,7 +15,7 @@
 //! ownerReference to the Node, so it goes when the Node goes), then applies
 //! `/status` only when the status changed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -26,6 +28,7 @@ use weir_crds::v1alpha1::{
 };
 use weir_crds::validation::{NodePlan, ObjectKey};
 
+use super::health::report_health;
 use super::reconcile::planned_id;
 use super::{Reconciler, Report};
 use crate::dataplane::{self, Balancer, VipId};
@@ -78,9 +81,21 @@ pub fn node_status(
             reals_used: count(real_addrs.len()),
             reals_max: config.max_reals,
         },
-        virtual_services: with_frozen(programmed_virtual_services(&programmed_plan), reported, reconciler),
+        virtual_services: with_frozen(with_health(lb, &programmed_plan), reported, reconciler),
         conditions,
     }
+}
+
+/// What `plan` programs, each VirtualService with the health of its reals.
+fn with_health(lb: &Balancer, plan: &NodePlan) -> Vec<ProgrammedVirtualService> {
+    let ids: BTreeMap<&ObjectKey, VipId> = plan.vips.iter().map(|v| (&v.owner, planned_id(v))).collect();
+    let mut entries = programmed_virtual_services(plan);
+    for entry in &mut entries {
+        if let Some(id) = ids.get(&ObjectKey::new(&entry.namespace, &entry.name)) {
+            report_health(lb, id, entry);
+        }
+    }
+    entries
 }
 
 /// `programmed` and, from what was `reported` before, the VirtualServices

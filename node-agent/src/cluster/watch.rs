@@ -15,7 +15,12 @@
 //!
 //! After every pass the node's BalancerNode status is written (only when it
 //! changed; see [`status`](super::status)); a failed write is retried like a
-//! failed op.
+//! failed op. Health changes with no watch event (the prober demotes and
+//! promotes reals in the Balancer): every [`HEALTH_TICK`] the loop looks at
+//! [`Balancer::generation`](crate::dataplane::Balancer::generation) (and
+//! `instance`, which tells a re-created Balancer), and a Balancer that
+//! changed since the last pass gets a pass of its own (its diff
+//! is empty unless something else moved; its status carries the new health).
 //!
 //! Restart: before the first pass the loop reads the node's BalancerNode
 //! status (the agent's own record) and adopts the VIPs of the VirtualServices
@@ -48,6 +53,8 @@ use crate::handles::SharedBalancer;
 pub const RETRY_MIN: Duration = Duration::from_millis(100);
 /// Longest retry delay.
 pub const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How often the loop looks for Balancer changes it did not make (health).
+pub const HEALTH_TICK: Duration = Duration::from_secs(1);
 
 type Triggers = Pin<Box<dyn Stream<Item = ()> + Send>>;
 
@@ -84,6 +91,10 @@ pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, re
     }
     let mut triggers = futures::stream::select_all([vs_events, rs_events, node_events]);
     let mut retry: Option<Duration> = None;
+    let mut tick = tokio::time::interval(HEALTH_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The Balancer's (instance, generation) after the last pass.
+    let mut seen: Option<(u64, u64)> = None;
     loop {
         let delay = retry.unwrap_or(RETRY_MAX);
         tokio::select! {
@@ -95,6 +106,11 @@ pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, re
                 while let Some(Some(())) = triggers.next().now_or_never() {}
             }
             () = tokio::time::sleep(delay), if retry.is_some() => {}
+            _ = tick.tick() => {
+                if !moved(&balancer, seen) {
+                    continue;
+                }
+            }
         }
         if !(ready(&vss) && ready(&rss) && ready(&nodes)) {
             continue;
@@ -114,14 +130,32 @@ pub async fn run(client: Client, node_name: String, balancer: SharedBalancer, re
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         programmed = left;
-        let mut ok = outcome.as_ref().is_some_and(|(ok, _)| *ok);
-        if let Some((_, status)) = outcome {
+        let mut ok = outcome.as_ref().is_some_and(|(ok, _, _)| *ok);
+        if let Some((_, status, generation)) = outcome {
+            seen = Some(generation);
             if let Err(e) = writer.write(&status, node.as_deref()).await {
                 tracing::warn!(error = %e, "cannot write the BalancerNode status");
                 ok = false;
             }
         }
         retry = if ok { None } else { Some(retry.map_or(RETRY_MIN, |d| (d * 2).min(RETRY_MAX))) };
+    }
+}
+
+/// What tells one state of the Balancer from another.
+fn version(lb: &crate::dataplane::Balancer) -> (u64, u64) {
+    (lb.instance(), lb.generation())
+}
+
+/// Whether the Balancer changed since `seen` (see [`version`]) (a Balancer busy now
+/// is looked at on the next tick: this runs on the async runtime and must not
+/// wait for its lock).
+fn moved(balancer: &SharedBalancer, seen: Option<(u64, u64)>) -> bool {
+    let differs = |lb: &Option<crate::dataplane::Balancer>| lb.as_ref().is_some_and(|lb| Some(version(lb)) != seen);
+    match balancer.try_read() {
+        Ok(guard) => differs(&guard),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => differs(&poisoned.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => false,
     }
 }
 
@@ -168,8 +202,9 @@ async fn status_before(client: &Client, node_name: &str) -> Option<BalancerNodeS
     }
 }
 
-/// One resolve + reconcile: whether nothing is left to retry, and the node's
-/// status after it; `None` without a Balancer. The first pass with a Balancer
+/// One resolve + reconcile: whether nothing is left to retry, the node's
+/// status after it and the Balancer's [`version`] then; `None` without a
+/// Balancer. The first pass with a Balancer
 /// adopts `programmed` (then cleared).
 fn pass(
     balancer: &SharedBalancer,
@@ -178,7 +213,7 @@ fn pass(
     rss: &[Arc<RealServer>],
     labels: BTreeMap<String, String>,
     before: Before<'_>,
-) -> Option<(bool, BalancerNodeStatus)> {
+) -> Option<(bool, BalancerNodeStatus, (u64, u64))> {
     let mut guard = balancer.write().unwrap_or_else(|e| e.into_inner());
     let Some(lb) = guard.as_mut() else {
         tracing::debug!("cluster sync: no balancer yet");
@@ -204,5 +239,6 @@ fn pass(
     let ok = report.errors.is_empty();
     reconciler.mark_synced();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    Some((ok, status::node_status(lb, &plan, &report, &reconciler, before.conditions, before.reported, now)))
+    let status = status::node_status(lb, &plan, &report, &reconciler, before.conditions, before.reported, now);
+    Some((ok, status, version(lb)))
 }

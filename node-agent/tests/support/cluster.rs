@@ -33,6 +33,7 @@ pub fn virtual_service(name: &str, address: Ipv4Addr, node_selector: Option<Labe
             flags: Vec::new(),
             hash_function: HashFunction::Maglev,
             node_selector,
+            health_check: None,
         },
     );
     vs.metadata.namespace = Some("default".into());

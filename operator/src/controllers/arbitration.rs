@@ -1,7 +1,9 @@
 //! The arbitration controller: reflectors over VirtualServices, RealServers, BalancerNodes
 //! and Nodes (metadata only) wake one loop; after a short debounce it takes a snapshot,
 //! computes [`crate::desired::plan`], server-side applies each changed status (field
-//! manager [`FIELD_MANAGER`]) and publishes an Event for each new rejection.
+//! manager [`FIELD_MANAGER`]) and publishes an Event for each new rejection and each health
+//! transition (a RealServer turning unhealthy or healthy again, a VirtualService failing
+//! open or no longer).
 //!
 //! Write loops: an object is written only when its desired status differs from its stored
 //! one; and because our own write reaches the store a moment later, a status we applied in
@@ -40,6 +42,7 @@ use super::reflect;
 use crate::desired::{plan, Snapshot, Update};
 use crate::health::Health;
 use crate::metrics::{count_objects, Metrics};
+use crate::rollup::Transition;
 use crate::{Error, Result, FIELD_MANAGER};
 
 /// The controller's name in metrics and readiness.
@@ -263,6 +266,9 @@ where
     if let Some(verdict) = &update.rejected {
         publish_rejection(ctx, kind, key.clone(), obj, verdict).await?;
     }
+    if let Some(transition) = &update.transition {
+        publish_transition(ctx, kind, key.clone(), obj, transition).await?;
+    }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let body = json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status });
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -292,6 +298,32 @@ where
         reason: verdict.reason.as_str().to_owned(),
         note: Some(verdict.message.clone()),
         action: "Arbitrate".to_owned(),
+        secondary: None,
+    };
+    ctx.recorder.publish(&event, &obj.object_ref(&())).await.map_err(|source| Error::Event {
+        kind,
+        key,
+        source: Box::new(source),
+    })
+}
+
+/// A health transition: a RealServer turned unhealthy (Warning) or healthy again (Normal);
+/// a VirtualService began (Warning) or stopped failing open.
+async fn publish_transition<K>(
+    ctx: &Context,
+    kind: &'static str,
+    key: ObjectKey,
+    obj: &K,
+    transition: &Transition,
+) -> Result<()>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let event = Event {
+        type_: if transition.warning { EventType::Warning } else { EventType::Normal },
+        reason: transition.reason.clone(),
+        note: Some(transition.note.clone()),
+        action: "RollUpHealth".to_owned(),
         secondary: None,
     };
     ctx.recorder.publish(&event, &obj.object_ref(&())).await.map_err(|source| Error::Event {

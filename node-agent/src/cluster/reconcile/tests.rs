@@ -7,6 +7,23 @@ use weir_crds::v1alpha1::Protocol;
 use weir_crds::validation::{NodePlan, ObjectKey, RealPlan, VipPlan};
 
 use super::*;
+use crate::dataplane::{CheckKind, HttpCheck, UdpCheck};
+use weir_crds::v1alpha1::{HealthCheckSpec, HealthCheckType};
+
+/// The `dummy` check a VirtualService without `spec.healthCheck` gets on port 80.
+fn dummy() -> HealthCheck {
+    HealthCheck {
+        kind: CheckKind::Dummy,
+        port: 80,
+        http: None,
+        https: None,
+        udp: None,
+        interval_ms: 5000,
+        timeout_ms: 2000,
+        healthy_threshold: 3,
+        unhealthy_threshold: 3,
+    }
+}
 
 fn ip(last: u8) -> IpAddr {
     Ipv4Addr::new(10, 0, 0, last).into()
@@ -25,6 +42,7 @@ fn vip(last: u8, reals: &[(u8, u32)]) -> VipPlan {
         protocol: Protocol::Tcp,
         flags: VipFlags::empty(),
         hash_function: HashFunction::Maglev,
+        health_check: None,
         reals: reals
             .iter()
             .map(|&(r, weight)| RealPlan {
@@ -51,7 +69,8 @@ fn observed(plan: &NodePlan) -> BTreeMap<VipId, ObservedVip> {
                 .iter()
                 .map(|r| (r.address, RealSpec { addr: r.address, weight: r.weight, flags: r.flags }))
                 .collect();
-            (planned_id(v), ObservedVip { flags: v.flags, hash: v.hash_function, reals })
+            let health_check = Some(desired_check(v));
+            (planned_id(v), ObservedVip { flags: v.flags, hash: v.hash_function, reals, health_check })
         })
         .collect()
 }
@@ -70,6 +89,8 @@ fn empty_balancer_gets_vips_then_reals() {
         vec![
             Op::AddVip { vip: vip_id(1), flags: 0, hash: h },
             Op::AddVip { vip: vip_id(2), flags: 0, hash: h },
+            Op::SetHealthCheck { vip: vip_id(1), check: dummy() },
+            Op::SetHealthCheck { vip: vip_id(2), check: dummy() },
             Op::UpsertReals {
                 vip: vip_id(1),
                 reals: vec![
@@ -112,6 +133,7 @@ fn removals_come_before_additions() {
             Op::DelVip(vip_id(1)),
             Op::DelReals { vip: vip_id(2), addrs: vec![ip(3)] },
             Op::AddVip { vip: vip_id(3), flags: 0, hash: HashFunction::Maglev },
+            Op::SetHealthCheck { vip: vip_id(3), check: dummy() },
             Op::UpsertReals { vip: vip_id(2), reals: vec![RealSpec { addr: ip(4), weight: 1, flags: 0 }] },
         ]
     );
@@ -160,4 +182,69 @@ fn shared_real_flags_follow_the_first_vip() {
             assert_eq!(reals[0].flags, 2, "{op:?}");
         }
     }
+}
+
+#[test]
+fn a_check_is_set_before_the_reals_and_only_when_it_differs() {
+    let mut web = vip(1, &[(1, 1)]);
+    web.health_check = Some(HealthCheckSpec {
+        path: Some("/healthz".into()),
+        expected_status: Some(204),
+        ..HealthCheckSpec::new(HealthCheckType::Http)
+    });
+    let http = HealthCheck {
+        kind: CheckKind::Http,
+        http: Some(HttpCheck { path: "/healthz".into(), expected_status: 204, host: None, skip_tls_verify: false }),
+        ..dummy()
+    };
+    let d = diff(&plan(vec![web.clone()]), &BTreeMap::new(), &BTreeSet::new());
+    assert_eq!(
+        d.ops,
+        vec![
+            Op::AddVip { vip: vip_id(1), flags: 0, hash: HashFunction::Maglev },
+            Op::SetHealthCheck { vip: vip_id(1), check: http.clone() },
+            Op::UpsertReals { vip: vip_id(1), reals: vec![RealSpec { addr: ip(1), weight: 1, flags: 0 }] },
+        ],
+        "with the prober on, reals start as the check says: it comes first"
+    );
+
+    // Stored as planned: nothing to do. Another port (the VIP's by default): set again.
+    let mut current = observed(&plan(vec![web.clone()]));
+    assert!(diff(&plan(vec![web.clone()]), &current, &owned_all(&current)).ops.is_empty());
+    let mut on_8080 = web.clone();
+    on_8080.health_check.as_mut().unwrap().port = Some(8080);
+    let d = diff(&plan(vec![on_8080]), &current, &owned_all(&current));
+    assert_eq!(d.ops, vec![Op::SetHealthCheck { vip: vip_id(1), check: HealthCheck { port: 8080, ..http.clone() } }]);
+
+    // The check removed from the spec: dummy (every real healthy), not no check at all.
+    let plain = vip(1, &[(1, 1)]);
+    let d = diff(&plan(vec![plain.clone()]), &current, &owned_all(&current));
+    assert_eq!(d.ops, vec![Op::SetHealthCheck { vip: vip_id(1), check: dummy() }]);
+    // A VIP some REST call stripped of its check gets it back.
+    current.get_mut(&vip_id(1)).unwrap().health_check = None;
+    let d = diff(&plan(vec![web]), &current, &owned_all(&current));
+    assert_eq!(d.ops, vec![Op::SetHealthCheck { vip: vip_id(1), check: http }]);
+}
+
+#[test]
+fn a_port_less_vip_gets_a_dummy_check_the_balancer_takes() {
+    let mut any_port = vip(1, &[]);
+    any_port.port = 0;
+    assert_eq!(desired_check(&any_port).port, 1, "the Balancer refuses port 0");
+    any_port.health_check = Some(HealthCheckSpec { port: Some(53), ..HealthCheckSpec::new(HealthCheckType::Tcp) });
+    assert_eq!(desired_check(&any_port).port, 53);
+}
+
+#[test]
+fn a_udp_check_carries_its_datagram_and_reply() {
+    let mut dns = vip(1, &[]);
+    dns.health_check = Some(HealthCheckSpec {
+        payload: Some("ping".into()),
+        expected_reply: Some("pong".into()),
+        ..HealthCheckSpec::new(HealthCheckType::Udp)
+    });
+    let check = desired_check(&dns);
+    assert_eq!(check.kind, CheckKind::Udp);
+    assert_eq!(check.udp, Some(UdpCheck { payload: "ping".into(), expect: Some("pong".into()) }));
+    assert_eq!((check.http, check.https), (None, None));
 }
