@@ -265,7 +265,7 @@ async fn health_check_errors_come_in_the_documented_order() {
             "port: 70000 is not 0-65535",
         ),
         (
-            json!({"vip": vip("10.0.0.3", 0, 6), "healthcheck": {"type": "dummy"}}),
+            json!({"vip": vip("10.0.0.3", 0, 6), "healthcheck": {"type": "tcp"}}),
             StatusCode::BAD_REQUEST,
             "INVALID_REQUEST",
             "port: required for the port-less VIP 10.0.0.3:0/tcp",

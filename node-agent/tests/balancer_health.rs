@@ -248,11 +248,14 @@ fn bad_health_requests_change_nothing() {
     let portless = VipId { port: 0, ..id };
     lb.add_vip(VipSpec { id: portless, flags: 0 }).unwrap();
     assert_eq!(
-        err(lb
-            .set_health_check(&portless, HealthCheck { kind: CheckKind::Dummy, interval_ms: 5000, ..tcp })
-            .unwrap_err()),
+        err(lb.set_health_check(&portless, HealthCheck { interval_ms: 5000, ..tcp.clone() }).unwrap_err()),
         (Code::InvalidRequest, "invalid healthcheck: port: required for the port-less VIP 10.100.0.1:0/tcp".into())
     );
+    // A dummy check probes nothing: a port-less VIP takes one without a port.
+    let dummy = HealthCheck { kind: CheckKind::Dummy, interval_ms: 5000, ..tcp };
+    lb.set_health_check(&portless, dummy.clone()).unwrap();
+    assert_eq!(lb.health_check(&portless).unwrap(), Some(dummy));
+    lb.del_vip(&portless).unwrap();
 
     assert_eq!(health(&lb, &id), vec![(a, 1, true), (b, 1, false)]);
     assert_eq!(lb.health_check(&id).unwrap(), None);

@@ -15,19 +15,14 @@ use weir_crds::validation::VipPlan;
 
 use crate::dataplane::{Balancer, CheckKind, HealthCheck, HttpCheck, UdpCheck, VipId};
 
-/// The port of the `dummy` check of a port-less VIP. A dummy check probes
-/// nothing, but the Balancer refuses port 0 for every kind of check (and
-/// resolves 0 to the VIP's port, which is 0 here).
-// TODO(#13): let the Balancer take a port-less dummy check, and drop this.
-const PORT_LESS_DUMMY_PORT: u16 = 1;
-
 /// What VIP `vip`'s check must be in the Balancer: its stored form (the port
 /// resolved), so that an unchanged check compares equal to the stored one.
 pub fn desired_check(vip: &VipPlan) -> HealthCheck {
     let Some(spec) = &vip.health_check else {
         return HealthCheck {
             kind: CheckKind::Dummy,
-            port: if vip.port == 0 { PORT_LESS_DUMMY_PORT } else { vip.port },
+            // The VIP's port; 0 on a port-less VIP (a dummy check probes nothing).
+            port: vip.port,
             http: None,
             https: None,
             udp: None,

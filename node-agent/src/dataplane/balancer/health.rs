@@ -113,7 +113,8 @@ impl Balancer {
     }
 
     /// Gives VIP `id` a health check (or replaces its check). The check's
-    /// port 0 means the VIP's port; a port-less VIP needs one. A check that
+    /// port 0 means the VIP's port; a port-less VIP needs one, unless the
+    /// check is `dummy`. A check that
     /// probes (all but `dummy`) needs the prober (501 otherwise). `dummy`
     /// makes every real of the VIP healthy, now and when added.
     pub fn set_health_check(&mut self, id: &VipId, mut check: HealthCheck) -> Result<()> {
@@ -177,7 +178,8 @@ impl Balancer {
 /// What a stored check must satisfy (its defaults already applied).
 fn validate_health_check(id: &VipId, check: &HealthCheck) -> Result<()> {
     let field = "healthcheck";
-    if check.port == 0 {
+    // A dummy check probes nothing: it needs no port.
+    if check.port == 0 && check.kind != CheckKind::Dummy {
         return Err(Error::invalid(field, format!("port: required for the port-less VIP {id}")));
     }
     if check.timeout_ms >= check.interval_ms {
