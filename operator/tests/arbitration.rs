@@ -1,86 +1,26 @@
 //! The arbitration controller end to end against the API server double: the real
 //! `weir_operator::run` with a client of the double.
 
+mod support {
+    pub mod harness;
+}
+
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
+use support::harness::*;
 use weir_apiserver_double::{ApiServer, Fault};
 use weir_crds::v1alpha1::{BalancerNode, RealServer, VirtualService};
 
-const LIMIT: Duration = Duration::from_secs(20);
-const GROUP_VERSION: &str = "lb.weir.dev/v1alpha1";
-
-/// The double with weir's CRDs and a running operator; the operator stops with the guard.
-struct Harness {
-    server: ApiServer,
-    client: kube::Client,
-    _stop: tokio::sync::oneshot::Sender<()>,
+/// What these tests ask of the harness beyond its own.
+trait Waits {
+    async fn wait_condition(&self, plural: &str, name: &str, type_: &str, status: &str, reason: Option<&str>) -> Value;
+    async fn wait_programmed(&self, name: &str, message: &str) -> Value;
 }
 
-fn start() -> Harness {
-    let server = ApiServer::start();
-    for crd in weir_crds::crds() {
-        server.register_crd(&crd);
-    }
-    let client = server.client();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let operator_client = client.clone();
-    tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        weir_operator::run(operator_client, weir_operator::Options::default(), shutdown)
-            .await
-            .expect("operator failed");
-    });
-    Harness { server, client, _stop: stop }
-}
-
-async fn timed<F: std::future::Future<Output = ()>>(f: F) {
-    tokio::time::timeout(LIMIT, f).await.expect("test timed out");
-}
-
-impl Harness {
-    /// A Node named `name` and its (empty) BalancerNode, as a starting agent makes it.
-    async fn create_balancer_node(&self, name: &str) {
-        let node: Node =
-            serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})).unwrap();
-        Api::<Node>::all(self.client.clone()).create(&PostParams::default(), &node).await.unwrap();
-        let bn: BalancerNode = serde_json::from_value(json!({
-            "apiVersion": GROUP_VERSION, "kind": "BalancerNode", "metadata": {"name": name}, "spec": {},
-        }))
-        .unwrap();
-        Api::<BalancerNode>::all(self.client.clone()).create(&PostParams::default(), &bn).await.unwrap();
-    }
-
-    async fn create_vs(&self, name: &str, address: &str, port: u16) {
-        let vs: VirtualService = serde_json::from_value(json!({
-            "apiVersion": GROUP_VERSION, "kind": "VirtualService",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"address": address, "port": port, "protocol": "TCP"},
-        }))
-        .unwrap();
-        Api::<VirtualService>::namespaced(self.client.clone(), "default")
-            .create(&PostParams::default(), &vs)
-            .await
-            .unwrap();
-    }
-
-    async fn create_rs(&self, name: &str, virtual_service: &str, address: &str) {
-        let rs: RealServer = serde_json::from_value(json!({
-            "apiVersion": GROUP_VERSION, "kind": "RealServer",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"virtualServiceName": virtual_service, "address": address, "weight": 1},
-        }))
-        .unwrap();
-        Api::<RealServer>::namespaced(self.client.clone(), "default")
-            .create(&PostParams::default(), &rs)
-            .await
-            .unwrap();
-    }
-
+impl Waits for Harness {
     /// Polls until `name`'s condition `type_` has `status` (and `reason`, if given); returns it.
     async fn wait_condition(&self, plural: &str, name: &str, type_: &str, status: &str, reason: Option<&str>) -> Value {
         loop {
@@ -96,15 +36,6 @@ impl Harness {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    /// Steady state: after convergence, a quiet second brings no write at all.
-    async fn assert_quiet(&self) {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        self.server.clear_requests();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let writes: Vec<_> = self.server.requests().into_iter().filter(|r| r.is_write()).collect();
-        assert!(writes.is_empty(), "writes in steady state: {writes:?}");
     }
 
     async fn wait_programmed(&self, name: &str, message: &str) -> Value {

@@ -2,45 +2,21 @@
 //! `weir_operator::run`, and BalancerNode statuses written as three agents would write
 //! them while one real's server goes down and comes back.
 
+mod support {
+    pub mod harness;
+}
+
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value};
-use weir_apiserver_double::ApiServer;
+use support::harness::*;
 use weir_crds::status::reals_digest;
-use weir_crds::v1alpha1::{BalancerNode, RealServer, VirtualService};
+use weir_crds::v1alpha1::BalancerNode;
 use weir_crds::validation::{ObjectKey, RealPlan};
 
-const LIMIT: Duration = Duration::from_secs(20);
-const GROUP_VERSION: &str = "lb.weir.dev/v1alpha1";
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 const REALS: [(&str, &str); 3] = [("r1", "10.1.0.1"), ("r2", "10.1.0.2"), ("r3", "10.1.0.3")];
-
-struct Harness {
-    server: ApiServer,
-    client: kube::Client,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-fn start() -> Harness {
-    let server = ApiServer::start();
-    for crd in weir_crds::crds() {
-        server.register_crd(&crd);
-    }
-    let client = server.client();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let operator_client = client.clone();
-    tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        weir_operator::run(operator_client, weir_operator::Options::default(), shutdown)
-            .await
-            .expect("operator failed");
-    });
-    Harness { server, client, _stop: stop }
-}
 
 /// The accepted reals as the agents program them (what their reals digest covers).
 fn digest() -> String {
@@ -56,39 +32,25 @@ fn digest() -> String {
     reals_digest(&reals)
 }
 
-impl Harness {
+/// What these tests ask of the harness beyond its own.
+trait Health {
+    async fn setup(&self);
+    async fn report(&self, node: &str, unhealthy: &[&str]);
+    fn object(&self, plural: &str, name: &str) -> Value;
+    async fn wait(&self, plural: &str, name: &str, type_: &str, want: (&str, &str, &str)) -> Value;
+    fn events(&self, name: &str) -> Vec<(String, String, String)>;
+}
+
+impl Health for Harness {
     /// Three Nodes with their BalancerNodes, a VirtualService with a TCP check and three reals.
     async fn setup(&self) {
         for name in NODES {
-            let node: Node = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-            Api::<Node>::all(self.client.clone()).create(&PostParams::default(), &node).await.unwrap();
-            let bn: BalancerNode = serde_json::from_value(json!({
-                "apiVersion": GROUP_VERSION, "kind": "BalancerNode", "metadata": {"name": name}, "spec": {},
-            }))
-            .unwrap();
-            Api::<BalancerNode>::all(self.client.clone()).create(&PostParams::default(), &bn).await.unwrap();
+            self.create_balancer_node(name).await;
         }
-        let vs: VirtualService = serde_json::from_value(json!({
-            "apiVersion": GROUP_VERSION, "kind": "VirtualService",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {"address": "10.0.0.1", "port": 80, "protocol": "TCP", "healthCheck": {"type": "tcp"}},
-        }))
-        .unwrap();
-        Api::<VirtualService>::namespaced(self.client.clone(), "default")
-            .create(&PostParams::default(), &vs)
-            .await
-            .unwrap();
+        let spec = json!({"address": "10.0.0.1", "port": 80, "protocol": "TCP", "healthCheck": {"type": "tcp"}});
+        self.create_vs_with("web", spec).await;
         for (name, address) in REALS {
-            let rs: RealServer = serde_json::from_value(json!({
-                "apiVersion": GROUP_VERSION, "kind": "RealServer",
-                "metadata": {"name": name, "namespace": "default"},
-                "spec": {"virtualServiceName": "web", "address": address, "weight": 1},
-            }))
-            .unwrap();
-            Api::<RealServer>::namespaced(self.client.clone(), "default")
-                .create(&PostParams::default(), &rs)
-                .await
-                .unwrap();
+            self.create_rs(name, "web", address).await;
         }
     }
 
@@ -135,14 +97,6 @@ impl Harness {
             .filter(|e| e["regarding"]["name"] == name)
             .map(|e| (text(&e["type"]), text(&e["reason"]), text(&e["note"])))
             .collect()
-    }
-
-    async fn assert_quiet(&self) {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        self.server.clear_requests();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let writes: Vec<_> = self.server.requests().into_iter().filter(|r| r.is_write()).collect();
-        assert!(writes.is_empty(), "writes in steady state: {writes:?}");
     }
 }
 
