@@ -28,6 +28,17 @@ const UNHEALTHY_THRESHOLD: u64 = 3;
 const SLACK: Duration = Duration::from_millis(700);
 const STATUS: &str = "/api/v1/vips/healthcheck/status?address=10.200.255.1&port=80&proto=6";
 
+/// `/lb/create` on the lb host's NIC in driver mode, with the healthcheck
+/// program; its probes leave with the lb host's own address as outer source.
+fn create_body(topo: &Topology, cleanup_on_shutdown: bool) -> Value {
+    json!({
+        "main_interface": topo.lb_iface(), "default_mac": fmt_mac(topo.default_mac()),
+        "max_vips": 8, "max_reals": 64, "lru_size": 65536, "mtu": topo.fabric_mtu,
+        "xdp_attach_flags": 4, // XDP_FLAGS_DRV_MODE
+        "enable_hc": true, "katran_src_v4": topo.lb.v4.to_string(), "cleanup_on_shutdown": cleanup_on_shutdown,
+    })
+}
+
 fn vip() -> Value {
     json!({"address": VIP_V4.to_string(), "port": 80, "proto": 6})
 }
@@ -81,22 +92,7 @@ fn probes_through_the_tunnel_take_a_dead_real_out_bring_it_back_and_fail_open() 
     let topo = Topology::build(TopologyConfig { reals: 3, ..TopologyConfig::default() }).unwrap();
     topo.attach_decap().unwrap();
     let agent = RestAgent::start_with_prober(&topo).unwrap();
-    agent
-        .expect(
-            "POST",
-            "/api/v1/lb/create",
-            Some(json!({
-                "main_interface": topo.lb_iface(),
-                "default_mac": fmt_mac(topo.default_mac()),
-                "max_vips": 8, "max_reals": 64, "lru_size": 65536, "mtu": topo.fabric_mtu,
-                "xdp_attach_flags": 4, // XDP_FLAGS_DRV_MODE
-                "enable_hc": true,
-                // The probes' outer source: the lb host's own address.
-                "katran_src_v4": topo.lb.v4.to_string(),
-            })),
-            201,
-        )
-        .unwrap();
+    agent.expect("POST", "/api/v1/lb/create", Some(create_body(&topo, true)), 201).unwrap();
     agent
         .expect("POST", "/api/v1/vips", Some(json!({"address": VIP_V4.to_string(), "port": 80, "proto": 6})), 201)
         .unwrap();
@@ -268,12 +264,7 @@ fn http_and_udp_checks_go_through_the_tunnel_and_reals_share_marks_across_vips()
     let topo = Topology::build(TopologyConfig { reals: 3, ..TopologyConfig::default() }).unwrap();
     topo.attach_decap().unwrap();
     let agent = RestAgent::start_with_prober(&topo).unwrap();
-    let create = json!({
-        "main_interface": topo.lb_iface(), "default_mac": fmt_mac(topo.default_mac()),
-        "max_vips": 8, "max_reals": 64, "lru_size": 65536, "mtu": topo.fabric_mtu, "xdp_attach_flags": 4,
-        "enable_hc": true, "katran_src_v4": topo.lb.v4.to_string(),
-    });
-    agent.expect("POST", "/api/v1/lb/create", Some(create), 201).unwrap();
+    agent.expect("POST", "/api/v1/lb/create", Some(create_body(&topo, true)), 201).unwrap();
     let tcp = json!({"address": VIP_V4.to_string(), "port": 80, "proto": 6});
     let udp = json!({"address": VIP_V4.to_string(), "port": 53, "proto": 17});
     let reals: Vec<_> = topo.reals.iter().map(|r| json!({"address": r.v4.to_string(), "weight": 1})).collect();
@@ -356,11 +347,7 @@ fn a_restarted_agent_keeps_health_and_marks_and_a_removed_check_stops_probing() 
     }
     let topo = Topology::build(TopologyConfig { reals: 3, ..TopologyConfig::default() }).unwrap();
     topo.attach_decap().unwrap();
-    let create = json!({
-        "main_interface": topo.lb_iface(), "default_mac": fmt_mac(topo.default_mac()),
-        "max_vips": 8, "max_reals": 64, "lru_size": 65536, "mtu": topo.fabric_mtu, "xdp_attach_flags": 4,
-        "enable_hc": true, "katran_src_v4": topo.lb.v4.to_string(), "cleanup_on_shutdown": false,
-    });
+    let create = create_body(&topo, false);
     let socket = SocketAddr::new(VIP_V4.into(), 80);
     let servers: Vec<Server> =
         topo.reals.iter().map(|r| serve_long_lived(&r.ns, vec![socket], r.role.clone()).unwrap()).collect();
