@@ -176,10 +176,8 @@ async fn health_status(
     Ok(Data(HealthStatus { vip: VipKey::from(id), reals, fail_open }))
 }
 
-const DEFAULT_INTERVAL_MS: u32 = 5000;
-const DEFAULT_TIMEOUT_MS: u32 = 2000;
-const DEFAULT_THRESHOLD: u32 = 3;
-const DEFAULT_EXPECTED_STATUS: u16 = 200;
+// katran-server's defaults, shared with the CRD's `healthCheck`.
+use weir_crds::v1alpha1::{DEFAULT_EXPECTED_STATUS, DEFAULT_INTERVAL_MS, DEFAULT_THRESHOLD, DEFAULT_TIMEOUT_MS};
 
 /// The stored check of a wire object: its type checked, its defaults
 /// applied (a number ≤ 0 counts as omitted). Port 0 stands for the VIP's

@@ -19,18 +19,8 @@ use crate::dataplane::{Balancer, CheckKind, HealthCheck, HttpCheck, UdpCheck, Vi
 /// resolved), so that an unchanged check compares equal to the stored one.
 pub fn desired_check(vip: &VipPlan) -> HealthCheck {
     let Some(spec) = &vip.health_check else {
-        return HealthCheck {
-            kind: CheckKind::Dummy,
-            // The VIP's port; 0 on a port-less VIP (a dummy check probes nothing).
-            port: vip.port,
-            http: None,
-            https: None,
-            udp: None,
-            interval_ms: DEFAULT_INTERVAL_MS,
-            timeout_ms: DEFAULT_TIMEOUT_MS,
-            healthy_threshold: DEFAULT_THRESHOLD,
-            unhealthy_threshold: DEFAULT_THRESHOLD,
-        };
+        // The VIP's port; 0 on a port-less VIP (a dummy check probes nothing).
+        return dummy_check(vip.port);
     };
     let http = || HttpCheck {
         path: spec.path.clone().unwrap_or_default(),
@@ -55,6 +45,22 @@ pub fn desired_check(vip: &VipPlan) -> HealthCheck {
         timeout_ms: spec.timeout_milliseconds,
         healthy_threshold: spec.healthy_threshold,
         unhealthy_threshold: spec.unhealthy_threshold,
+    }
+}
+
+/// The `dummy` check (always healthy) of a VirtualService without
+/// `spec.healthCheck`, in its stored form.
+pub fn dummy_check(port: u16) -> HealthCheck {
+    HealthCheck {
+        kind: CheckKind::Dummy,
+        port,
+        http: None,
+        https: None,
+        udp: None,
+        interval_ms: DEFAULT_INTERVAL_MS,
+        timeout_ms: DEFAULT_TIMEOUT_MS,
+        healthy_threshold: DEFAULT_THRESHOLD,
+        unhealthy_threshold: DEFAULT_THRESHOLD,
     }
 }
 

@@ -12,17 +12,7 @@ use weir_crds::v1alpha1::{HealthCheckSpec, HealthCheckType};
 
 /// The `dummy` check a VirtualService without `spec.healthCheck` gets on port 80.
 fn dummy() -> HealthCheck {
-    HealthCheck {
-        kind: CheckKind::Dummy,
-        port: 80,
-        http: None,
-        https: None,
-        udp: None,
-        interval_ms: 5000,
-        timeout_ms: 2000,
-        healthy_threshold: 3,
-        unhealthy_threshold: 3,
-    }
+    crate::cluster::health::dummy_check(80)
 }
 
 fn ip(last: u8) -> IpAddr {
