@@ -145,6 +145,31 @@ async fn metrics_report_the_datapath_and_the_api() {
         6,
     );
     assert_sample(&text, &format!("weir_agent_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")), 1);
+    // The prober's families (written once they hold a series), in seconds.
+    let probes = metrics.probes();
+    let labels = weir_agent::prober::DurationLabels { r#type: "tcp", result: "success" };
+    probes.duration.get_or_create(&labels).observe(0.0003);
+    let labels = weir_agent::prober::TransitionLabels {
+        address: "10.0.0.1".into(),
+        port: 80,
+        proto: "tcp".into(),
+        real: "10.1.0.1".into(),
+        to: "unhealthy",
+    };
+    probes.transitions.get_or_create(&labels).inc();
+    let text = scrape(metrics_addr).await;
+    assert!(
+        text.contains(
+            "# TYPE weir_agent_probe_duration_seconds histogram\n# UNIT weir_agent_probe_duration_seconds seconds"
+        ),
+        "{text}"
+    );
+    assert_sample(
+        &text,
+        "weir_agent_health_transitions_total{address=\"10.0.0.1\",port=\"80\",proto=\"tcp\",real=\"10.1.0.1\",to=\"unhealthy\"}",
+        1,
+    );
+    assert_sample(&text, "weir_agent_probe_duration_seconds_bucket{le=\"0.0005\",type=\"tcp\",result=\"success\"}", 1);
 
     // Counting the connection table is opt-in: one entry per simulated SYN to the VIP.
     let counting = Metrics::new(&state.datapath(), datapath::Options { conn_table_usage: true });
