@@ -95,21 +95,24 @@ pub async fn probe(check: &Check, target: Target, timeout: Duration) -> Result<(
     }
 }
 
+/// The HTTP(S) and UDP arms are boxed: their futures (hyper's, rustls's)
+/// are kilobytes, and unboxed every probe's future — a TCP probe's too —
+/// would be as large as the largest arm.
 async fn run(check: &Check, target: Target) -> Result<(), ProbeError> {
     match check {
         Check::Tcp => connect(target).await.map(drop),
-        Check::Http(http) => get(connect(target).await?, http, target).await,
-        Check::Https { http, skip_tls_verify } => {
-            let stream = connect(target).await?;
-            let name = server_name(http, target)?;
-            let tls = tls_connector(*skip_tls_verify)?
-                .connect(name, stream)
-                .await
-                .map_err(|e| ProbeError::Tls(e.to_string()))?;
-            get(tls, http, target).await
-        }
-        Check::Udp(udp) => udp_probe(udp, target).await,
+        Check::Http(http) => Box::pin(async { get(connect(target).await?, http, target).await }).await,
+        Check::Https { http, skip_tls_verify } => Box::pin(https(http, *skip_tls_verify, target)).await,
+        Check::Udp(udp) => Box::pin(udp_probe(udp, target)).await,
     }
+}
+
+async fn https(http: &HttpCheck, skip_tls_verify: bool, target: Target) -> Result<(), ProbeError> {
+    let stream = connect(target).await?;
+    let name = server_name(http, target)?;
+    let tls =
+        tls_connector(skip_tls_verify)?.connect(name, stream).await.map_err(|e| ProbeError::Tls(e.to_string()))?;
+    get(tls, http, target).await
 }
 
 /// A TCP connection to the target from a socket carrying its mark.
