@@ -3,7 +3,7 @@
 //!
 //! One task keeps the schedule, a queue of (due instant, target): it sleeps
 //! until the earliest is due (or the queue gains an earlier one), then starts
-//! the due probes, each a task of its own that waits for one of
+//! the due probes, each a task of its own once it holds one of
 //! `max_in_flight` permits. A target is in the queue only while no probe of
 //! it runs, so it is never probed twice at once; its probe puts it back, due
 //! at its next instant. Each wake costs O(log n) per due target, whatever the
@@ -24,7 +24,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::check::{self, Check, Target};
@@ -294,7 +294,7 @@ async fn schedule_loop(shared: Arc<Shared>) {
     loop {
         let now = Instant::now();
         let mut due = Vec::new();
-        let sleep = {
+        let wake_at = {
             let mut state = shared.lock();
             while let Some(&(at, vip, addr)) = state.queue.first().filter(|(at, ..)| *at <= now) {
                 state.queue.pop_first();
@@ -307,20 +307,30 @@ async fn schedule_loop(shared: Arc<Shared>) {
             }
             let next = state.queue.first().map_or(now + Duration::from_secs(3600), |(at, ..)| *at);
             state.wake_at = next;
-            next.saturating_duration_since(now)
+            next
         };
+        // A probe's task is spawned once it holds its permit, so that at
+        // most `max_in_flight` tasks exist, however far probing lags: a
+        // waiting target costs its queue entry, not a task.
         for (vip, addr, target, check) in due {
-            tokio::spawn(probe_one(shared.clone(), vip, addr, target, check));
+            let Ok(permit) = shared.permits.clone().acquire_owned().await else { return };
+            tokio::spawn(probe_one(shared.clone(), permit, vip, addr, target, check));
         }
         tokio::select! {
-            () = tokio::time::sleep(sleep) => {}
+            () = tokio::time::sleep_until(wake_at) => {}
             () = shared.changed.notified() => {}
         }
     }
 }
 
-async fn probe_one(shared: Arc<Shared>, vip: VipId, addr: IpAddr, target: Target, check: Arc<VipCheck>) {
-    let Ok(_permit) = shared.permits.clone().acquire_owned().await else { return };
+async fn probe_one(
+    shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
+    vip: VipId,
+    addr: IpAddr,
+    target: Target,
+    check: Arc<VipCheck>,
+) {
     let started = Instant::now();
     let result = check::probe(&check.check, target, check.timeout).await.map_err(|e| e.to_string());
     let finished = Instant::now();
