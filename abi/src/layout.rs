@@ -22,6 +22,10 @@ pub mod global {
     pub const RING_SIZE: &str = "weir_ring_size";
     /// L3 MTU of the egress link: larger packets, once encapsulated, are dropped.
     pub const MTU: &str = "weir_mtu";
+    /// Non-zero: a VIP packet too big once encapsulated is answered with an
+    /// ICMP "fragmentation needed" / ICMPv6 "packet too big" (sent back with
+    /// XDP_TX) instead of being dropped.
+    pub const ICMP_TOO_BIG: &str = "weir_icmp_too_big";
 }
 
 // The flags under their C names, as numbers (the Balancer API, REST and the
@@ -56,6 +60,14 @@ pub const UDP_CONN_TIMEOUT_NS: u64 = 30_000_000_000;
 pub const MAX_CONN_RATE: u64 = 125_000;
 /// Real index 0 is never allocated: a ring slot holding it is empty.
 pub const REAL_NONE: u32 = 0;
+/// TTL / hop limit of the ICMP too-big replies (Katran's `DEFAULT_TTL`).
+pub const ICMP_TTL: u8 = 64;
+/// Bytes of the offending IPv4 packet a "fragmentation needed" reply quotes
+/// (Katran's: its IP header and 64 bytes more).
+pub const ICMP_QUOTE_V4: u32 = 84;
+/// Bytes of the offending IPv6 packet a "packet too big" reply quotes
+/// (Katran's: its IPv6 header and 208 bytes more).
+pub const ICMP_QUOTE_V6: u32 = 248;
 /// Ring slots per element of [`crate::map::CH_RINGS`] (see [`RingSlots`]).
 pub const RING_SLOTS_PER_ELEM: u32 = 2;
 pub const VIP_FILTER_BITS: u32 = 12;

@@ -28,6 +28,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "encap.h"
+#include "icmp.h"
 #include "jhash.h"
 #include "maps.h"
 #include "parse.h"
@@ -36,6 +37,9 @@
 /* Set by the agent at load time (EbpfLoader::override_global). */
 const volatile __u32 weir_ring_size = WEIR_DEFAULT_RING_SIZE;
 const volatile __u32 weir_mtu = WEIR_DEFAULT_MTU;
+/* Non-zero: answer a VIP packet too big once encapsulated with ICMP (see
+ * too_big); zero: drop it. On by default, as the agent loads it. */
+const volatile __u32 weir_icmp_too_big = 1;
 
 /*
  * Connection ages (30 s for UDP) and the flood window (1 s) need no better
@@ -244,9 +248,30 @@ static __always_inline bool lengths_agree(const struct packet *pkt) {
 }
 
 /**
+ * too_big - the fate of a VIP packet that would not fit the link once
+ * encapsulated: counted, then answered with ICMP "fragmentation needed" /
+ * ICMPv6 "packet too big" reporting @mtu, so that the client's path MTU
+ * discovery lowers its packet size (Katran's ICMP_TOOBIG_GENERATION; here
+ * weir_icmp_too_big chooses at load time). Never answered: an ICMP error
+ * (RFC 1122 3.2.2, RFC 4443 2.4(e): no error about an error), or anything
+ * in a dry run, whose frame must stay a question about where a flow goes.
+ * @mtu: the largest IP packet that fits: the link's MTU less the outer header
+ * Returns: XDP_TX with the reply in the frame, else XDP_DROP.
+ */
+static __always_inline int too_big(bool dry, struct xdp_md *ctx, struct global_stats *st, struct packet *pkt,
+                                   __u32 mtu) {
+  count(dry, st, WEIR_STAT_ICMP_TOOBIG, !pkt->is_v6, pkt->is_v6);
+  if (dry || !weir_icmp_too_big || (pkt->flags & PKT_F_ICMP))
+    return XDP_DROP;
+  bool answered = pkt->is_v6 ? icmp_too_big_v6(ctx, pkt, mtu) : icmp_too_big_v4(ctx, pkt, mtu);
+  return answered ? XDP_TX : XDP_DROP;
+}
+
+/**
  * balance - the fate of a packet addressed to a VIP.
- * Returns: XDP_TX once encapsulated toward a real, XDP_PASS for a local real,
- * XDP_DROP when no real can take it (each drop is counted, unless @dry).
+ * Returns: XDP_TX once encapsulated toward a real (or answered with an ICMP
+ * too-big), XDP_PASS for a local real, XDP_DROP when no real can take it
+ * (each drop is counted, unless @dry).
  */
 static __always_inline int balance(bool dry, struct xdp_md *ctx, struct global_stats *st, struct packet *pkt,
                                    const struct vip_meta *vip) {
@@ -269,11 +294,8 @@ static __always_inline int balance(bool dry, struct xdp_md *ctx, struct global_s
    * the link once encapsulated: the whole frame (with any padding) is what
    * goes on. Only what goes on is counted as sent. */
   bool local = (vip->flags & VIP_F_LOCAL_VIP) && (real->flags & REAL_F_LOCAL_REAL);
-  if (!local && pkt->frame_l3_len + encap_overhead(real) > weir_mtu) {
-    /* TODO(#2): answer with ICMP too-big / packet-too-big instead. */
-    count(dry, st, WEIR_STAT_ICMP_TOOBIG, !pkt->is_v6, pkt->is_v6);
-    return XDP_DROP;
-  }
+  if (!local && pkt->frame_l3_len + encap_overhead(real) > weir_mtu)
+    return too_big(dry, ctx, st, pkt, weir_mtu - encap_overhead(real));
   if (pkt->flags & PKT_F_ICMP)
     count(dry, st, WEIR_STAT_ICMP_FWD, !pkt->is_v6, pkt->is_v6);
   count_in(dry, &WEIR_MAP_VIP_STATS, vip->vip_num, pkt->l3_len);

@@ -74,6 +74,13 @@
 #define WEIR_VIP_FILTER_SIZE (1U << WEIR_VIP_FILTER_BITS)
 #define WEIR_FILTER_MULT 0x9E3779B1U /* Fibonacci hashing: golden ratio * 2^32 */
 
+/* The ICMP too-big replies (icmp.h): their TTL / hop limit (Katran's DEFAULT_TTL), and how many
+ * bytes of the offending IP packet they quote (Katran's ICMP_TOOBIG_SIZE and ICMP6_TOOBIG_SIZE
+ * less the Ethernet header): its IP header and 64 (IPv4) or 208 (IPv6) bytes more. */
+#define WEIR_ICMP_TTL 64
+#define WEIR_ICMP_QUOTE_V4 84U
+#define WEIR_ICMP_QUOTE_V6 248U
+
 /* ---- Map keys and values ---- */
 
 /* Address families of vip_key.family: the parser's is_v6, as it is. */
@@ -201,7 +208,9 @@ enum weir_stat {
   WEIR_STAT_LRU_FALLBACK,  /* v1/v2: always 0 — weir's table is never missing (Katran: fallback LRU hits) */
   WEIR_STAT_CH_DROP,       /* v1: ring slot empty; v2: real index had no real */
   WEIR_STAT_ENCAP_FAIL,    /* v1: headroom or bounds failure; v2: family pair not encapsulable */
-  WEIR_STAT_ICMP_TOOBIG,   /* v1: IPv4 packets too big once encapsulated; v2: IPv6 */
+  WEIR_STAT_ICMP_TOOBIG,   /* v1: IPv4 packets too big once encapsulated (answered with ICMP
+                            * "fragmentation needed" when weir_icmp_too_big is set); v2: IPv6
+                            * ("packet too big") */
   WEIR_STAT_ICMP_FWD,      /* v1: ICMPv4 errors about VIP flows sent to the flow's real; v2: ICMPv6 */
   WEIR_STAT_NOT_BALANCED,  /* v1: IPv4 with options; v2: fragments (IPv4 and IPv6) */
   WEIR_STAT_NEW_CONN_RATE, /* v1: new connections this second; v2: when the second began (ns) */

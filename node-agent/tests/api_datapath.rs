@@ -90,14 +90,18 @@ async fn simulate_real_for_flow_and_stats() {
         .await;
     assert_error(&none, StatusCode::NOT_FOUND, "NOT_FOUND", "no real for the flow");
 
-    // Not for a VIP: passed, no packet. Too big once encapsulated: dropped.
+    // Not for a VIP: passed, no packet. Too big once encapsulated: answered
+    // with an ICMP "fragmentation needed" (balancer_too_big.rs has its bytes).
     let pass_frame = syn(sock(client, 40000), sock("10.0.0.99".parse::<IpAddr>().unwrap(), 80));
     assert_eq!(simulate(&api, &pass_frame).await, json!({"packet": null, "verdict": "XDP_PASS"}));
     let big_frame = ack_of_l3_len(sock(client, 40001), sock(vip_addr, 80), 1481);
-    assert_eq!(simulate(&api, &big_frame).await, json!({"packet": null, "verdict": "XDP_DROP"}));
+    let answer = simulate(&api, &big_frame).await;
+    assert_eq!(answer["verdict"], "XDP_TX", "{answer}");
+    let reply = STANDARD.decode(answer["packet"].as_str().expect("the reply")).unwrap();
+    assert_eq!((reply.len(), reply[23], reply[34], reply[35]), (126, 1, 3, 4), "an ICMP type 3 code 4: {answer}");
 
     // Counters: the SYN (ring, SYN miss, sent); the SYN to no VIP (passed);
-    // the too-big ACK (ring, non-SYN miss, dropped). real-for-flow counts
+    // the too-big ACK (ring, non-SYN miss, answered). real-for-flow counts
     // nothing.
     let (syn_len, pass_len, big_len) = (syn_frame.len() as u64, pass_frame.len() as u64, big_frame.len() as u64);
     let syn_l3 = l3_len(&syn_frame);
@@ -108,8 +112,8 @@ async fn simulate_real_for_flow_and_stats() {
         ("icmp-too-big", counter(1, 0)),
         ("ch-drop", counter(0, 0)),
         ("xdp/total", counter(3, syn_len + pass_len + big_len)),
-        ("xdp/tx", counter(1, syn_len)),
-        ("xdp/drop", counter(1, big_len)),
+        ("xdp/tx", counter(2, syn_len + big_len)),
+        ("xdp/drop", counter(0, 0)),
         ("xdp/pass", counter(1, pass_len)),
     ];
     for (stat, want) in expected {

@@ -79,10 +79,12 @@ fn checked_stats() -> impl Iterator<Item = Stat> {
 /// `BalancerConfig::testing()` with a connection table of at least 1024
 /// entries per CPU: the table keeps per-CPU LRU lists (BPF_F_NO_COMMON_LRU)
 /// that split max_entries between the possible CPUs, and no test may lose an
-/// entry to eviction.
+/// entry to eviction. ICMP too-big generation is off: the rows here check
+/// where the MTU limit lies (and the drop it leaves when switched off); the
+/// replies themselves are balancer_too_big.rs's.
 fn config() -> BalancerConfig {
     let cpus = aya::util::nr_cpus().expect("number of possible CPUs") as u32;
-    BalancerConfig { lru_size: (1024 * cpus).max(4096), ..BalancerConfig::testing() }
+    BalancerConfig { lru_size: (1024 * cpus).max(4096), icmp_too_big: false, ..BalancerConfig::testing() }
 }
 
 // ---- Rows ----

@@ -1,10 +1,11 @@
 //! weir-bench: what the datapath costs per packet, and what the control plane
 //! costs per change.
 //!
-//! Datapath cases run the real balancer program on 64-byte frames with
-//! BPF_PROG_TEST_RUN, one packet per run (the program rewrites its packet, so
-//! `repeat > 1` would re-run an already encapsulated frame), and take the
-//! kernel-reported duration of each run. Each case prints one JSON line:
+//! Datapath cases run the real balancer program on 64-byte frames (1514
+//! bytes for `icmp_too_big`) with BPF_PROG_TEST_RUN, one packet per run (the
+//! program rewrites its packet, so `repeat > 1` would re-run an already
+//! encapsulated frame), and take the kernel-reported duration of each run.
+//! Each case prints one JSON line:
 //! `{"case": ..., "median_ns": ..., "method": ...}`.
 //!
 //! Run as root: `cargo run --release -p weir-agent --bin weir-bench`.
@@ -16,6 +17,7 @@ use anyhow::{bail, Context};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use clap::Parser;
 use weir_agent::dataplane::{Balancer, BalancerConfig, Flow, RealAction, RealSpec, VipId, VipSpec};
+use weir_ebpf::abi::Stat;
 
 #[derive(Parser)]
 #[command(about = "Measures weir's datapath (ns/packet) and control plane")]
@@ -35,6 +37,7 @@ struct Args {
 }
 
 const FRAME_LEN: usize = 64;
+const XDP_TX: u32 = 3;
 /// Rounds over which the single-frame cases are interleaved.
 const ROUNDS: usize = 20;
 const VIP: &str = "10.0.0.1";
@@ -137,6 +140,42 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    if want("icmp_too_big") {
+        // A full-size packet of an established flow (1500 bytes of IP, 1520
+        // once encapsulated, over the 1500 MTU): answered with an ICMP
+        // "fragmentation needed". Counted only once the verdict (XDP_TX), the
+        // reply (type 3 code 4, MTU 1480) and the counter are as they should be.
+        let big = too_big_frame(client, tcp, 40_001)?;
+        let before = balancer.stat(Stat::IcmpTooBig)?;
+        let mut times = Vec::with_capacity(args.runs);
+        let mut out = vec![0u8; big.len() + 128];
+        for _ in 0..args.runs {
+            let run = program.test_run(TestRunOptions {
+                data_in: Some(&big),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })?;
+            if run.return_value != XDP_TX {
+                bail!("icmp_too_big: verdict {} where XDP_TX was expected", run.return_value);
+            }
+            let reply = &out[..run.data_size_out as usize];
+            if reply.len() != 14 + 28 + 84 || reply[34..36] != [3, 4] || reply[40..42] != 1480u16.to_be_bytes() {
+                bail!("icmp_too_big: the reply is not a fragmentation-needed reporting MTU 1480: {reply:02x?}");
+            }
+            times.push(run.duration.as_nanos() as u64);
+        }
+        let counted = balancer.stat(Stat::IcmpTooBig)?.v1 - before.v1;
+        if counted != args.runs as u64 {
+            bail!("icmp_too_big: {counted} packets counted too big in {} runs", args.runs);
+        }
+        report(
+            "icmp_too_big",
+            median(&mut times),
+            "BPF_PROG_TEST_RUN, one 1514-byte frame (1500 bytes of IPv4, MTU 1500) per run, answered with ICMP \
+             fragmentation-needed; kernel-reported duration, median; pinned to one CPU",
+        );
+    }
+
     if want("batch_1000_reals") {
         // The control plane: 1,000 reals added to a VIP in one batch (ring
         // recomputed and the changed slots written), then removed.
@@ -222,6 +261,21 @@ fn median(times: &mut [u64]) -> u64 {
 
 fn report(case: &str, median_ns: u64, method: &str) {
     println!("{}", serde_json::json!({ "case": case, "median_ns": median_ns, "method": method }));
+}
+
+/// A 1514-byte frame (1500 bytes of IPv4, valid header checksum) of an
+/// established TCP flow to `vip`: too big for a 1500 MTU once encapsulated.
+fn too_big_frame(src: IpAddr, vip: VipId, src_port: u16) -> anyhow::Result<Vec<u8>> {
+    let mut frame = frame(src, vip, src_port, false)?;
+    frame.resize(14 + 1500, 0);
+    let ip = &mut frame[14..34];
+    ip[2..4].copy_from_slice(&1500u16.to_be_bytes());
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let sum = ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    Ok(frame)
 }
 
 /// A 64-byte frame of a flow to `vip` (zero padding after the L4 header):

@@ -69,8 +69,19 @@ pub struct BalancerConfig {
     pub ch_ring_size: u32,
     /// Connection-table entries.
     pub lru_size: u32,
-    /// L3 MTU of the egress link: packets larger once encapsulated are dropped.
+    /// L3 MTU of the egress link: packets larger once encapsulated are
+    /// answered with an ICMP too-big (see `icmp_too_big`).
     pub mtu: u32,
+    /// Answer a VIP packet too big once encapsulated with ICMP
+    /// "fragmentation needed" (IPv4) / "packet too big" (IPv6) reporting
+    /// `mtu` less the outer header, sent back to the client with XDP_TX, so
+    /// its path MTU discovery shrinks its packets; false drops them (both
+    /// counted in `icmp_toobig`). Katran builds this in only with
+    /// `ICMP_TOOBIG_GENERATION`; weir's program always has it, so it is on
+    /// unless switched off: a full-size upload through a VIP at MTU 1500
+    /// must not stall. Set at load time (a `.rodata` global).
+    #[serde(default = "yes")]
+    pub icmp_too_big: bool,
     /// Hash function given to new VIPs.
     pub hash_function: HashFunction,
     /// Load the program without attaching it (BPF_PROG_TEST_RUN only).
@@ -175,6 +186,7 @@ impl Default for BalancerConfig {
             ch_ring_size: abi::DEFAULT_RING_SIZE,
             lru_size: abi::DEFAULT_CONNS,
             mtu: abi::DEFAULT_MTU,
+            icmp_too_big: true,
             hash_function: HashFunction::Maglev,
             testing: false,
             attach_mode: AttachMode::Driver,
@@ -186,6 +198,10 @@ impl Default for BalancerConfig {
             katran: KatranSettings::default(),
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl BalancerConfig {

@@ -84,11 +84,11 @@ impl Balancer {
             (abi::map::REAL_STATS, config.max_reals + 1),
         ];
         let mut loader = EbpfLoader::new();
-        loader.override_global(abi::global::RING_SIZE, &config.ch_ring_size, true).override_global(
-            abi::global::MTU,
-            &config.mtu,
-            true,
-        );
+        let icmp_too_big = u32::from(config.icmp_too_big);
+        loader
+            .override_global(abi::global::RING_SIZE, &config.ch_ring_size, true)
+            .override_global(abi::global::MTU, &config.mtu, true)
+            .override_global(abi::global::ICMP_TOO_BIG, &icmp_too_big, true);
         for (name, entries) in sizes {
             loader.map_max_entries(name, entries);
         }
