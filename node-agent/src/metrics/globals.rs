@@ -83,18 +83,18 @@ pub(super) const GLOBALS: &[Global] = &[
         what: "IPv6 packets dropped because their real is IPv4 (IPv6-in-IPv4 is not encapsulated)",
     },
     Global {
-        name: "too_big_ipv4_drops",
+        name: "too_big_ipv4",
         stat: Stat::IcmpTooBig,
         half: Half::V1,
-        what: "IPv4 packets dropped as larger than the MTU once encapsulated; weir does not answer them with ICMP \
-               yet",
+        what: "IPv4 VIP packets larger than the MTU once encapsulated: answered with ICMP fragmentation-needed \
+               (dropped when they are ICMP errors themselves, or the reply is switched off)",
     },
     Global {
-        name: "too_big_ipv6_drops",
+        name: "too_big_ipv6",
         stat: Stat::IcmpTooBig,
         half: Half::V2,
-        what: "IPv6 packets dropped as larger than the MTU once encapsulated; weir does not answer them with ICMPv6 \
-               yet",
+        what: "IPv6 VIP packets larger than the MTU once encapsulated: answered with ICMPv6 packet-too-big \
+               (dropped when they are ICMP errors themselves, or the reply is switched off)",
     },
     Global {
         name: "icmp_ipv4_forwarded",
