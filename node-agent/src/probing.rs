@@ -93,7 +93,8 @@ impl Probing {
             guard.as_ref().map(|lb| (lb.instance(), lb.generation()))
         };
         let mut synced = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
-        if seen.is_some() && synced.seen == seen {
+        // Unchanged, or still no balancer (and nothing probed since there was none).
+        if synced.seen == seen {
             return;
         }
         let mut guard = self.balancer.write().unwrap_or_else(PoisonError::into_inner);
@@ -155,16 +156,6 @@ impl Probing {
     /// real's next probe result.
     pub fn applied(&self, vip: &VipId, addr: IpAddr, healthy: bool) {
         self.prober.applied(vip, addr, healthy);
-    }
-
-    /// Probes finished since the start.
-    pub fn probes_done(&self) -> u64 {
-        self.prober.probes_done()
-    }
-
-    /// Targets probed, over all VIPs.
-    pub fn targets(&self) -> usize {
-        self.prober.targets()
     }
 }
 

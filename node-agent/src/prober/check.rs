@@ -186,11 +186,22 @@ fn server_name(http: &HttpCheck, target: Target) -> Result<rustls::pki_types::Se
     }
 }
 
+/// The connector of HTTPS probes, built once per `skip_verify` value: building
+/// one reads the system's whole CA bundle, which no probe should pay for. (A
+/// CA bundle changed later is seen after a restart.)
 fn tls_connector(skip_verify: bool) -> Result<tokio_rustls::TlsConnector, ProbeError> {
+    static VERIFYING: std::sync::OnceLock<Result<tokio_rustls::TlsConnector, String>> = std::sync::OnceLock::new();
+    static ANY_CERTIFICATE: std::sync::OnceLock<Result<tokio_rustls::TlsConnector, String>> =
+        std::sync::OnceLock::new();
+    let cell = if skip_verify { &ANY_CERTIFICATE } else { &VERIFYING };
+    cell.get_or_init(|| build_tls_connector(skip_verify)).clone().map_err(ProbeError::Tls)
+}
+
+fn build_tls_connector(skip_verify: bool) -> Result<tokio_rustls::TlsConnector, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ProbeError::Tls(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     let config = if skip_verify {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))).with_no_client_auth()
     } else {

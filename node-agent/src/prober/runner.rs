@@ -228,11 +228,6 @@ impl Prober {
         }
     }
 
-    /// The VIPs probed.
-    pub fn vips(&self) -> Vec<VipId> {
-        self.shared.lock().vips.keys().copied().collect()
-    }
-
     /// Stops probing `vip`'s reals; whether it was probed.
     pub fn remove_vip(&self, vip: &VipId) -> bool {
         let mut state = self.shared.lock();
