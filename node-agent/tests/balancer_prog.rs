@@ -20,37 +20,23 @@
 //! Every test loads the program (BPF_PROG_TEST_RUN needs root): without root
 //! it prints `SKIPPED (needs root): <test>` and returns.
 
+mod support {
+    pub mod frames;
+}
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use support::frames::*;
 use weir_agent::dataplane::{Balancer, BalancerConfig, Counter, Flow, RealAction, RealSpec, Verdict, VipId, VipSpec};
 use weir_agent::Error;
 use weir_ebpf::abi::{self, Stat};
 use weir_test_support::packet::*;
 use weir_test_support::skip_unless_root;
 
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-
-const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
-const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0xc0de, 0x1f07);
-const VIP4: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
-const VIP4B: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 2);
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
 const OTHER4: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 99);
 const OTHER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x99);
 const ROUTER4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1);
-
-/// IPv4 real `10.0.0.i`.
-fn r4(i: u8) -> IpAddr {
-    Ipv4Addr::new(10, 0, 0, i).into()
-}
-
-/// IPv6 real `fd00::i`.
-fn r6(i: u16) -> IpAddr {
-    Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i).into()
-}
 
 /// Bytes 5..8 of an ICMP too-big / frag-needed message: the MTU.
 fn mtu(mtu: u16) -> [u8; 4] {
@@ -63,10 +49,6 @@ fn mtu(mtu: u16) -> [u8; 4] {
 
 /// A TCP SYN: always the ring (Lru v1, v2), counted as a SYN miss.
 const SYN_MISS: &[(Stat, u64, u64)] = &[(Stat::Lru, 1, 1), (Stat::LruMiss, 1, 0)];
-/// A TCP non-SYN with no entry: the ring, counted as a non-SYN miss.
-const ACK_MISS: &[(Stat, u64, u64)] = &[(Stat::Lru, 1, 1), (Stat::LruMiss, 0, 1)];
-/// A UDP datagram (or ICMP error) with no entry: the ring, no LruMiss.
-const RING: &[(Stat, u64, u64)] = &[(Stat::Lru, 1, 1)];
 /// A connection-table hit.
 const HIT: &[(Stat, u64, u64)] = &[(Stat::Lru, 1, 0)];
 

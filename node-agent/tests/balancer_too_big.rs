@@ -14,36 +14,21 @@
 //! Every test loads the program (BPF_PROG_TEST_RUN needs root): without root
 //! it prints `SKIPPED (needs root): <test>` and returns.
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+mod support {
+    pub mod frames;
+}
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use support::frames::*;
 use weir_agent::dataplane::{Balancer, BalancerConfig, Counter, RealAction, RealSpec, Verdict, VipId, VipSpec};
 use weir_ebpf::abi::{self, Stat};
 use weir_test_support::packet::*;
 use weir_test_support::skip_unless_root;
 
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-
-const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
-const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0xc0de, 0x1f07);
-const VIP4: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
-const VIP4B: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 2);
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
-const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1);
-
-fn r4(i: u8) -> IpAddr {
-    Ipv4Addr::new(10, 0, 0, i).into()
-}
-
-fn r6(i: u16) -> IpAddr {
-    Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i).into()
-}
-
 /// Counter changes of a TCP non-SYN with no table entry (ring, non-SYN miss)
 /// and of a UDP datagram with none.
-const ACK_MISS: &[(Stat, u64, u64)] = &[(Stat::Lru, 1, 1), (Stat::LruMiss, 0, 1)];
-const RING: &[(Stat, u64, u64)] = &[(Stat::Lru, 1, 1)];
 const TOO_BIG_V4: (Stat, u64, u64) = (Stat::IcmpTooBig, 1, 0);
 const TOO_BIG_V6: (Stat, u64, u64) = (Stat::IcmpTooBig, 0, 1);
 
