@@ -219,21 +219,7 @@ fn put_sctp_virtual_service(server: &ApiServer, name: &str) {
 #[tokio::test]
 async fn a_virtual_service_the_types_reject_is_marked_and_the_rest_goes_on() {
     timed(async {
-        let server = ApiServer::start();
-        for crd in weir_crds::crds() {
-            server.register_crd(&crd);
-        }
-        put_sctp_virtual_service(&server, "sctp");
-        let client = server.client();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let operator_client = client.clone();
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            weir_operator::run(operator_client, weir_operator::Options::default(), shutdown).await.unwrap();
-        });
-        let h = Harness { server, client, _stop: stop };
+        let h = start_with(|server| put_sctp_virtual_service(server, "sctp"));
         h.create_vs("web", "10.0.0.1", 80).await;
         h.wait_condition("virtualservices", "web", "Accepted", "True", None).await;
         let c = h.wait_condition("virtualservices", "sctp", "Accepted", "False", Some("InvalidSpec")).await;

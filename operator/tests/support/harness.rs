@@ -18,14 +18,20 @@ pub const GROUP_VERSION: &str = "lb.weir.dev/v1alpha1";
 pub struct Harness {
     pub server: ApiServer,
     pub client: kube::Client,
-    pub _stop: tokio::sync::oneshot::Sender<()>,
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 pub fn start() -> Harness {
+    start_with(|_| {})
+}
+
+/// [`start`] with objects stored (by `seed`) before the operator runs.
+pub fn start_with(seed: impl FnOnce(&ApiServer)) -> Harness {
     let server = ApiServer::start();
     for crd in weir_crds::crds() {
         server.register_crd(&crd);
     }
+    seed(&server);
     let client = server.client();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let operator_client = client.clone();
