@@ -1,6 +1,9 @@
 //! The built-in health checker (`weir_agent::prober`): each kind of probe
 //! against real servers on the loopback interface, and the prober's
 //! transitions as a server goes down and comes back, with their timing.
+//!
+//! TCP probes are half-open handshakes from a raw socket: their tests need
+//! root (CAP_NET_RAW) and skip loudly without it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -9,12 +12,16 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use weir_agent::dataplane::VipId;
-use weir_agent::prober::check::probe;
 use weir_agent::prober::{
-    Check, HttpCheck, ProbeError, ProbeMetrics, ProbedReal, Prober, Target, Thresholds, Transition, UdpCheck, VipCheck,
+    Check, Checker, HttpCheck, ProbeError, ProbeMetrics, ProbedReal, Prober, Target, Thresholds, Transition, UdpCheck, VipCheck,
 };
 
 const TIMEOUT: Duration = Duration::from_millis(500);
+
+/// One probe, from a checker of its own.
+async fn probe(check: &Check, target: Target, timeout: Duration) -> Result<(), ProbeError> {
+    Checker::open().probe(check, target, timeout).await
+}
 
 /// A real the prober starts from unhealthy.
 fn unhealthy(addr: IpAddr, target: Target) -> ProbedReal {
@@ -69,13 +76,44 @@ where
 }
 
 #[tokio::test]
-async fn tcp_passes_on_a_connect() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = listener.local_addr().unwrap();
-    probe(&Check::Tcp, target(up), TIMEOUT).await.unwrap();
-    drop(listener);
-    let err = probe(&Check::Tcp, target(closed_port().await), TIMEOUT).await.unwrap_err();
-    assert!(matches!(&err, ProbeError::Connect(e) if e.kind() == std::io::ErrorKind::ConnectionRefused), "{err}");
+async fn tcp_passes_on_a_syn_ack_and_leaves_no_connection() {
+    if weir_test_support::skip_unless_root("tcp_passes_on_a_syn_ack_and_leaves_no_connection") {
+        return;
+    }
+    let checker = Checker::open();
+    for any in ["127.0.0.1:0", "[::1]:0"] {
+        let listener = TcpListener::bind(any).await.unwrap();
+        let up = listener.local_addr().unwrap();
+        checker.probe(&Check::Tcp, target(up), TIMEOUT).await.unwrap();
+        checker.probe(&Check::Tcp, target(up), TIMEOUT).await.unwrap();
+        // Half-open: the handshake never completed, so nothing is accepted.
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "a probe completed a connection: {accepted:?}");
+        drop(listener);
+        let down = TcpListener::bind(any).await.unwrap().local_addr().unwrap();
+        let err = checker.probe(&Check::Tcp, target(down), TIMEOUT).await.unwrap_err();
+        assert!(matches!(&err, ProbeError::Connect(e) if e.kind() == std::io::ErrorKind::ConnectionRefused), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn tcp_probes_without_an_answer_time_out() {
+    if weir_test_support::skip_unless_root("tcp_probes_without_an_answer_time_out") {
+        return;
+    }
+    // A listener whose backlog is full drops further SYNs: no answer at all.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let full = socket.listen(0).unwrap();
+    let addr = full.local_addr().unwrap();
+    let mut held = Vec::new();
+    while let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(100), tokio::net::TcpStream::connect(addr)).await
+    {
+        held.push(stream);
+    }
+    let err = probe(&Check::Tcp, target(addr), Duration::from_millis(200)).await.unwrap_err();
+    assert_eq!(err.to_string(), "timed out after 200ms");
+    drop((held, full));
 }
 
 #[tokio::test]
@@ -177,6 +215,9 @@ async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Transition>, within:
 
 #[tokio::test]
 async fn reals_turn_healthy_and_unhealthy_within_their_thresholds() {
+    if weir_test_support::skip_unless_root("reals_turn_healthy_and_unhealthy_within_their_thresholds") {
+        return;
+    }
     let interval = Duration::from_millis(100);
     let thresholds = Thresholds { healthy: 2, unhealthy: 3 };
     let check = VipCheck { check: Check::Tcp, interval, timeout: Duration::from_millis(50), thresholds };
@@ -255,6 +296,9 @@ async fn concurrency_is_bounded() {
 
 #[tokio::test]
 async fn probes_start_from_the_health_given_and_a_health_set_by_hand_holds_until_the_next_result() {
+    if weir_test_support::skip_unless_root("probes_start_from_the_health_given_and_a_health_set_by_hand_holds_until_the_next_result") {
+        return;
+    }
     let interval = Duration::from_millis(100);
     let check = VipCheck {
         check: Check::Tcp,

@@ -16,6 +16,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
+use super::half_open::HalfOpen;
+
 /// What a probe checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
@@ -70,6 +72,7 @@ pub struct Target {
 pub enum ProbeError {
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// The real refused (a reset, for a TCP probe's SYN).
     #[error("connect: {0}")]
     Connect(std::io::Error),
     #[error("socket: {0}")]
@@ -86,24 +89,36 @@ pub enum ProbeError {
     WrongReply { got: usize },
 }
 
-/// Probes `target` once; the whole probe (connect, request, answer) must
-/// finish within `timeout`.
-pub async fn probe(check: &Check, target: Target, timeout: Duration) -> Result<(), ProbeError> {
-    match tokio::time::timeout(timeout, run(check, target)).await {
-        Ok(result) => result,
-        Err(_) => Err(ProbeError::Timeout(timeout)),
-    }
+/// What probes share: the raw sockets of TCP probes.
+pub struct Checker {
+    half_open: HalfOpen,
 }
 
-/// The HTTP(S) and UDP arms are boxed: their futures (hyper's, rustls's)
-/// are kilobytes, and unboxed every probe's future — a TCP probe's too —
-/// would be as large as the largest arm.
-async fn run(check: &Check, target: Target) -> Result<(), ProbeError> {
-    match check {
-        Check::Tcp => connect(target).await.map(drop),
-        Check::Http(http) => Box::pin(async { get(connect(target).await?, http, target).await }).await,
-        Check::Https { http, skip_tls_verify } => Box::pin(https(http, *skip_tls_verify, target)).await,
-        Check::Udp(udp) => Box::pin(udp_probe(udp, target)).await,
+impl Checker {
+    /// Opens the sockets (on the current tokio runtime; see [`HalfOpen::open`]).
+    pub fn open() -> Self {
+        Self { half_open: HalfOpen::open() }
+    }
+
+    /// Probes `target` once; the whole probe (connect, request, answer) must
+    /// finish within `timeout`.
+    pub async fn probe(&self, check: &Check, target: Target, timeout: Duration) -> Result<(), ProbeError> {
+        match tokio::time::timeout(timeout, self.run(check, target)).await {
+            Ok(result) => result,
+            Err(_) => Err(ProbeError::Timeout(timeout)),
+        }
+    }
+
+    /// The HTTP(S) and UDP arms are boxed: their futures (hyper's, rustls's)
+    /// are kilobytes, and unboxed every probe's future — a TCP probe's too —
+    /// would be as large as the largest arm.
+    async fn run(&self, check: &Check, target: Target) -> Result<(), ProbeError> {
+        match check {
+            Check::Tcp => self.half_open.probe(target).await,
+            Check::Http(http) => Box::pin(async { get(connect(target).await?, http, target).await }).await,
+            Check::Https { http, skip_tls_verify } => Box::pin(https(http, *skip_tls_verify, target)).await,
+            Check::Udp(udp) => Box::pin(udp_probe(udp, target)).await,
+        }
     }
 }
 
@@ -120,8 +135,8 @@ async fn https(http: &HttpCheck, skip_tls_verify: bool, target: Target) -> Resul
 /// The socket lingers 0 s: closing it sends a reset rather than a FIN, as
 /// HAProxy's checks do, so a probe ends in one packet, not a FIN exchange,
 /// and leaves no TIME_WAIT socket behind on the real (at 10,000 probes a
-/// second, 600,000 of them otherwise). prober_scale: the agent's CPU 49.5%
-/// → 46.7% of a core, the reals' 29.5% → 25%.
+/// second, 600,000 of them otherwise). prober_scale, when TCP probes still
+/// connected: the agent's CPU 49.5% → 46.7% of a core, the reals' 29.5% → 25%.
 async fn connect(target: Target) -> Result<TcpStream, ProbeError> {
     let socket = match target.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),

@@ -1,9 +1,11 @@
 //! weir's built-in health checker: active probes of each real of a VIP, as
 //! katran-server's separate healthchecker service does, but in the agent.
 //!
-//! - `check`: one probe — TCP connect, HTTP(S) GET with an expected status,
-//!   UDP with an expected reply — from a socket carrying a mark (SO_MARK), so
-//!   that the healthcheck program tunnels it to the real as VIP traffic goes;
+//! - `check`: one probe — a TCP handshake, HTTP(S) GET with an expected
+//!   status, UDP with an expected reply — carrying a mark (SO_MARK), so that
+//!   the healthcheck program tunnels it to the real as VIP traffic goes;
+//! - `half_open`: TCP probes as half-open handshakes from one raw socket (a
+//!   SYN out, the SYN-ACK in), a tenth of what a connect costs;
 //! - `tracker`: consecutive results against the thresholds: when a real turns
 //!   healthy or unhealthy;
 //! - `schedule`: when each target is probed — every interval, each at its own
@@ -17,11 +19,12 @@
 //! moment its threshold is met.
 
 pub mod check;
+pub mod half_open;
 pub mod runner;
 pub mod schedule;
 pub mod tracker;
 
-pub use check::{Check, HttpCheck, ProbeError, Target, UdpCheck};
+pub use check::{Check, Checker, HttpCheck, ProbeError, Target, UdpCheck};
 pub use runner::{
     DurationLabels, ProbeMetrics, ProbedReal, Prober, RealStatus, Transition, TransitionLabels, VipCheck,
 };
