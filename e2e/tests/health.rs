@@ -350,7 +350,8 @@ fn a_restarted_agent_keeps_health_and_marks_and_a_removed_check_stops_probing() 
     topo.attach_decap().unwrap();
     let create = create_body(&topo, false);
     let socket = SocketAddr::new(VIP_V4.into(), 80);
-    let servers: Vec<Server> =
+    // The listeners the probes find (kept for the whole test).
+    let _servers: Vec<Server> =
         topo.reals.iter().map(|r| serve_long_lived(&r.ns, vec![socket], r.role.clone()).unwrap()).collect();
     let check = json!({"vip": vip(), "healthcheck": {"type": "tcp", "interval_ms": 200, "timeout_ms": 150,
         "healthy_threshold": 2, "unhealthy_threshold": 2}});

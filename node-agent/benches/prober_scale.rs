@@ -4,7 +4,7 @@
 //! costs the agent < 5% of one core and < 30 MiB RSS.
 //!
 //! What runs: the prober probes `--vips` × `--reals` targets with TCP
-//! checks at `--interval`, each target a distinct address (10.128.0.0/9,
+//! checks (half-open: a SYN from the prober's raw socket) at `--interval`, each target a distinct address (10.128.0.0/9,
 //! port 8080), with at most `--in-flight` probes at once. The reals are a
 //! child process in a network namespace of its own that accepts on every
 //! address of 10.128.0.0/9 (a local route) and closes; the agent's
@@ -20,7 +20,7 @@
 //! other machines. Now:
 //! - **agent** = this process (user + system, getrusage: every thread of
 //!   it) + the receive thread of the agent's end (`napi/va-*`: SYN-ACKs and
-//!   resets for the prober's sockets, the work a node's NIC softirq does
+//!   the kernel's resets to them, the work a node's NIC softirq does
 //!   for them). The target is on this sum.
 //! - **reals** (reported, not counted) = the child process + the receive
 //!   thread of its end (`napi/vs-*`).

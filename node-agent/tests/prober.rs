@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use weir_agent::dataplane::VipId;
 use weir_agent::prober::{
-    Check, Checker, HttpCheck, ProbeError, ProbeMetrics, ProbedReal, Prober, Target, Thresholds, Transition, UdpCheck, VipCheck,
+    Check, Checker, HttpCheck, ProbeError, ProbeMetrics, ProbedReal, Prober, Target, Thresholds, Transition, UdpCheck,
+    VipCheck,
 };
 
 const TIMEOUT: Duration = Duration::from_millis(500);
@@ -107,7 +108,8 @@ async fn tcp_probes_without_an_answer_time_out() {
     let full = socket.listen(0).unwrap();
     let addr = full.local_addr().unwrap();
     let mut held = Vec::new();
-    while let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(100), tokio::net::TcpStream::connect(addr)).await
+    while let Ok(Ok(stream)) =
+        tokio::time::timeout(Duration::from_millis(100), tokio::net::TcpStream::connect(addr)).await
     {
         held.push(stream);
     }
@@ -296,7 +298,9 @@ async fn concurrency_is_bounded() {
 
 #[tokio::test]
 async fn probes_start_from_the_health_given_and_a_health_set_by_hand_holds_until_the_next_result() {
-    if weir_test_support::skip_unless_root("probes_start_from_the_health_given_and_a_health_set_by_hand_holds_until_the_next_result") {
+    if weir_test_support::skip_unless_root(
+        "probes_start_from_the_health_given_and_a_health_set_by_hand_holds_until_the_next_result",
+    ) {
         return;
     }
     let interval = Duration::from_millis(100);

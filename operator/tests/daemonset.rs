@@ -116,7 +116,7 @@ async fn creates_the_daemonset_as_rendered_then_stays_quiet() {
         assert!(args.windows(2).any(|w| w == ["--pin-root", "/sys/fs/bpf/weir"]), "{args:?}");
         assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
         assert_eq!(c["env"][1], json!({"name": "RUST_LOG", "value": "info"}));
-        assert_eq!(c["securityContext"]["capabilities"]["add"], json!(["BPF", "NET_ADMIN", "PERFMON"]));
+        assert_eq!(c["securityContext"]["capabilities"]["add"], json!(["BPF", "NET_ADMIN", "NET_RAW", "PERFMON"]));
         assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
         assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health");
         assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/health/ready");

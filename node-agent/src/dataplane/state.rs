@@ -89,7 +89,7 @@ pub struct HealthCheck {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckKind {
-    /// A TCP connect.
+    /// A TCP handshake: a listener answers a SYN.
     Tcp,
     /// An HTTP GET whose status must be `expected_status`.
     Http,

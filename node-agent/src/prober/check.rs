@@ -21,7 +21,7 @@ use super::half_open::HalfOpen;
 /// What a probe checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
-    /// A TCP connection is accepted.
+    /// A listener answers a SYN (a half-open handshake, [`super::half_open`]).
     Tcp,
     /// An HTTP GET answers the expected status.
     Http(HttpCheck),

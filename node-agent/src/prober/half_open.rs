@@ -145,8 +145,10 @@ impl HalfOpen {
     /// Waits for as long as the caller does (its timeout bounds it).
     pub async fn probe(&self, target: Target) -> Result<(), ProbeError> {
         let shared = &self.shared;
-        let family =
-            shared.family(target.addr.is_ipv6()).as_ref().map_err(|e| ProbeError::Socket(io::Error::other(e.clone())))?;
+        let family = shared
+            .family(target.addr.is_ipv6())
+            .as_ref()
+            .map_err(|e| ProbeError::Socket(io::Error::other(e.clone())))?;
         let source = shared.source(target.addr.ip(), target.mark).map_err(ProbeError::Socket)?;
         let (tx, rx) = oneshot::channel();
         let isn = shared.wait(Waiter { target, answer: tx });
@@ -253,8 +255,7 @@ impl Family {
     fn open(domain: Domain) -> io::Result<Self> {
         let v6 = domain == Domain::IPV6;
         let reserved = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-        let any: SocketAddr =
-            if v6 { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
+        let any: SocketAddr = if v6 { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
         if v6 {
             reserved.set_only_v6(true)?;
         }
@@ -316,12 +317,12 @@ fn answers_to(port: u16, v6: bool) -> Vec<SockFilter> {
     let tcp_offset = if v6 { op(BPF_LDX | BPF_IMM, 0, 0, 0) } else { op(BPF_LDX | BPF_B | BPF_MSH, 0, 0, 0) };
     vec![
         tcp_offset,
-        op(BPF_LD | BPF_H | BPF_IND, 0, 0, 2),           // destination port
+        op(BPF_LD | BPF_H | BPF_IND, 0, 0, 2),                // destination port
         op(BPF_JMP | BPF_JEQ | BPF_K, 0, 5, u32::from(port)), // else drop
-        op(BPF_LD | BPF_B | BPF_IND, 0, 0, 13),          // flags
+        op(BPF_LD | BPF_B | BPF_IND, 0, 0, 13),               // flags
         op(BPF_JMP | BPF_JSET | BPF_K, 2, 0, u32::from(TCP_RST)), // accept
         op(BPF_ALU | BPF_AND | BPF_K, 0, 0, flags),
-        op(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, flags),        // else drop
+        op(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, flags), // else drop
         op(BPF_RET | BPF_K, 0, 0, u32::MAX),
         op(BPF_RET | BPF_K, 0, 0, 0),
     ]
@@ -463,10 +464,7 @@ mod tests {
     fn answers_are_read_from_v4_packets_and_v6_segments() {
         let real: SocketAddr = "10.0.0.2:80".parse().unwrap();
         let mut syn_ack = segment(real.ip(), 80, "10.0.0.1:40000".parse().unwrap(), 7, 0x1234, TCP_SYN | TCP_ACK);
-        assert_eq!(
-            parse_reply(&syn_ack, real.ip()),
-            Some(Reply { from: real, ack: 0x1234, answer: Answer::Accepted })
-        );
+        assert_eq!(parse_reply(&syn_ack, real.ip()), Some(Reply { from: real, ack: 0x1234, answer: Answer::Accepted }));
         let six: SocketAddr = "[fd00::2]:443".parse().unwrap();
         let rst = segment(six.ip(), 443, "[fd00::1]:40000".parse().unwrap(), 0, 9, TCP_RST | TCP_ACK);
         assert_eq!(parse_reply(&rst[40..], six.ip()), Some(Reply { from: six, ack: 9, answer: Answer::Refused }));

@@ -248,7 +248,7 @@ fn strip_empty(mut r: ResourceRequirements) -> ResourceRequirements {
 
 /// Not privileged: the agent gets the capabilities it uses and nothing else.
 fn security_context() -> SecurityContext {
-    // Checked on Linux 6.18 by running weir-agent with exactly these three (setpriv): it
+    // Checked on Linux 6.18 by running weir-agent with exactly BPF, NET_ADMIN, PERFMON (setpriv): it
     // loads, attaches in driver and generic mode, pins, adopts the pins after a restart and
     // answers simulate-packet (BPF_PROG_TEST_RUN); without NET_ADMIN or PERFMON the program
     // load fails. CAP_SYS_ADMIN is not needed: weir needs XDP bpf_links (Linux >= 5.9),
@@ -260,6 +260,8 @@ fn security_context() -> SecurityContext {
         // NET_ADMIN: loading a networking program type (XDP) needs it besides CAP_BPF, and
         // so does attaching the program to the NIC.
         "NET_ADMIN",
+        // NET_RAW: the prober's TCP probes are SYNs from a raw socket (prober::half_open).
+        "NET_RAW",
         // PERFMON: the verifier accepts the balancer's pointer arithmetic (variable-offset
         // packet and map accesses) only with it; without it the load is refused (EACCES).
         "PERFMON",
@@ -379,7 +381,7 @@ mod tests {
         assert_eq!(sc["allowPrivilegeEscalation"], false);
         assert_eq!(sc["readOnlyRootFilesystem"], true);
         assert_eq!(sc["runAsUser"], 0);
-        assert_eq!(sc["capabilities"], json!({"add": ["BPF", "NET_ADMIN", "PERFMON"], "drop": ["ALL"]}));
+        assert_eq!(sc["capabilities"], json!({"add": ["BPF", "NET_ADMIN", "NET_RAW", "PERFMON"], "drop": ["ALL"]}));
         assert_eq!(
             pod["volumes"],
             json!([
