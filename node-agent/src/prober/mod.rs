@@ -5,7 +5,7 @@
 //!   status, UDP with an expected reply — carrying a mark (SO_MARK), so that
 //!   the healthcheck program tunnels it to the real as VIP traffic goes;
 //! - `half_open`: TCP probes as half-open handshakes from one raw socket (a
-//!   SYN out, the SYN-ACK in), a tenth of what a connect costs;
+//!   SYN out, the SYN-ACK in), with no socket of its own per probe;
 //! - `tracker`: consecutive results against the thresholds: when a real turns
 //!   healthy or unhealthy;
 //! - `schedule`: when each target is probed — every interval, each at its own

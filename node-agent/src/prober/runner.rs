@@ -5,7 +5,7 @@
 //! work is thousands of tiny wake-ups a second (a due probe, an answer), and
 //! in the agent's multi-threaded runtime each would also wake an idle worker
 //! to steal it — a context switch per probe, most of what probing cost
-//! (prober_scale: 17.6% → see README).
+//! (prober_scale: the process's 17.6% of a core → 10.4%).
 //!
 //! One task keeps the schedule, a queue of (due instant, target): it sleeps
 //! until the earliest is due (or the queue gains an earlier one), then starts
