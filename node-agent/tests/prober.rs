@@ -13,16 +13,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use weir_agent::dataplane::VipId;
 use weir_agent::prober::{
-    Check, Checker, HttpCheck, ProbeError, ProbeMetrics, ProbedReal, Prober, Target, Thresholds, Transition, UdpCheck,
+    probe, Check, HttpCheck, ProbeError, ProbeMetrics, ProbedReal, Prober, Target, Thresholds, Transition, UdpCheck,
     VipCheck,
 };
 
 const TIMEOUT: Duration = Duration::from_millis(500);
-
-/// One probe, from a checker of its own.
-async fn probe(check: &Check, target: Target, timeout: Duration) -> Result<(), ProbeError> {
-    Checker::open().probe(check, target, timeout).await
-}
 
 /// A real the prober starts from unhealthy.
 fn unhealthy(addr: IpAddr, target: Target) -> ProbedReal {
@@ -81,18 +76,17 @@ async fn tcp_passes_on_a_syn_ack_and_leaves_no_connection() {
     if weir_test_support::skip_unless_root("tcp_passes_on_a_syn_ack_and_leaves_no_connection") {
         return;
     }
-    let checker = Checker::open();
     for any in ["127.0.0.1:0", "[::1]:0"] {
         let listener = TcpListener::bind(any).await.unwrap();
         let up = listener.local_addr().unwrap();
-        checker.probe(&Check::Tcp, target(up), TIMEOUT).await.unwrap();
-        checker.probe(&Check::Tcp, target(up), TIMEOUT).await.unwrap();
+        probe(&Check::Tcp, target(up), TIMEOUT).await.unwrap();
+        probe(&Check::Tcp, target(up), TIMEOUT).await.unwrap();
         // Half-open: the handshake never completed, so nothing is accepted.
         let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
         assert!(accepted.is_err(), "a probe completed a connection: {accepted:?}");
         drop(listener);
         let down = TcpListener::bind(any).await.unwrap().local_addr().unwrap();
-        let err = checker.probe(&Check::Tcp, target(down), TIMEOUT).await.unwrap_err();
+        let err = probe(&Check::Tcp, target(down), TIMEOUT).await.unwrap_err();
         assert!(matches!(&err, ProbeError::Connect(e) if e.kind() == std::io::ErrorKind::ConnectionRefused), "{err}");
     }
 }

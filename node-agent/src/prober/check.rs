@@ -5,8 +5,10 @@
 //! real's own address) and the socket mark the healthcheck program knows the
 //! real by (0: no mark, the probe goes where routing sends it).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
-use super::half_open::HalfOpen;
+use super::half_open;
 
 /// What a probe checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,36 +91,22 @@ pub enum ProbeError {
     WrongReply { got: usize },
 }
 
-/// What probes share: the raw sockets of TCP probes.
-pub struct Checker {
-    half_open: HalfOpen,
-}
-
-impl Checker {
-    /// Opens the sockets (on the current tokio runtime; see [`HalfOpen::open`]).
-    pub fn open() -> Self {
-        Self { half_open: HalfOpen::open() }
-    }
-
-    /// Probes `target` once; the whole probe (connect, request, answer) must
-    /// finish within `timeout`.
-    pub async fn probe(&self, check: &Check, target: Target, timeout: Duration) -> Result<(), ProbeError> {
-        match tokio::time::timeout(timeout, self.run(check, target)).await {
-            Ok(result) => result,
-            Err(_) => Err(ProbeError::Timeout(timeout)),
-        }
-    }
-
-    /// The HTTP(S) and UDP arms are boxed: their futures (hyper's, rustls's)
-    /// are kilobytes, and unboxed every probe's future — a TCP probe's too —
-    /// would be as large as the largest arm.
-    async fn run(&self, check: &Check, target: Target) -> Result<(), ProbeError> {
-        match check {
-            Check::Tcp => self.half_open.probe(target).await,
-            Check::Http(http) => Box::pin(async { get(connect(target).await?, http, target).await }).await,
-            Check::Https { http, skip_tls_verify } => Box::pin(https(http, *skip_tls_verify, target)).await,
-            Check::Udp(udp) => Box::pin(udp_probe(udp, target)).await,
-        }
+/// Probes `target` once; the whole probe (handshake, request, answer) must
+/// finish within `timeout`. A TCP probe here has a raw socket of its own
+/// ([`half_open::probe_once`]); the prober's scheduler drives one for all
+/// its TCP probes and calls this for the others.
+pub async fn probe(check: &Check, target: Target, timeout: Duration) -> Result<(), ProbeError> {
+    // The connected probes' futures are boxed: hyper's and rustls's are
+    // kilobytes, and unboxed every probe's future would be as large.
+    let connected: Pin<Box<dyn Future<Output = Result<(), ProbeError>> + Send + '_>> = match check {
+        Check::Tcp => return half_open::probe_once(target, timeout).await,
+        Check::Http(http) => Box::pin(async move { get(connect(target).await?, http, target).await }),
+        Check::Https { http, skip_tls_verify } => Box::pin(https(http, *skip_tls_verify, target)),
+        Check::Udp(udp) => Box::pin(udp_probe(udp, target)),
+    };
+    match tokio::time::timeout(timeout, connected).await {
+        Ok(result) => result,
+        Err(_) => Err(ProbeError::Timeout(timeout)),
     }
 }
 

@@ -26,6 +26,11 @@
 //!   receives, and the filter drops the rest in the kernel.
 //! - The real's mark (what the healthcheck program tunnels by) is set on
 //!   each packet with an `SO_MARK` control message.
+//! - No task, timer or channel per probe: the prober's scheduler starts the
+//!   probes due, sends them in one `sendmmsg` per family, and on each wake
+//!   drains the answers with `recvmmsg` and expires the probes whose
+//!   deadline passed ([`HalfOpen::collect`]). A probe is an entry in a map
+//!   and one in a heap of deadlines.
 //! - The kernel answers a SYN-ACK that no socket of its own expects with a
 //!   reset. An unmarked probe's reset is routed as its SYN was and ends the
 //!   real's half-open connection; a marked probe's would miss the tunnel, so
@@ -33,19 +38,19 @@
 //!   towards the VIP as routing says; whoever gets it has no such
 //!   connection and drops it.)
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasher, RandomState};
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use etherparse::{PacketBuilder, TcpHeaderSlice, TcpOptionElement};
-use socket2::{Domain, MsgHdr, Protocol, SockAddr, SockFilter, Socket, Type};
-use tokio::sync::oneshot;
+use socket2::{Domain, Protocol, SockAddr, SockFilter, Socket, Type};
 
 use super::check::{ProbeError, Target};
+use super::mmsg::{self, Inbox, Outgoing};
 
 /// A source address no probe used for this long is forgotten (its target
 /// is no longer probed).
@@ -58,6 +63,10 @@ const MSS_V6: u16 = 1440;
 
 /// The receive window the SYN offers.
 const WINDOW: u16 = 64240;
+
+/// Answers read per `recvmmsg`: a wake's worth at 10,000 probes a second
+/// on a 1 ms tick is about ten.
+const INBOX: usize = 64;
 
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
@@ -72,42 +81,56 @@ enum Answer {
     Refused,
 }
 
-/// The half-open TCP prober: its sockets and the probes waiting for an
-/// answer. Dropping it stops its receive tasks.
-pub struct HalfOpen {
-    shared: Arc<Shared>,
-    receivers: Vec<tokio::task::JoinHandle<()>>,
-}
+/// A finished probe: the token it was started with, and its result.
+pub type Done<T> = (T, Result<(), ProbeError>);
 
-struct Shared {
+/// The half-open TCP prober: its sockets and the probes waiting for an
+/// answer, each known by a token of the caller's (`T`).
+pub struct HalfOpen<T> {
     v4: Result<Family, String>,
     v6: Result<Family, String>,
     /// Probes waiting for an answer, by the sequence number of their SYN.
-    waiting: Mutex<HashMap<u32, Waiter>>,
+    waiting: HashMap<u32, Waiting<T>>,
+    /// The deadlines of waiting probes, earliest first. An answered probe's
+    /// entry stays until its deadline, and is skipped then.
+    deadlines: BinaryHeap<Reverse<(Instant, u32)>>,
     /// Draws sequence numbers: a keyed hash of a counter.
     isn_key: RandomState,
-    isn_counter: AtomicU64,
-    /// The source address routing picks, by (destination, mark). Asking
-    /// routing costs a socket's making and closing: prober_scale spent a
-    /// third of its CPU on it when each was asked again every 10 s.
-    sources: Mutex<Sources>,
+    isn_counter: u64,
+    sources: Sources,
+    inbox: Inbox,
+    replies: Vec<Reply>,
 }
 
 struct Family {
-    /// The raw socket, in tokio's datagram socket: its reads and sends are
-    /// the syscalls of any datagram socket (`recvfrom`, `sendmsg`), and a
-    /// raw socket is one; the wrapper adds the runtime's readiness.
-    socket: tokio::net::UdpSocket,
+    /// The raw socket (non-blocking).
+    socket: Socket,
     /// The source port of every probe; `_reserved` holds it.
     port: u16,
     _reserved: Socket,
+    /// What the next flush sends.
+    outbox: Vec<Queued>,
 }
 
-struct Waiter {
+/// A packet waiting for the next flush.
+struct Queued {
+    packet: Vec<u8>,
+    dst: SockAddr,
+    mark: u32,
+    /// The probe a SYN starts (a send failure fails it); `None` for a reset.
+    probe: Option<u32>,
+}
+
+struct Waiting<T> {
+    token: T,
     target: Target,
-    answer: oneshot::Sender<Answer>,
+    deadline: Instant,
+    timeout: Duration,
 }
 
+/// The source address routing picks, by (destination, mark). Asking
+/// routing costs a socket's making and closing: prober_scale spent a third
+/// of its CPU on it when each was asked again every 10 s.
 #[derive(Default)]
 struct Sources {
     /// The source, and when a probe last used it.
@@ -115,123 +138,237 @@ struct Sources {
     pruned: Option<Instant>,
 }
 
-impl HalfOpen {
-    /// Opens the raw sockets (on the current tokio runtime). A family whose
-    /// socket cannot be opened (no `CAP_NET_RAW`, no IPv6) fails its probes
-    /// with the reason.
+impl<T> HalfOpen<T> {
+    /// Opens the raw sockets. A family whose socket cannot be opened (no
+    /// `CAP_NET_RAW`, no IPv6) fails its probes with the reason.
     pub fn open() -> Self {
-        let shared = Arc::new(Shared {
-            v4: Family::open(Domain::IPV4).map_err(|e| format!("the IPv4 raw socket of TCP probes: {e}")),
-            v6: Family::open(Domain::IPV6).map_err(|e| format!("the IPv6 raw socket of TCP probes: {e}")),
-            waiting: Mutex::new(HashMap::new()),
-            isn_key: RandomState::new(),
-            isn_counter: AtomicU64::new(0),
-            sources: Mutex::new(Sources::default()),
-        });
-        for (family, reason) in [(&shared.v4, "IPv4"), (&shared.v6, "IPv6")] {
+        let v4 = Family::open(Domain::IPV4).map_err(|e| format!("the IPv4 raw socket of TCP probes: {e}"));
+        let v6 = Family::open(Domain::IPV6).map_err(|e| format!("the IPv6 raw socket of TCP probes: {e}"));
+        for (family, reason) in [(&v4, "IPv4"), (&v6, "IPv6")] {
             if let Err(e) = family {
                 tracing::warn!("{reason} TCP probes will fail: {e}");
             }
         }
-        let receivers = [false, true]
-            .into_iter()
-            .filter(|&v6| shared.family(v6).is_ok())
-            .map(|v6| tokio::spawn(receive(shared.clone(), v6)))
-            .collect();
-        Self { shared, receivers }
-    }
-
-    /// Probes `target` once: Ok when it answers the SYN with a SYN-ACK.
-    /// Waits for as long as the caller does (its timeout bounds it).
-    pub async fn probe(&self, target: Target) -> Result<(), ProbeError> {
-        let shared = &self.shared;
-        let family = shared
-            .family(target.addr.is_ipv6())
-            .as_ref()
-            .map_err(|e| ProbeError::Socket(io::Error::other(e.clone())))?;
-        let source = shared.source(target.addr.ip(), target.mark).map_err(ProbeError::Socket)?;
-        let (tx, rx) = oneshot::channel();
-        let isn = shared.wait(Waiter { target, answer: tx });
-        let _waiting = Unwait { shared, isn };
-        let syn = segment(source, family.port, target.addr, isn, 0, TCP_SYN);
-        family.send(&syn, target).map_err(ProbeError::Socket)?;
-        match rx.await {
-            Ok(Answer::Accepted) => Ok(()),
-            Ok(Answer::Refused) => Err(ProbeError::Connect(io::ErrorKind::ConnectionRefused.into())),
-            Err(_) => Err(ProbeError::Socket(io::Error::other("the TCP probes' receive task stopped"))),
-        }
-    }
-}
-
-impl Drop for HalfOpen {
-    fn drop(&mut self) {
-        for task in &self.receivers {
-            task.abort();
-        }
-    }
-}
-
-/// Takes a probe off the waiting list however its wait ends (answer,
-/// timeout, abort).
-struct Unwait<'a> {
-    shared: &'a Shared,
-    isn: u32,
-}
-
-impl Drop for Unwait<'_> {
-    fn drop(&mut self) {
-        let unanswered = self.shared.lock_waiting().remove(&self.isn);
-        // Perhaps from a source routing no longer picks: ask again next time.
-        if let Some(Waiter { target, .. }) = unanswered {
-            self.shared.lock_sources().known.remove(&(target.addr.ip(), target.mark));
-        }
-    }
-}
-
-impl Shared {
-    fn family(&self, v6: bool) -> &Result<Family, String> {
-        if v6 {
-            &self.v6
-        } else {
-            &self.v4
+        Self {
+            v4,
+            v6,
+            waiting: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            isn_key: RandomState::new(),
+            isn_counter: 0,
+            sources: Sources::default(),
+            inbox: Inbox::new(INBOX),
+            replies: Vec::new(),
         }
     }
 
-    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Waiter>> {
-        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Starts a probe of `target`, to finish within `timeout` of `now`: its
+    /// SYN goes at the next [`flush`](Self::flush). Fails at once, handing
+    /// the token back, when the family has no socket or routing no source.
+    pub fn start(&mut self, token: T, target: Target, timeout: Duration, now: Instant) -> Result<(), Done<T>> {
+        let v6 = target.addr.is_ipv6();
+        if let Err(e) = family(&self.v4, &self.v6, v6) {
+            let e = ProbeError::Socket(io::Error::other(e.clone()));
+            return Err((token, Err(e)));
+        }
+        let source = match self.sources.get(target.addr.ip(), target.mark, now) {
+            Ok(source) => source,
+            Err(e) => return Err((token, Err(ProbeError::Socket(e)))),
+        };
+        let isn = self.fresh_isn();
+        let deadline = now + timeout;
+        let Ok(family) = family_mut(&mut self.v4, &mut self.v6, v6) else { unreachable!("checked above") };
+        let packet = segment(source, family.port, target.addr, isn, 0, TCP_SYN);
+        family.outbox.push(Queued { packet, dst: raw_destination(target), mark: target.mark, probe: Some(isn) });
+        self.waiting.insert(isn, Waiting { token, target, deadline, timeout });
+        self.deadlines.push(Reverse((deadline, isn)));
+        Ok(())
     }
 
-    /// Registers a waiter under a fresh sequence number.
-    fn wait(&self, waiter: Waiter) -> u32 {
-        let mut waiting = self.lock_waiting();
+    /// Sends what is queued, one `sendmmsg` per family; a probe whose SYN
+    /// could not be sent is done, with the reason.
+    pub fn flush(&mut self, done: &mut Vec<Done<T>>) {
+        for v6 in [false, true] {
+            let Ok(family) = family_mut(&mut self.v4, &mut self.v6, v6) else { continue };
+            if family.outbox.is_empty() {
+                continue;
+            }
+            let batch: Vec<Outgoing> =
+                family.outbox.iter().map(|q| Outgoing { packet: &q.packet, dst: &q.dst, mark: q.mark }).collect();
+            let failed = mmsg::send_batch(family.socket.as_fd(), &batch);
+            drop(batch);
+            for (index, e) in failed {
+                match family.outbox[index].probe.and_then(|isn| self.waiting.remove(&isn)) {
+                    Some(w) => done.push((w.token, Err(ProbeError::Socket(e)))),
+                    None => tracing::debug!("reset to {:?}: {e}", family.outbox[index].dst.as_socket()),
+                }
+            }
+            family.outbox.clear();
+        }
+    }
+
+    /// Reads every answer received, then ends the probes whose deadline is
+    /// past `now`: each finished probe lands in `done`. Sends the resets
+    /// that answers call for.
+    pub fn collect(&mut self, now: Instant, done: &mut Vec<Done<T>>) {
+        for v6 in [false, true] {
+            let Ok(family) = family(&self.v4, &self.v6, v6) else { continue };
+            loop {
+                let got = match self.inbox.receive(family.socket.as_fd()) {
+                    Ok(got) => got,
+                    Err(e) => {
+                        tracing::debug!("TCP probes' raw socket: {e}");
+                        break;
+                    }
+                };
+                let replies = self.inbox.datagrams().filter_map(|(data, from)| parse_reply(data, from?));
+                self.replies.extend(replies);
+                if got < self.inbox.capacity() {
+                    break;
+                }
+            }
+        }
+        let replies = std::mem::take(&mut self.replies);
+        for reply in &replies {
+            self.answer(reply, now, done);
+        }
+        self.replies = replies;
+        self.replies.clear();
+        while let Some(&Reverse((deadline, isn))) = self.deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            // A sequence number answered and drawn again has another deadline.
+            if self.waiting.get(&isn).is_none_or(|w| w.deadline != deadline) {
+                continue;
+            }
+            let Some(waiting) = self.waiting.remove(&isn) else { continue };
+            // Perhaps from a source routing no longer picks: ask again next time.
+            self.sources.known.remove(&(waiting.target.addr.ip(), waiting.target.mark));
+            done.push((waiting.token, Err(ProbeError::Timeout(waiting.timeout))));
+        }
+        self.flush(done);
+    }
+
+    /// Probes waiting for an answer.
+    pub fn in_flight(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// The earliest deadline of a waiting probe.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((deadline, isn))) = self.deadlines.peek() {
+            if self.waiting.get(&isn).is_some_and(|w| w.deadline == deadline) {
+                return Some(deadline);
+            }
+            self.deadlines.pop();
+        }
+        None
+    }
+
+    /// A sequence number no waiting probe has.
+    fn fresh_isn(&mut self) -> u32 {
         loop {
-            let n = self.isn_counter.fetch_add(1, Ordering::Relaxed);
-            let isn = self.isn_key.hash_one(n) as u32;
-            if let std::collections::hash_map::Entry::Vacant(slot) = waiting.entry(isn) {
-                slot.insert(waiter);
+            self.isn_counter += 1;
+            let isn = self.isn_key.hash_one(self.isn_counter) as u32;
+            if !self.waiting.contains_key(&isn) {
                 return isn;
             }
         }
     }
 
-    fn lock_sources(&self) -> std::sync::MutexGuard<'_, Sources> {
-        self.sources.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Ends the probe `reply` answers, if it answers one: the sequence
+    /// number it acknowledges and the address it comes from must both match.
+    fn answer(&mut self, reply: &Reply, now: Instant, done: &mut Vec<Done<T>>) {
+        let isn = reply.ack.wrapping_sub(1);
+        if self.waiting.get(&isn).is_none_or(|w| w.target.addr != reply.from) {
+            return;
+        }
+        let Some(Waiting { token, target, .. }) = self.waiting.remove(&isn) else { return };
+        if reply.answer == Answer::Accepted && target.mark != 0 {
+            // The reset that ends the real's half-open connection, tunnelled as
+            // the SYN was (see the module documentation).
+            if let (Ok(source), Ok(family)) = (
+                self.sources.get(target.addr.ip(), target.mark, now),
+                family_mut(&mut self.v4, &mut self.v6, target.addr.is_ipv6()),
+            ) {
+                let packet = segment(source, family.port, target.addr, reply.ack, 0, TCP_RST);
+                family.outbox.push(Queued { packet, dst: raw_destination(target), mark: target.mark, probe: None });
+            }
+        }
+        let result = match reply.answer {
+            Answer::Accepted => Ok(()),
+            Answer::Refused => Err(ProbeError::Connect(io::ErrorKind::ConnectionRefused.into())),
+        };
+        done.push((token, result));
     }
+}
 
+fn family<'a>(v4: &'a Result<Family, String>, v6: &'a Result<Family, String>, six: bool) -> &'a Result<Family, String> {
+    if six {
+        v6
+    } else {
+        v4
+    }
+}
+
+fn family_mut<'a>(
+    v4: &'a mut Result<Family, String>,
+    v6: &'a mut Result<Family, String>,
+    six: bool,
+) -> &'a mut Result<Family, String> {
+    if six {
+        v6
+    } else {
+        v4
+    }
+}
+
+/// A raw socket's destination: the target's address, port 0 (for IPv6,
+/// a port other than the protocol's number is refused).
+fn raw_destination(target: Target) -> SockAddr {
+    SockAddr::from(SocketAddr::new(target.addr.ip(), 0))
+}
+
+/// One probe's result: starts a prober of its own, probes, and polls it on
+/// the read tick until the probe is done. For a probe now and then (tests,
+/// a check run by hand); the scheduler drives one [`HalfOpen`] for all.
+pub async fn probe_once(target: Target, timeout: Duration) -> Result<(), ProbeError> {
+    let mut prober = HalfOpen::open();
+    let mut done = Vec::new();
+    if let Err(((), result)) = prober.start((), target, timeout, Instant::now()) {
+        return result;
+    }
+    prober.flush(&mut done);
+    loop {
+        if let Some(((), result)) = done.pop() {
+            return result;
+        }
+        tokio::time::sleep(READ_TICK).await;
+        prober.collect(Instant::now(), &mut done);
+    }
+}
+
+/// How often answers are read while probes wait for them: at thousands of
+/// probes a second the scheduler wakes on this tick anyway to send probes,
+/// so reading costs no wake of its own. A probe's measured duration is
+/// rounded up by as much.
+pub const READ_TICK: Duration = Duration::from_millis(1);
+
+impl Sources {
     /// The source address of packets to `dst` with `mark`, as routing picks it.
-    fn source(&self, dst: IpAddr, mark: u32) -> io::Result<IpAddr> {
-        let now = Instant::now();
-        let mut sources = self.lock_sources();
-        if let Some((source, used)) = sources.known.get_mut(&(dst, mark)) {
+    fn get(&mut self, dst: IpAddr, mark: u32, now: Instant) -> io::Result<IpAddr> {
+        if let Some((source, used)) = self.known.get_mut(&(dst, mark)) {
             *used = now;
             return Ok(*source);
         }
-        if sources.pruned.is_none_or(|p| now.duration_since(p) >= SOURCE_IDLE) {
-            sources.known.retain(|_, (_, used)| now.duration_since(*used) < SOURCE_IDLE);
-            sources.pruned = Some(now);
+        if self.pruned.is_none_or(|p| now.duration_since(p) >= SOURCE_IDLE) {
+            self.known.retain(|_, (_, used)| now.duration_since(*used) < SOURCE_IDLE);
+            self.pruned = Some(now);
         }
         let source = routed_source(dst, mark)?;
-        sources.known.insert((dst, mark), (source, now));
+        self.known.insert((dst, mark), (source, now));
         Ok(source)
     }
 }
@@ -273,37 +410,8 @@ impl Family {
         }
         socket.attach_filter(&answers_to(port, v6))?;
         socket.set_nonblocking(true)?;
-        let socket = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(socket))?;
-        Ok(Self { socket, port, _reserved: reserved })
+        Ok(Self { socket, port, _reserved: reserved, outbox: Vec::new() })
     }
-
-    /// Sends a whole IP packet to `target`, with its mark.
-    fn send(&self, packet: &[u8], target: Target) -> io::Result<()> {
-        // A raw socket's destination port is 0 (for IPv6, one other than
-        // the protocol's number is refused).
-        let dst = SockAddr::from(SocketAddr::new(target.addr.ip(), 0));
-        let buffers = [IoSlice::new(packet)];
-        let control = mark_control(target.mark);
-        let mut message = MsgHdr::new().with_addr(&dst).with_buffers(&buffers);
-        if target.mark != 0 {
-            message = message.with_control(&control);
-        }
-        socket2::SockRef::from(&self.socket).sendmsg(&message, 0).map(drop)
-    }
-}
-
-/// An `SO_MARK` control message: the packet's mark, whatever the socket's.
-fn mark_control(mark: u32) -> [u8; 24] {
-    // struct cmsghdr { size_t cmsg_len; int cmsg_level; int cmsg_type; },
-    // then the data, the whole padded to a multiple of size_t.
-    const HEADER: usize = std::mem::size_of::<libc::cmsghdr>();
-    const _: () = assert!(HEADER == 16, "a 64-bit cmsghdr");
-    let mut control = [0u8; 24];
-    control[..8].copy_from_slice(&(HEADER + 4).to_ne_bytes());
-    control[8..12].copy_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
-    control[12..16].copy_from_slice(&libc::SO_MARK.to_ne_bytes());
-    control[16..20].copy_from_slice(&mark.to_ne_bytes());
-    control
 }
 
 /// The socket filter: TCP segments to `port` with SYN and ACK set, or RST.
@@ -382,66 +490,6 @@ fn parse_reply(data: &[u8], from: IpAddr) -> Option<Reply> {
     Some(Reply { from: SocketAddr::new(from, tcp.source_port()), ack: tcp.acknowledgment_number(), answer })
 }
 
-/// While probes wait for answers, the receiver reads every millisecond
-/// rather than when each answer comes: at thousands of probes a second the
-/// prober then wakes on the runtime's timer tick it wakes on anyway to send
-/// probes, not once more per answer. A probe's measured duration is rounded
-/// up by as much; with nothing in flight, the receiver waits for the socket.
-const READ_TICK: Duration = Duration::from_millis(1);
-
-/// Reads answers as they come and hands each to its probe.
-async fn receive(shared: Arc<Shared>, v6: bool) {
-    let Ok(family) = shared.family(v6) else { return };
-    let mut buf = [0u8; 256];
-    loop {
-        if shared.lock_waiting().is_empty() {
-            if family.socket.readable().await.is_err() {
-                return;
-            }
-        } else {
-            tokio::time::sleep(READ_TICK).await;
-        }
-        loop {
-            let (n, from) = match family.socket.try_recv_from(&mut buf) {
-                Ok(got) => got,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::debug!("TCP probes' raw socket: {e}");
-                    break;
-                }
-            };
-            if let Some(reply) = parse_reply(&buf[..n], from.ip()) {
-                answer(&shared, family, reply);
-            }
-        }
-    }
-}
-
-/// Hands `reply` to the probe it answers, if it answers one: the sequence
-/// number it acknowledges and the address it comes from must both match.
-fn answer(shared: &Shared, family: &Family, reply: Reply) {
-    let isn = reply.ack.wrapping_sub(1);
-    let waiter = {
-        let mut waiting = shared.lock_waiting();
-        match waiting.get(&isn) {
-            Some(w) if w.target.addr == reply.from => waiting.remove(&isn),
-            _ => None,
-        }
-    };
-    let Some(Waiter { target, answer }) = waiter else { return };
-    if reply.answer == Answer::Accepted && target.mark != 0 {
-        // The reset that ends the real's half-open connection, tunnelled as
-        // the SYN was (see the module documentation).
-        if let Ok(source) = shared.source(target.addr.ip(), target.mark) {
-            let rst = segment(source, family.port, target.addr, reply.ack, 0, TCP_RST);
-            if let Err(e) = family.send(&rst, target) {
-                tracing::debug!("reset to {}: {e}", target.addr);
-            }
-        }
-    }
-    let _ = answer.send(reply.answer);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,14 +521,5 @@ mod tests {
         assert_eq!(parse_reply(&ack, real.ip()), None);
         syn_ack.truncate(30);
         assert_eq!(parse_reply(&syn_ack, real.ip()), None);
-    }
-
-    #[test]
-    fn the_mark_control_message_is_a_cmsghdr_and_a_u32() {
-        let control = mark_control(0x5745_0001);
-        assert_eq!(usize::from_ne_bytes(control[..8].try_into().unwrap()), 20);
-        assert_eq!(i32::from_ne_bytes(control[8..12].try_into().unwrap()), libc::SOL_SOCKET);
-        assert_eq!(i32::from_ne_bytes(control[12..16].try_into().unwrap()), libc::SO_MARK);
-        assert_eq!(u32::from_ne_bytes(control[16..20].try_into().unwrap()), 0x5745_0001);
     }
 }

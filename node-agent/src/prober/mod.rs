@@ -5,13 +5,15 @@
 //!   status, UDP with an expected reply — carrying a mark (SO_MARK), so that
 //!   the healthcheck program tunnels it to the real as VIP traffic goes;
 //! - `half_open`: TCP probes as half-open handshakes from one raw socket (a
-//!   SYN out, the SYN-ACK in), with no socket of its own per probe;
+//!   SYN out, the SYN-ACK in), with no socket, task or timer per probe;
+//! - `mmsg`: the batched sends and receives of those raw sockets;
 //! - `tracker`: consecutive results against the thresholds: when a real turns
 //!   healthy or unhealthy;
 //! - `schedule`: when each target is probed — every interval, each at its own
 //!   phase so that thousands of targets never probe in lockstep;
-//! - `runner`: the task that probes every target on schedule with bounded
-//!   concurrency, off the request path, and reports transitions.
+//! - `runner`: the prober's thread, which probes every target on schedule
+//!   with bounded concurrency, off the request path, and reports
+//!   transitions.
 //!
 //! New reals start unhealthy and turn healthy after `healthy_threshold`
 //! successive successful probes; a healthy real turns unhealthy after
@@ -20,11 +22,12 @@
 
 pub mod check;
 pub mod half_open;
+mod mmsg;
 pub mod runner;
 pub mod schedule;
 pub mod tracker;
 
-pub use check::{Check, Checker, HttpCheck, ProbeError, Target, UdpCheck};
+pub use check::{probe, Check, HttpCheck, ProbeError, Target, UdpCheck};
 pub use runner::{
     DurationLabels, ProbeMetrics, ProbedReal, Prober, RealStatus, Transition, TransitionLabels, VipCheck,
 };
