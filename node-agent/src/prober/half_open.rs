@@ -87,8 +87,8 @@ pub type Done<T> = (T, Result<(), ProbeError>);
 /// The half-open TCP prober: its sockets and the probes waiting for an
 /// answer, each known by a token of the caller's (`T`).
 pub struct HalfOpen<T> {
-    v4: Result<Family, String>,
-    v6: Result<Family, String>,
+    /// The IPv4 family's socket, then the IPv6 one's (index: `is_ipv6`).
+    families: [Result<Family, String>; 2],
     /// Probes waiting for an answer, by the sequence number of their SYN.
     waiting: HashMap<u32, Waiting<T>>,
     /// The deadlines of waiting probes, earliest first. An answered probe's
@@ -99,7 +99,6 @@ pub struct HalfOpen<T> {
     isn_counter: u64,
     sources: Sources,
     inbox: Inbox,
-    replies: Vec<Reply>,
 }
 
 struct Family {
@@ -150,15 +149,13 @@ impl<T> HalfOpen<T> {
             }
         }
         Self {
-            v4,
-            v6,
+            families: [v4, v6],
             waiting: HashMap::new(),
             deadlines: BinaryHeap::new(),
             isn_key: RandomState::new(),
             isn_counter: 0,
             sources: Sources::default(),
             inbox: Inbox::new(INBOX),
-            replies: Vec::new(),
         }
     }
 
@@ -166,18 +163,16 @@ impl<T> HalfOpen<T> {
     /// SYN goes at the next [`flush`](Self::flush). Fails at once, handing
     /// the token back, when the family has no socket or routing no source.
     pub fn start(&mut self, token: T, target: Target, timeout: Duration, now: Instant) -> Result<(), Done<T>> {
-        let v6 = target.addr.is_ipv6();
-        if let Err(e) = family(&self.v4, &self.v6, v6) {
-            let e = ProbeError::Socket(io::Error::other(e.clone()));
-            return Err((token, Err(e)));
-        }
+        let family = match &mut self.families[usize::from(target.addr.is_ipv6())] {
+            Ok(family) => family,
+            Err(e) => return Err((token, Err(ProbeError::Socket(io::Error::other(e.clone()))))),
+        };
         let source = match self.sources.get(target.addr.ip(), target.mark, now) {
             Ok(source) => source,
             Err(e) => return Err((token, Err(ProbeError::Socket(e)))),
         };
-        let isn = self.fresh_isn();
+        let isn = fresh_isn(&self.isn_key, &mut self.isn_counter, &self.waiting);
         let deadline = now + timeout;
-        let Ok(family) = family_mut(&mut self.v4, &mut self.v6, v6) else { unreachable!("checked above") };
         let packet = segment(source, family.port, target.addr, isn, 0, TCP_SYN);
         family.outbox.push(Queued { packet, dst: raw_destination(target), mark: target.mark, probe: Some(isn) });
         self.waiting.insert(isn, Waiting { token, target, deadline, timeout });
@@ -188,8 +183,7 @@ impl<T> HalfOpen<T> {
     /// Sends what is queued, one `sendmmsg` per family; a probe whose SYN
     /// could not be sent is done, with the reason.
     pub fn flush(&mut self, done: &mut Vec<Done<T>>) {
-        for v6 in [false, true] {
-            let Ok(family) = family_mut(&mut self.v4, &mut self.v6, v6) else { continue };
+        for family in self.families.iter_mut().filter_map(|f| f.as_mut().ok()) {
             if family.outbox.is_empty() {
                 continue;
             }
@@ -211,8 +205,8 @@ impl<T> HalfOpen<T> {
     /// past `now`: each finished probe lands in `done`. Sends the resets
     /// that answers call for.
     pub fn collect(&mut self, now: Instant, done: &mut Vec<Done<T>>) {
-        for v6 in [false, true] {
-            let Ok(family) = family(&self.v4, &self.v6, v6) else { continue };
+        let mut replies = Vec::new();
+        for family in self.families.iter().filter_map(|f| f.as_ref().ok()) {
             loop {
                 let got = match self.inbox.receive(family.socket.as_fd()) {
                     Ok(got) => got,
@@ -221,19 +215,16 @@ impl<T> HalfOpen<T> {
                         break;
                     }
                 };
-                let replies = self.inbox.datagrams().filter_map(|(data, from)| parse_reply(data, from?));
-                self.replies.extend(replies);
+                let answers = self.inbox.datagrams().filter_map(|(data, from)| parse_reply(data, from?));
+                replies.extend(answers);
                 if got < self.inbox.capacity() {
                     break;
                 }
             }
         }
-        let replies = std::mem::take(&mut self.replies);
         for reply in &replies {
             self.answer(reply, now, done);
         }
-        self.replies = replies;
-        self.replies.clear();
         while let Some(&Reverse((deadline, isn))) = self.deadlines.peek() {
             if deadline > now {
                 break;
@@ -267,17 +258,6 @@ impl<T> HalfOpen<T> {
         None
     }
 
-    /// A sequence number no waiting probe has.
-    fn fresh_isn(&mut self) -> u32 {
-        loop {
-            self.isn_counter += 1;
-            let isn = self.isn_key.hash_one(self.isn_counter) as u32;
-            if !self.waiting.contains_key(&isn) {
-                return isn;
-            }
-        }
-    }
-
     /// Ends the probe `reply` answers, if it answers one: the sequence
     /// number it acknowledges and the address it comes from must both match.
     fn answer(&mut self, reply: &Reply, now: Instant, done: &mut Vec<Done<T>>) {
@@ -291,7 +271,7 @@ impl<T> HalfOpen<T> {
             // the SYN was (see the module documentation).
             if let (Ok(source), Ok(family)) = (
                 self.sources.get(target.addr.ip(), target.mark, now),
-                family_mut(&mut self.v4, &mut self.v6, target.addr.is_ipv6()),
+                &mut self.families[usize::from(target.addr.is_ipv6())],
             ) {
                 let packet = segment(source, family.port, target.addr, reply.ack, 0, TCP_RST);
                 family.outbox.push(Queued { packet, dst: raw_destination(target), mark: target.mark, probe: None });
@@ -305,23 +285,14 @@ impl<T> HalfOpen<T> {
     }
 }
 
-fn family<'a>(v4: &'a Result<Family, String>, v6: &'a Result<Family, String>, six: bool) -> &'a Result<Family, String> {
-    if six {
-        v6
-    } else {
-        v4
-    }
-}
-
-fn family_mut<'a>(
-    v4: &'a mut Result<Family, String>,
-    v6: &'a mut Result<Family, String>,
-    six: bool,
-) -> &'a mut Result<Family, String> {
-    if six {
-        v6
-    } else {
-        v4
+/// A sequence number no waiting probe has: a keyed hash of a counter.
+fn fresh_isn<T>(key: &RandomState, counter: &mut u64, waiting: &HashMap<u32, Waiting<T>>) -> u32 {
+    loop {
+        *counter += 1;
+        let isn = key.hash_one(*counter) as u32;
+        if !waiting.contains_key(&isn) {
+            return isn;
+        }
     }
 }
 
